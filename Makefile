@@ -1,0 +1,51 @@
+# ifscale: every user-facing target depends on `setup`, so a fresh clone needs only `make <target>`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DATA_DIR ?= .cache/data
+MNIST  := $(DATA_DIR)/mnist.pkl.gz
+# Extra Hydra overrides, e.g. `make train ARGS="train.epochs=1 seed=3"`.
+ARGS   ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test test-slow lint format train train-small clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: $(STAMP) $(MNIST) ## Create .venv, install ifscale with its dev extra, fetch MNIST (idempotent)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "ifscale needs Python >= 3.11; set PYTHON=python3.11 or newer")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(MNIST): | $(STAMP)
+	$(PY) -m ifscale.data --data-dir $(DATA_DIR)
+
+test: setup ## Run the fast test suite (well under 15 minutes on 2 CPU cores)
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: setup ## Run the slow end-to-end tests
+	$(PY) -m pytest -m slow -q
+
+lint: setup ## ruff check + ruff format --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+train: setup ## Train cnn_large on the full MNIST with 10% mislabeled examples
+	$(PY) experiments/run.py experiment=train_large $(ARGS)
+
+train-small: setup ## Train cnn_small on the 10% MNIST subset with 10% mislabeled examples
+	$(PY) experiments/run.py experiment=train_small $(ARGS)
+
+clean: ## Remove run folders (outputs/); keeps .venv and the cache
+	rm -rf outputs multirun

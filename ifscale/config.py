@@ -1,0 +1,149 @@
+"""Typed, validated run configuration built from a plain dict (e.g. a resolved Hydra config).
+
+The library never imports Hydra: `experiments/run.py` resolves the Hydra config to a dict
+and calls `RunConfig.from_dict`, which checks every value and raises `ConfigError` naming
+the key, before any data is read or anything is compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from ifscale.data.images import SOURCES
+from ifscale.data.noise import KINDS as NOISE_KINDS
+from ifscale.models import MODELS
+from ifscale.train import TrainConfig
+from ifscale.utils import ConfigError, check
+
+METHODS = ("none",)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+    name: str = "mnist"
+    source: str = "hub"
+    data_dir: str | None = None
+    path: str | None = None
+    subset_fraction: float | None = None
+    subset_size: int | None = None
+    scale: bool = True
+
+    def validate(self) -> None:
+        check(self.source in SOURCES, "dataset.source",
+              f"must be one of {SOURCES}, got {self.source!r}")
+        check(self.subset_fraction is None or self.subset_size is None, "dataset",
+              "give subset_fraction or subset_size, not both")
+        if self.subset_fraction is not None:
+            check(0 < self.subset_fraction <= 1, "dataset.subset_fraction",
+                  f"must be in (0, 1], got {self.subset_fraction}")
+        if self.subset_size is not None:
+            check(self.subset_size >= 1, "dataset.subset_size",
+                  f"must be >= 1, got {self.subset_size}")
+        if self.source == "npz":
+            check(self.path is not None, "dataset.path", "source 'npz' needs a .npz path")
+            check(Path(self.path).is_file(), "dataset.path", f"{self.path} does not exist")
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseConfig:
+    kind: str = "none"
+    rate: float = 0.0
+
+    def validate(self) -> None:
+        check(self.kind in NOISE_KINDS, "noise.kind",
+              f"must be one of {NOISE_KINDS}, got {self.kind!r}")
+        check(self.rate >= 0, "noise.rate", f"must be >= 0, got {self.rate}")
+        check(self.rate < 1, "noise.rate", f"must be < 1, got {self.rate}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    name: str = "cnn_large"
+
+    def validate(self) -> None:
+        check(self.name in MODELS, "model.name",
+              f"unknown model {self.name!r}; choose from {sorted(MODELS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodConfig:
+    name: str = "none"
+
+    def validate(self) -> None:
+        check(self.name in METHODS, "method.name",
+              f"unknown method {self.name!r}; choose from {METHODS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PathsConfig:
+    cache_dir: str = ".cache"
+    data_dir: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything one run of the pipeline needs."""
+
+    dataset: DatasetConfig = DatasetConfig()
+    noise: NoiseConfig = NoiseConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    method: MethodConfig = MethodConfig()
+    paths: PathsConfig = PathsConfig()
+    name: str = "default"
+    seed: int = 0
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        """Builds and validates a config; raises `ConfigError` naming a bad key."""
+        cfg = _build(cls, raw, "")
+        for part in (cfg.dataset, cfg.noise, cfg.model, cfg.train, cfg.method):
+            part.validate()
+        check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", "must be an integer >= 0")
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, raw: Any, prefix: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - names
+    if unknown:
+        raise ConfigError(f"{prefix}{sorted(unknown)[0]}: unknown key; known: {sorted(names)}")
+    values = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, f"{prefix}{name}.")
+        else:
+            values[name] = _coerce(value, hint, f"{prefix}{name}")
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str):
+    """Checks `value` against a simple type hint (int, float, str, bool, X | None)."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(f"{key}: must not be null")
+    for typ in options:
+        if typ is bool and isinstance(value, bool):
+            return value
+        if typ is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if typ is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if typ is str and isinstance(value, str):
+            return value
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in options)
+    raise ConfigError(f"{key}: expected {names}, got {value!r}")

@@ -1,0 +1,288 @@
+"""Training with Optax: one jitted step, evenly spaced checkpoints for TracIn, a cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from ifscale.artifacts import ArtifactCache, flatten_tree, unflatten_tree
+from ifscale.models import init_params
+from ifscale.utils import check, stream_key, stream_rng
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained (`conf/train/default.yaml`).
+
+    Attributes:
+      optimizer: "sgd" (with `momentum`) or "adam".
+      learning_rate: peak learning rate.
+      momentum: SGD momentum (0 for plain SGD).
+      schedule: "constant" or "cosine" (decays to 0 over training).
+      batch_size: examples per step; the remainder of each shuffled epoch is dropped so
+        every step has the same shape (one compilation).
+      epochs: passes over the training set.
+      checkpoints: K evenly spaced checkpoints kept, the last being the final parameters
+        (TracIn[K] uses them).
+      l2: coefficient of 0.5 * l2 * ||params||^2 added to the training loss.
+      log_every: steps between progress-bar updates (and non-finite-loss checks).
+    """
+
+    optimizer: str = "sgd"
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    schedule: str = "constant"
+    batch_size: int = 128
+    epochs: int = 2
+    checkpoints: int = 100
+    l2: float = 0.0
+    log_every: int = 20
+
+    def validate(self) -> None:
+        check(self.optimizer in OPTIMIZERS, "train.optimizer",
+              f"must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        check(self.schedule in SCHEDULES, "train.schedule",
+              f"must be one of {SCHEDULES}, got {self.schedule!r}")
+        check(self.learning_rate > 0, "train.learning_rate", "must be > 0")
+        check(0 <= self.momentum < 1, "train.momentum", "must be in [0, 1)")
+        check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        check(self.checkpoints >= 1, "train.checkpoints", "must be >= 1")
+        check(self.l2 >= 0, "train.l2", "must be >= 0")
+        check(self.log_every >= 1, "train.log_every", "must be >= 1")
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    """The output of training.
+
+    Attributes:
+      params: final parameters (a pytree).
+      checkpoints: the K checkpoints stacked along a leading axis (pytree of [K, ...]).
+      checkpoint_steps: [K] optimizer steps completed at each checkpoint.
+      checkpoint_lrs: [K] learning rate in force at each checkpoint.
+      info: test_accuracy, train_time_s (wall, compilation included), final_loss, n_steps.
+    """
+
+    params: Any
+    checkpoints: Any
+    checkpoint_steps: np.ndarray
+    checkpoint_lrs: np.ndarray
+    info: dict[str, Any]
+
+    def checkpoint(self, i: int):
+        """The parameters of checkpoint `i`."""
+        return jax.tree_util.tree_map(lambda x: x[i], self.checkpoints)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            **flatten_tree(self.params, "params"),
+            **flatten_tree(self.checkpoints, "checkpoints"),
+            "checkpoint_steps": self.checkpoint_steps,
+            "checkpoint_lrs": self.checkpoint_lrs,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> TrainedModel:
+        return cls(
+            params=jax.tree_util.tree_map(jnp.asarray, unflatten_tree(arrays, "params")),
+            checkpoints=unflatten_tree(arrays, "checkpoints"),
+            checkpoint_steps=arrays["checkpoint_steps"],
+            checkpoint_lrs=arrays["checkpoint_lrs"],
+            info=info,
+        )
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+    """Per-example softmax cross-entropy: [b, classes], [b] -> [b]."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def l2_penalty(params, l2: float) -> jnp.ndarray:
+    leaves = jax.tree_util.tree_leaves(params)
+    return 0.5 * l2 * sum(jnp.vdot(x, x) for x in leaves)
+
+
+def make_schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
+    if cfg.schedule == "cosine":
+        return optax.cosine_decay_schedule(cfg.learning_rate, total_steps)
+    return optax.constant_schedule(cfg.learning_rate)
+
+
+def make_optimizer(cfg: TrainConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
+    if cfg.optimizer == "adam":
+        return optax.adam(schedule)
+    return optax.sgd(schedule, momentum=cfg.momentum or None)
+
+
+def checkpoint_steps(total_steps: int, k: int) -> np.ndarray:
+    """K evenly spaced step counts in (0, total_steps], the last being total_steps."""
+    check(k <= total_steps, "train.checkpoints",
+          f"{k} checkpoints need at least {k} steps, but training has {total_steps}")
+    return np.unique(np.round(np.linspace(total_steps / k, total_steps, k)).astype(np.int64))
+
+
+def accuracy(model: nn.Module, params, x: np.ndarray, y: np.ndarray, batch_size: int = 1000):
+    """Top-1 accuracy, batched with a padded last batch (one compilation)."""
+    predict = jax.jit(lambda p, xb: jnp.argmax(model.apply({"params": p}, xb), -1))
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        xb = x[start:start + batch_size]
+        n = len(xb)
+        if n < batch_size:
+            xb = np.concatenate([xb, np.zeros((batch_size - n, *xb.shape[1:]), xb.dtype)])
+        correct += int((np.asarray(predict(params, xb))[:n] == y[start:start + n]).sum())
+    return correct / len(x)
+
+
+def train(
+    model: nn.Module,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    cfg: TrainConfig,
+    seed: int,
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    progress: bool = True,
+) -> TrainedModel:
+    """Trains `model` with mean cross-entropy (+ optional L2) and keeps K checkpoints.
+
+    Args:
+      model: a Flax module mapping [b, ...] inputs to [b, classes] logits.
+      x_train, y_train: training inputs and (possibly noisy) labels.
+      cfg: optimisation settings.
+      seed: seeds initialisation ("init" stream) and shuffling ("shuffle" stream).
+      x_test, y_test: if given, test accuracy is reported in `info`.
+      progress: show a progress bar with the loss.
+
+    Returns:
+      A `TrainedModel`.
+
+    Raises:
+      TrainingDivergedError: the loss became NaN or infinite (names the step).
+    """
+    cfg.validate()
+    n = len(x_train)
+    steps_per_epoch = n // cfg.batch_size
+    check(steps_per_epoch >= 1, "train.batch_size",
+          f"{cfg.batch_size} is larger than the {n} training examples")
+    total = steps_per_epoch * cfg.epochs
+    save_at = checkpoint_steps(total, cfg.checkpoints)
+    schedule = make_schedule(cfg, total)
+    tx = make_optimizer(cfg, schedule)
+
+    def loss_fn(params, xb, yb):
+        logits = model.apply({"params": params}, xb)
+        return cross_entropy(logits, yb).mean() + l2_penalty(params, cfg.l2)
+
+    @functools.partial(jax.jit, donate_argnums=(0,))
+    def step(state, xb, yb):
+        params, opt_state, count, first_bad = state
+        loss, grads = jax.value_and_grad(loss_fn)(params, xb, yb)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        # Remember the first non-finite step without a host sync on every step.
+        first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(loss), count, first_bad)
+        return (params, opt_state, count + 1, first_bad), loss
+
+    params = init_params(model, x_train.shape[1:], stream_key(seed, "init"))
+    state = (params, tx.init(params), jnp.zeros((), jnp.int32), -jnp.ones((), jnp.int32))
+    rng = stream_rng(seed, "shuffle")
+    saved = []
+    recent = []
+    start = time.perf_counter()
+    bar = tqdm(total=total, desc="train", unit="step", disable=not progress, mininterval=1.0)
+    done = 0
+    for epoch in range(cfg.epochs):
+        order = rng.permutation(n)
+        for i in range(steps_per_epoch):
+            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            state, loss = step(state, x_train[idx], y_train[idx])
+            recent.append(loss)
+            done += 1
+            if done in save_at:
+                saved.append(jax.device_get(state[0]))
+            if done % cfg.log_every == 0 or done == total:
+                first_bad = int(state[3])
+                if first_bad >= 0:
+                    bar.close()
+                    bad = float(np.asarray(recent)[first_bad - (done - len(recent))])
+                    raise TrainingDivergedError(
+                        f"training loss became {bad} at step {first_bad + 1} of {total} "
+                        f"(epoch {epoch + 1}). Look at train.learning_rate="
+                        f"{cfg.learning_rate}, train.optimizer={cfg.optimizer}, "
+                        f"train.momentum={cfg.momentum}, train.batch_size={cfg.batch_size}, "
+                        f"train.l2={cfg.l2}, and dataset.scale (unscaled pixels make large "
+                        "activations)."
+                    )
+                mean_loss = float(np.mean(np.asarray(recent)))
+                recent = []
+                bar.set_postfix(epoch=epoch + 1, loss=f"{mean_loss:.4f}")
+                bar.update(done - bar.n)
+    bar.close()
+    jax.block_until_ready(state)
+    train_time = time.perf_counter() - start
+
+    params = state[0]
+    info = {"train_time_s": train_time, "final_loss": mean_loss, "n_steps": total,
+            "steps_per_epoch": steps_per_epoch}
+    if x_test is not None:
+        info["test_accuracy"] = accuracy(model, params, x_test, y_test)
+    return TrainedModel(
+        params=params,
+        checkpoints=jax.tree_util.tree_map(lambda *xs: np.stack(xs), *saved),
+        checkpoint_steps=save_at,
+        checkpoint_lrs=np.asarray([float(schedule(s - 1)) for s in save_at], np.float64),
+        info=info,
+    )
+
+
+def train_cached(
+    model: nn.Module,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    cfg: TrainConfig,
+    seed: int,
+    cache: ArtifactCache | None,
+    cache_config: dict,
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    progress: bool = True,
+) -> tuple[TrainedModel, bool]:
+    """`train`, reusing an artifact cached under `cache_config` when a valid one exists.
+
+    `cache_config` must identify everything upstream of the parameters: data (a content
+    fingerprint), noise, model, training settings and seed.
+
+    Returns:
+      (trained model, whether it came from the cache).
+    """
+    if cache is not None:
+        hit = cache.load(cache_config)
+        if hit is not None:
+            log.info("Reusing the trained model cached at %s", cache.path(cache_config))
+            return TrainedModel.from_arrays(*hit), True
+    trained = train(model, x_train, y_train, cfg, seed, x_test, y_test, progress)
+    if cache is not None:
+        folder = cache.save(cache_config, trained.to_arrays(), trained.info)
+        log.info("Cached the trained model at %s", folder)
+    return trained, False
