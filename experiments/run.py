@@ -1,7 +1,7 @@
 """Hydra entry point: one cell of an experiment.
 
-    python experiments/run.py experiment=train_small
-    python experiments/run.py -m model=cnn_small,cnn_large seed=0,1
+python experiments/run.py experiment=train_small
+python experiments/run.py -m model=cnn_small,cnn_large seed=0,1
 """
 
 from __future__ import annotations

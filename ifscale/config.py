@@ -33,16 +33,28 @@ class DatasetConfig:
     scale: bool = True
 
     def validate(self) -> None:
-        check(self.source in SOURCES, "dataset.source",
-              f"must be one of {SOURCES}, got {self.source!r}")
-        check(self.subset_fraction is None or self.subset_size is None, "dataset",
-              "give subset_fraction or subset_size, not both")
+        check(
+            self.source in SOURCES,
+            "dataset.source",
+            f"must be one of {SOURCES}, got {self.source!r}",
+        )
+        check(
+            self.subset_fraction is None or self.subset_size is None,
+            "dataset",
+            "give subset_fraction or subset_size, not both",
+        )
         if self.subset_fraction is not None:
-            check(0 < self.subset_fraction <= 1, "dataset.subset_fraction",
-                  f"must be in (0, 1], got {self.subset_fraction}")
+            check(
+                0 < self.subset_fraction <= 1,
+                "dataset.subset_fraction",
+                f"must be in (0, 1], got {self.subset_fraction}",
+            )
         if self.subset_size is not None:
-            check(self.subset_size >= 1, "dataset.subset_size",
-                  f"must be >= 1, got {self.subset_size}")
+            check(
+                self.subset_size >= 1,
+                "dataset.subset_size",
+                f"must be >= 1, got {self.subset_size}",
+            )
         if self.source == "npz":
             check(self.path is not None, "dataset.path", "source 'npz' needs a .npz path")
             check(Path(self.path).is_file(), "dataset.path", f"{self.path} does not exist")
@@ -54,8 +66,11 @@ class NoiseConfig:
     rate: float = 0.0
 
     def validate(self) -> None:
-        check(self.kind in NOISE_KINDS, "noise.kind",
-              f"must be one of {NOISE_KINDS}, got {self.kind!r}")
+        check(
+            self.kind in NOISE_KINDS,
+            "noise.kind",
+            f"must be one of {NOISE_KINDS}, got {self.kind!r}",
+        )
         check(self.rate >= 0, "noise.rate", f"must be >= 0, got {self.rate}")
         check(self.rate < 1, "noise.rate", f"must be < 1, got {self.rate}")
 
@@ -65,8 +80,11 @@ class ModelConfig:
     name: str = "cnn_large"
 
     def validate(self) -> None:
-        check(self.name in MODELS, "model.name",
-              f"unknown model {self.name!r}; choose from {sorted(MODELS)}")
+        check(
+            self.name in MODELS,
+            "model.name",
+            f"unknown model {self.name!r}; choose from {sorted(MODELS)}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +92,11 @@ class MethodConfig:
     name: str = "none"
 
     def validate(self) -> None:
-        check(self.name in METHODS, "method.name",
-              f"unknown method {self.name!r}; choose from {METHODS}")
+        check(
+            self.name in METHODS,
+            "method.name",
+            f"unknown method {self.name!r}; choose from {METHODS}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,8 +41,13 @@ def load_data(cfg: RunConfig) -> ImageData:
     """The training/test data of `cfg` with its noise applied."""
     d = cfg.dataset
     data = load_images(
-        d.source, data_dir=d.data_dir, path=d.path, subset_fraction=d.subset_fraction,
-        subset_size=d.subset_size, scale=d.scale, seed=cfg.seed,
+        d.source,
+        data_dir=d.data_dir,
+        path=d.path,
+        subset_fraction=d.subset_fraction,
+        subset_size=d.subset_size,
+        scale=d.scale,
+        seed=cfg.seed,
     )
     return apply_label_noise(data, cfg.noise.kind, cfg.noise.rate, cfg.seed)
 
@@ -70,17 +75,39 @@ def training_key(cfg: RunConfig, data: ImageData) -> dict[str, Any]:
     }
 
 
+def reproducible_config(cfg: RunConfig) -> dict[str, Any]:
+    """The config without machine-specific paths and display settings (for hashing)."""
+    d = cfg.to_dict()
+    for key in ("paths", "progress"):
+        d.pop(key)
+    for key in ("data_dir", "path"):
+        d["dataset"].pop(key)
+    return d
+
+
 def prepare(cfg: RunConfig) -> Prepared:
     """Loads the data, applies noise and trains (or reuses a cached) model."""
     data = load_data(cfg)
-    log.info("Data: %d training examples (%d noisy), %d test examples",
-             data.n_train, int(data.is_noisy.sum()), len(data.y_test))
+    log.info(
+        "Data: %d training examples (%d noisy), %d test examples",
+        data.n_train,
+        int(data.is_noisy.sum()),
+        len(data.y_test),
+    )
     model = build_model(cfg.model.name, data.num_classes)
     key = training_key(cfg, data)
     cache = ArtifactCache(Path(cfg.paths.cache_dir), "trained")
     trained, hit = train_cached(
-        model, data.x_train, data.y_train, cfg.train, cfg.seed, cache, key,
-        data.x_test, data.y_test, progress=cfg.progress,
+        model,
+        data.x_train,
+        data.y_train,
+        cfg.train,
+        cfg.seed,
+        cache,
+        key,
+        data.x_test,
+        data.y_test,
+        progress=cfg.progress,
     )
     return Prepared(data, model, trained, hit, key)
 
@@ -97,8 +124,11 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
         "n_params": count_params(prep.trained.params),
         "n_train": prep.data.n_train,
         "n_test": len(prep.data.y_test),
-        "noise": {"kind": cfg.noise.kind, "rate": cfg.noise.rate,
-                  "n_noisy": int(prep.data.is_noisy.sum())},
+        "noise": {
+            "kind": cfg.noise.kind,
+            "rate": cfg.noise.rate,
+            "n_noisy": int(prep.data.is_noisy.sum()),
+        },
         "method": cfg.method.name,
         "seed": cfg.seed,
         "test_accuracy": info.get("test_accuracy"),
@@ -106,7 +136,7 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
         "train_steps": info["n_steps"],
         "train_cache_hit": prep.cache_hit,
         "device": describe_device(),
-        "config_hash": config_hash(cfg.to_dict()),
+        "config_hash": config_hash(reproducible_config(cfg)),
         "train_key_hash": config_hash(prep.train_key),
         "git_commit": git_commit(),
         "wall_time_s": time.perf_counter() - start,
@@ -114,7 +144,11 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    log.info("test accuracy %.4f (train %.1fs%s); metrics in %s",
-             metrics["test_accuracy"], metrics["train_time_s"],
-             ", cached" if prep.cache_hit else "", run_dir / "metrics.json")
+    log.info(
+        "test accuracy %.4f (train %.1fs%s); metrics in %s",
+        metrics["test_accuracy"],
+        metrics["train_time_s"],
+        ", cached" if prep.cache_hit else "",
+        run_dir / "metrics.json",
+    )
     return metrics

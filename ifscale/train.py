@@ -54,10 +54,16 @@ class TrainConfig:
     log_every: int = 20
 
     def validate(self) -> None:
-        check(self.optimizer in OPTIMIZERS, "train.optimizer",
-              f"must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        check(self.schedule in SCHEDULES, "train.schedule",
-              f"must be one of {SCHEDULES}, got {self.schedule!r}")
+        check(
+            self.optimizer in OPTIMIZERS,
+            "train.optimizer",
+            f"must be one of {OPTIMIZERS}, got {self.optimizer!r}",
+        )
+        check(
+            self.schedule in SCHEDULES,
+            "train.schedule",
+            f"must be one of {SCHEDULES}, got {self.schedule!r}",
+        )
         check(self.learning_rate > 0, "train.learning_rate", "must be > 0")
         check(0 <= self.momentum < 1, "train.momentum", "must be in [0, 1)")
         check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
@@ -136,8 +142,11 @@ def make_optimizer(cfg: TrainConfig, schedule: optax.Schedule) -> optax.Gradient
 
 def checkpoint_steps(total_steps: int, k: int) -> np.ndarray:
     """K evenly spaced step counts in (0, total_steps], the last being total_steps."""
-    check(k <= total_steps, "train.checkpoints",
-          f"{k} checkpoints need at least {k} steps, but training has {total_steps}")
+    check(
+        k <= total_steps,
+        "train.checkpoints",
+        f"{k} checkpoints need at least {k} steps, but training has {total_steps}",
+    )
     return np.unique(np.round(np.linspace(total_steps / k, total_steps, k)).astype(np.int64))
 
 
@@ -146,11 +155,11 @@ def accuracy(model: nn.Module, params, x: np.ndarray, y: np.ndarray, batch_size:
     predict = jax.jit(lambda p, xb: jnp.argmax(model.apply({"params": p}, xb), -1))
     correct = 0
     for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size]
+        xb = x[start : start + batch_size]
         n = len(xb)
         if n < batch_size:
             xb = np.concatenate([xb, np.zeros((batch_size - n, *xb.shape[1:]), xb.dtype)])
-        correct += int((np.asarray(predict(params, xb))[:n] == y[start:start + n]).sum())
+        correct += int((np.asarray(predict(params, xb))[:n] == y[start : start + n]).sum())
     return correct / len(x)
 
 
@@ -183,8 +192,11 @@ def train(
     cfg.validate()
     n = len(x_train)
     steps_per_epoch = n // cfg.batch_size
-    check(steps_per_epoch >= 1, "train.batch_size",
-          f"{cfg.batch_size} is larger than the {n} training examples")
+    check(
+        steps_per_epoch >= 1,
+        "train.batch_size",
+        f"{cfg.batch_size} is larger than the {n} training examples",
+    )
     total = steps_per_epoch * cfg.epochs
     save_at = checkpoint_steps(total, cfg.checkpoints)
     schedule = make_schedule(cfg, total)
@@ -215,7 +227,7 @@ def train(
     for epoch in range(cfg.epochs):
         order = rng.permutation(n)
         for i in range(steps_per_epoch):
-            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             state, loss = step(state, x_train[idx], y_train[idx])
             recent.append(loss)
             done += 1
@@ -243,8 +255,12 @@ def train(
     train_time = time.perf_counter() - start
 
     params = state[0]
-    info = {"train_time_s": train_time, "final_loss": mean_loss, "n_steps": total,
-            "steps_per_epoch": steps_per_epoch}
+    info = {
+        "train_time_s": train_time,
+        "final_loss": mean_loss,
+        "n_steps": total,
+        "steps_per_epoch": steps_per_epoch,
+    }
     if x_test is not None:
         info["test_accuracy"] = accuracy(model, params, x_test, y_test)
     return TrainedModel(

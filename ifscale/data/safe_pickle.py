@@ -1,12 +1,14 @@
 """A pickle loader that can only rebuild NumPy arrays.
 
 `pickle.load` runs whatever callables a file names. The MNIST pickle needs exactly three
-(the array reconstructor, `ndarray` and `dtype`); anything else is refused, so a tampered
+(the array reconstructor, `ndarray` and `dtype`); array pickles written by Python 3 also
+use `_codecs.encode` or NumPy's `_frombuffer`; anything else is refused, so a tampered
 file cannot run code.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
 
@@ -19,6 +21,12 @@ _ALLOWED = {
     ("numpy", "dtype"): np.dtype,
     ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+    # Protocol 5 array pickles rebuild from a raw buffer.
+    ("numpy._core.numeric", "_frombuffer"): np._core.numeric._frombuffer,
+    ("numpy.core.numeric", "_frombuffer"): np._core.numeric._frombuffer,
+    # Python 3 writes byte buffers in protocol-2 pickles as _codecs.encode(text, "latin1"):
+    # it only turns a str into bytes.
+    ("_codecs", "encode"): codecs.encode,
 }
 
 

@@ -1,0 +1,192 @@
+"""Every config composes; bad configs fail at start with one line naming the key."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from ifscale.config import RunConfig
+from ifscale.pipeline import run
+from ifscale.utils import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+OmegaConf.register_new_resolver("project_root", lambda: str(ROOT), replace=True)
+GROUPS = ("dataset", "model", "noise", "method", "train", "experiment")
+
+
+def _options(group):
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _compose(overrides=()):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=False)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.fixture(scope="module")
+def npz_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("npz") / "images.npz"
+    rng = np.random.default_rng(0)
+    np.savez(
+        path,
+        x_train=rng.random((40, 28, 28)),
+        y_train=np.arange(40) % 10,
+        x_test=rng.random((10, 28, 28)),
+        y_test=np.arange(10) % 10,
+    )
+    return path
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_group_option_composes_and_validates(group, option, npz_file):
+    overrides = [f"{group}={option}"]
+    if group == "dataset" and option == "images_npz":
+        overrides.append(f"dataset.path={npz_file}")
+    cfg = RunConfig.from_dict(_compose(overrides))  # raises on any invalid value
+    chosen = {
+        "experiment": cfg.name,
+        "model": cfg.model.name,
+        "noise": cfg.noise.kind,
+        "method": cfg.method.name,
+    }
+    if group in chosen:
+        assert chosen[group] == option
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert _options(group), group
+
+
+def test_experiment_presets_set_the_papers_settings():
+    small = RunConfig.from_dict(_compose(["experiment=train_small"]))
+    assert (small.model.name, small.dataset.subset_fraction, small.noise.rate) == (
+        "cnn_small",
+        0.1,
+        0.1,
+    )
+    large = RunConfig.from_dict(_compose(["experiment=train_large"]))
+    assert (large.model.name, large.dataset.subset_fraction, large.noise.rate) == (
+        "cnn_large",
+        None,
+        0.1,
+    )
+    assert (
+        large.train.optimizer,
+        large.train.learning_rate,
+        large.train.momentum,
+        large.train.batch_size,
+        large.train.epochs,
+    ) == ("sgd", 0.1, 0.9, 128, 2)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("noise.rate=-0.1", "noise.rate"),
+        ("noise.rate=1.0", "noise.rate"),
+        ("dataset.subset_size=0", "dataset.subset_size"),
+        ("dataset.subset_fraction=1.5", "dataset.subset_fraction"),
+        ("train.epochs=0", "train.epochs"),
+        ("train.learning_rate=abc", "train.learning_rate"),
+        ("dataset.source=s3", "dataset.source"),
+    ],
+)
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        RunConfig.from_dict(_compose([override]))
+
+
+def _run_cli(*overrides, tmp_path, data_dir):
+    env = {
+        **os.environ,
+        "IFSCALE_CACHE_DIR": str(tmp_path / "cache"),
+        "IFSCALE_DATA_DIR": str(data_dir),
+    }
+    cmd = [
+        sys.executable,
+        str(ROOT / "experiments" / "run.py"),
+        "progress=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *overrides,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["noise.rate=1.5"], "Bad configuration: noise.rate: must be < 1"),
+        (
+            ["dataset=images_npz", "dataset.path=/nonexistent/x.npz"],
+            "Bad configuration: dataset.path: /nonexistent/x.npz does not exist",
+        ),
+        (
+            ["model=cnn_small", "dataset.subset_size=70000"],
+            "Bad configuration: dataset.subset_size: 70000 is larger than the 60000",
+        ),
+        (["model=resnet"], "Could not find 'model/resnet'"),
+        (["train.lerning_rate=0.1"], "Key 'lerning_rate' is not in struct"),
+    ],
+)
+def test_runner_rejects_bad_config_with_one_clear_line(overrides, message, tmp_path, mnist_dir):
+    result = _run_cli(*overrides, tmp_path=tmp_path, data_dir=mnist_dir)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert message in output
+    assert "Traceback" not in output
+
+
+def test_runner_trains_writes_metrics_and_reuses_the_cache(tmp_path, mnist_dir):
+    args = (
+        "model=cnn_small",
+        "dataset.subset_size=600",
+        "train.epochs=1",
+        "train.batch_size=100",
+        "train.checkpoints=3",
+        "name=cli_test",
+    )
+    first = _run_cli(*args, tmp_path=tmp_path, data_dir=mnist_dir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_params"] == 2698
+    assert metrics["n_train"] == 600
+    assert metrics["noise"] == {"kind": "mislabel", "rate": 0.1, "n_noisy": 60}
+    assert 0 <= metrics["test_accuracy"] <= 1
+    assert metrics["train_cache_hit"] is False
+    assert metrics["experiment"] == "cli_test"
+    assert metrics["device"].startswith(("cpu", "gpu", "cuda", "tpu", "rocm"))
+
+    second = _run_cli(*args, tmp_path=tmp_path, data_dir=mnist_dir)
+    assert second.returncode == 0
+    assert "Reusing the trained model cached" in second.stdout + second.stderr
+    again = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert again["train_cache_hit"] is True
+    assert again["test_accuracy"] == metrics["test_accuracy"]
+    assert again["config_hash"] == metrics["config_hash"]
+
+
+def test_library_pipeline_runs_without_hydra(tmp_path, mnist_dir):
+    cfg = RunConfig.from_dict(
+        {
+            "dataset": {"data_dir": str(mnist_dir), "subset_size": 300},
+            "noise": {"kind": "mislabel", "rate": 0.2},
+            "model": {"name": "cnn_small"},
+            "train": {"epochs": 1, "batch_size": 50, "checkpoints": 2},
+            "paths": {"cache_dir": str(tmp_path / "cache")},
+            "progress": False,
+        }
+    )
+    metrics = run(cfg, tmp_path / "out")
+    assert metrics["noise"]["n_noisy"] == 60
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == metrics
