@@ -1,0 +1,114 @@
+"""What an influence method needs from a model: a per-example loss and the perturbed parameters.
+
+Methods never see Flax modules. They see a `Task` (a pure per-example loss of
+`(params, batch)` and which parameters are perturbed) and work on the flat vector θ of the
+perturbed parameters through a `ParamView`; the others stay fixed at their trained values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+from jax.flatten_util import ravel_pytree
+
+from ifscale.utils import ConfigError
+
+Batch = Any  # a pytree of arrays sharing a leading batch axis
+LossFn = Callable[[Any, Batch], jnp.ndarray]  # (params, batch) -> [b] per-example losses
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A model as influence methods see it.
+
+    Attributes:
+      loss: per-example loss, `loss(params, batch) -> [b]`; pure and jittable. The
+        Hessian is that of the mean of this loss over the fit batches (plus `l2`).
+      layers: the perturbed parameters, as "/"-joined path prefixes into the params tree
+        (e.g. ("Dense_0", "Dense_1/kernel")); None perturbs all of them. Gradients, HVPs
+        and projections all live in the space of these parameters only.
+      l2: coefficient of 0.5 * l2 * ||θ||² in the training objective (adds l2·I to H).
+    """
+
+    loss: LossFn
+    layers: tuple[str, ...] | None = None
+    l2: float = 0.0
+
+
+def _path_selected(path: str, layers: Sequence[str] | None) -> bool:
+    if layers is None:
+        return True
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in layers)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ParamView:
+    """The flat vector θ of a task's perturbed parameters, and the loss as a function of it.
+
+    Attributes:
+      theta: [p] the trained values of the perturbed parameters.
+      unravel: maps a [p] vector back to the perturbed subtree.
+      frozen: the other parameters, as a flat {path: array} dict.
+      names: the "/" paths of the perturbed parameters.
+    """
+
+    # A pytree: `theta` and `frozen` are traced when a view is passed to a jitted function;
+    # the rest is static, so views that differ only in values share one compilation.
+    theta: jnp.ndarray
+    frozen: dict
+    task: Task = dataclasses.field(metadata={"static": True})
+    unravel: Callable[[jnp.ndarray], dict] = dataclasses.field(metadata={"static": True})
+    names: tuple[str, ...] = dataclasses.field(metadata={"static": True})
+
+    @classmethod
+    def create(cls, task: Task, params) -> ParamView:
+        flat = traverse_util.flatten_dict(params, sep="/")
+        chosen = {k: v for k, v in flat.items() if _path_selected(k, task.layers)}
+        if not chosen:
+            raise ConfigError(
+                f"method.layers: {list(task.layers)} names no parameter; parameters are "
+                f"{sorted(flat)}"
+            )
+        theta, unravel = ravel_pytree(chosen)
+        frozen = {k: v for k, v in flat.items() if k not in chosen}
+        return cls(theta, frozen, task, unravel, tuple(sorted(chosen)))
+
+    @property
+    def size(self) -> int:
+        return int(self.theta.size)
+
+    def params(self, theta: jnp.ndarray):
+        """The full params tree with the perturbed part set to `theta`."""
+        return traverse_util.unflatten_dict({**self.frozen, **self.unravel(theta)}, sep="/")
+
+    def losses(self, theta: jnp.ndarray, batch: Batch) -> jnp.ndarray:
+        """[b] per-example losses at `theta`."""
+        return self.task.loss(self.params(theta), batch)
+
+    def example_loss(self, theta: jnp.ndarray, example: Batch) -> jnp.ndarray:
+        """The loss of one example (a batch without its leading axis)."""
+        single = jax.tree_util.tree_map(lambda a: a[None], example)
+        return self.task.loss(self.params(theta), single)[0]
+
+    def objective(self, theta: jnp.ndarray, batch: Batch) -> jnp.ndarray:
+        """Mean loss over `batch` plus the L2 term: the function whose Hessian is H."""
+        reg = 0.5 * self.task.l2 * jnp.vdot(theta, theta) if self.task.l2 else 0.0
+        return self.losses(theta, batch).mean() + reg
+
+    def with_theta(self, theta: jnp.ndarray) -> ParamView:
+        """The same view around other parameter values (e.g. a TracIn checkpoint)."""
+        return dataclasses.replace(self, theta=theta)
+
+
+def view_of_params(task: Task, params, reference: ParamView) -> ParamView:
+    """A view of `params` with the same perturbed subset and layout as `reference`."""
+    flat = traverse_util.flatten_dict(params, sep="/")
+    theta, _ = ravel_pytree({k: flat[k] for k in reference.names})
+    frozen = {k: v for k, v in flat.items() if k not in reference.names}
+    return dataclasses.replace(reference, theta=theta, frozen=frozen)
