@@ -93,8 +93,9 @@ def arnoldi(
     passes = 2 if reorthogonalize else 1
     m = n
     breakdown = False
-    for l in tqdm(range(1, n + 1), desc="arnoldi", unit="hvp", disable=not progress,
-                  mininterval=1.0):
+    for l in tqdm(
+        range(1, n + 1), desc="arnoldi", unit="hvp", disable=not progress, mininterval=1.0
+    ):
         w = matvec(basis[l - 1])
         w_norm = float(jnp.linalg.norm(w))
         if not np.isfinite(w_norm):

@@ -66,9 +66,7 @@ def make_matvec(view: ParamView, stacked: Batch) -> Callable[[jnp.ndarray], jnp.
 def dense_hessian(view: ParamView, stacked: Batch, chunk: int = 64) -> np.ndarray:
     """The dense [p, p] Hessian, built from HVPs with `chunk` basis vectors at a time."""
     p = view.size
-    columns = jax.jit(
-        lambda view, stacked, basis: jax.vmap(lambda v: hvp(view, stacked, v))(basis)
-    )
+    columns = jax.jit(lambda view, stacked, basis: jax.vmap(lambda v: hvp(view, stacked, v))(basis))
     out = np.empty((p, p), dtype=np.asarray(view.theta).dtype)
     for start in range(0, p, chunk):
         stop = min(start + chunk, p)

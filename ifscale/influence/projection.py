@@ -60,8 +60,14 @@ def choose_route(view: ParamView, directions: jnp.ndarray, batch: Batch) -> str:
             jax.block_until_ready(fn(view, directions, batch))
             times[name] = time.perf_counter() - start
         _chosen[key] = min(times, key=times.get)
-        log.info("projection route for k=%d, p=%d: %s (grad %.3fs, jvp %.3fs per batch)",
-                 directions.shape[0], view.size, _chosen[key], times["grad"], times["jvp"])
+        log.info(
+            "projection route for k=%d, p=%d: %s (grad %.3fs, jvp %.3fs per batch)",
+            directions.shape[0],
+            view.size,
+            _chosen[key],
+            times["grad"],
+            times["jvp"],
+        )
     return _chosen[key]
 
 

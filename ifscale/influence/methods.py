@@ -1,0 +1,458 @@
+"""Influence methods behind one interface.
+
+Every method is a frozen dataclass of hyperparameters with
+
+    fit(task, params, batches, key, checkpoints=None) -> state   # one-time work, a pytree
+    self_influence(state, batch) -> [b]                          # <g_x, H⁻¹ g_x>
+    influence(state, train_batch, test_batch) -> [n_test, n_train]  # <g_z, H⁻¹ g_x>
+
+`batches` are the equally sized fit batches whose mean loss defines H. The runner, the tests
+and the benchmarks never special-case a method.
+
+Exact, Arnoldi and RandProj share one state: directions U [k, p] and a symmetric inner
+matrix M [k, k], with influence(x, z) = (U g_z)ᵀ M (U g_x). For Arnoldi and Exact, U holds
+eigenvectors of H and M = diag(1/λ); for RandProj, U = Qᵀ G and M = diag(1/λ) from the
+eigendecomposition H̃ = G H Gᵀ = Q Λ Qᵀ, which equals ⟨G g_z, H̃⁻¹ G g_x⟩ exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ifscale.influence.arnoldi import arnoldi, distill
+from ifscale.influence.hvp import dense_hessian, hvp, hvp_many, stack_batches
+from ifscale.influence.projection import ROUTES, per_example_grads, project
+from ifscale.influence.task import Batch, ParamView, Task, view_of_params
+from ifscale.utils import check
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoints:
+    """Training checkpoints for TracIn: params stacked on a leading [K] axis, and the
+    learning rate in force at each ([K])."""
+
+    params: Any
+    lrs: np.ndarray
+
+
+# --------------------------------------------------------------------------- projected
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ProjectedState:
+    """influence(x, z) = (U g_z)ᵀ M (U g_x).
+
+    Attributes:
+      view: the perturbed parameters at the trained values.
+      directions: U [k, p].
+      inner: M [k, k], symmetric.
+      eigvals: [k] the curvature values behind M (eigenvalues of H, Ritz values, or
+        eigenvalues of H̃), for inspection (Figure 2).
+    """
+
+    view: ParamView
+    directions: jnp.ndarray
+    inner: jnp.ndarray
+    eigvals: jnp.ndarray
+
+
+def _inverse_of_eigenvalues(values: np.ndarray, rcond: float, what: str) -> np.ndarray:
+    """1/λ, with 0 for |λ| <= rcond · max|λ| (a pseudo-inverse: singular directions carry no
+    curvature information and would blow the score up)."""
+    values = np.asarray(values, np.float64)
+    cutoff = rcond * np.abs(values).max(initial=0.0)
+    keep = np.abs(values) > cutoff
+    if not keep.all():
+        log.warning(
+            "%s: %d of %d eigenvalues are below rcond=%g x max|λ| and are dropped from the inverse",
+            what,
+            int((~keep).sum()),
+            len(values),
+            rcond,
+        )
+    return np.where(keep, 1.0 / np.where(keep, values, 1.0), 0.0)
+
+
+def _projected_state(view, directions, values, inverse) -> ProjectedState:
+    dtype = view.theta.dtype
+    return ProjectedState(
+        view=view,
+        directions=jnp.asarray(directions, dtype),
+        inner=jnp.asarray(np.diag(inverse), dtype),
+        eigvals=jnp.asarray(values, dtype),
+    )
+
+
+@jax.jit
+def _quadratic(p: jnp.ndarray, inner: jnp.ndarray) -> jnp.ndarray:
+    return jnp.sum((p @ inner) * p, axis=-1)
+
+
+class _Projected:
+    """self_influence / influence shared by the methods with a `ProjectedState`."""
+
+    route: str = "auto"
+    cacheable = True
+
+    def self_influence(self, state: ProjectedState, batch: Batch) -> jnp.ndarray:
+        p = project(state.view, state.directions, batch, self.route)
+        return _quadratic(p, state.inner)
+
+    def influence(self, state: ProjectedState, train_batch: Batch, test_batch: Batch):
+        px = project(state.view, state.directions, train_batch, self.route)
+        pz = project(state.view, state.directions, test_batch, self.route)
+        return pz @ state.inner @ px.T
+
+    # The eigenpairs / projection are the reusable artifact: cache these arrays.
+    def state_arrays(self, state: ProjectedState) -> dict[str, np.ndarray]:
+        return {
+            "directions": np.asarray(state.directions),
+            "inner": np.asarray(state.inner),
+            "eigvals": np.asarray(state.eigvals),
+        }
+
+    def state_from_arrays(self, task: Task, params, arrays) -> ProjectedState:
+        view = ParamView.create(task, params)
+        return ProjectedState(
+            view,
+            jnp.asarray(arrays["directions"]),
+            jnp.asarray(arrays["inner"]),
+            jnp.asarray(arrays["eigvals"]),
+        )
+
+
+def _check_route(route: str) -> None:
+    check(route in ROUTES, "method.route", f"must be one of {ROUTES}, got {route!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Arnoldi(_Projected):
+    """The paper's method: n HVPs build a Krylov basis, distilled to the top-p̄ eigenpairs.
+
+    Attributes:
+      n: Arnoldi iterations (HVPs).
+      pbar: eigenpairs kept (largest |λ|).
+      reorthogonalize: Gram-Schmidt twice per step.
+      positive_only: keep the p̄ largest positive eigenvalues instead.
+      progress: progress bar during the fit.
+      route: projection route ("auto", "grad", "jvp").
+    """
+
+    n: int = 200
+    pbar: int = 10
+    reorthogonalize: bool = False
+    positive_only: bool = False
+    progress: bool = True
+    route: str = "auto"
+    name = "arnoldi"
+
+    def __post_init__(self):
+        check(self.n >= 1, "method.n", f"must be >= 1, got {self.n}")
+        check(self.pbar >= 1, "method.pbar", f"must be >= 1, got {self.pbar}")
+        check(
+            self.pbar <= self.n,
+            "method.pbar",
+            f"{self.pbar} eigenpairs need at least as many Arnoldi iterations (method.n={self.n})",
+        )
+        _check_route(self.route)
+
+    def fit(self, task, params, batches, key, checkpoints=None) -> ProjectedState:
+        view = ParamView.create(task, params)
+        stacked = stack_batches(batches)
+        start = jax.random.normal(key, (view.size,), view.theta.dtype)
+        krylov = arnoldi(
+            lambda v: hvp(view, stacked, v),
+            start,
+            self.n,
+            reorthogonalize=self.reorthogonalize,
+            progress=self.progress,
+        )
+        values, vectors = distill(krylov, self.pbar, self.positive_only)
+        return _projected_state(view, vectors, values, 1.0 / values)
+
+
+@dataclasses.dataclass(frozen=True)
+class RandProj(_Projected):
+    """Random projection: H̃ = G H Gᵀ from p̄ HVPs, G Gaussian with E[GᵀG] = I.
+
+    Indefinite or singular H̃ (common away from a minimum): we invert it through its
+    eigendecomposition, keeping the sign of each eigenvalue (as Arnoldi does) and dropping
+    eigenvalues with |λ| <= rcond · max|λ| (a pseudo-inverse).
+
+    Attributes:
+      pbar: projection dimension p̄.
+      rcond: relative cutoff of the pseudo-inverse.
+      progress: progress bar during the fit.
+      route: projection route.
+    """
+
+    pbar: int = 10
+    rcond: float = 1e-6
+    progress: bool = True
+    route: str = "auto"
+    name = "randproj"
+
+    def __post_init__(self):
+        check(self.pbar >= 1, "method.pbar", f"must be >= 1, got {self.pbar}")
+        check(self.rcond >= 0, "method.rcond", "must be >= 0")
+        _check_route(self.route)
+
+    def fit(self, task, params, batches, key, checkpoints=None) -> ProjectedState:
+        view = ParamView.create(task, params)
+        check(
+            self.pbar <= view.size,
+            "method.pbar",
+            f"{self.pbar} exceeds the {view.size} perturbed parameters",
+        )
+        stacked = stack_batches(batches)
+        g = jax.random.normal(key, (self.pbar, view.size), view.theta.dtype)
+        g = g / np.sqrt(self.pbar)  # entries N(0, 1/p̄): E[GᵀG] = I
+        hg = jnp.stack(
+            [
+                hvp(view, stacked, row)
+                for row in tqdm(
+                    g, desc="randproj", unit="hvp", disable=not self.progress, mininterval=1.0
+                )
+            ]
+        )
+        if not bool(jnp.isfinite(hg).all()):
+            raise FloatingPointError("RandProj: a Hessian-vector product returned NaN/Inf")
+        h_tilde = np.asarray(g @ hg.T, np.float64)
+        values, q = np.linalg.eigh(0.5 * (h_tilde + h_tilde.T))
+        order = np.argsort(-np.abs(values))
+        values, q = values[order], q[:, order]
+        directions = jnp.asarray(q.T, view.theta.dtype) @ g
+        return _projected_state(
+            view, directions, values, _inverse_of_eigenvalues(values, self.rcond, "RandProj")
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Exact(_Projected):
+    """The dense Hessian (small models only): the reference for tests and Figures 1-2.
+
+    Attributes:
+      pbar: keep the top-p̄ eigenpairs by |λ| (as Arnoldi); None uses all of them, i.e. the
+        full inverse (H + damping·I)⁻¹ (a pseudo-inverse below rcond).
+      damping: added to every eigenvalue before inverting.
+      rcond: relative cutoff of the pseudo-inverse.
+      max_params: refuse larger models (the Hessian has p² entries).
+      route: projection route.
+    """
+
+    pbar: int | None = None
+    damping: float = 0.0
+    rcond: float = 1e-10
+    max_params: int = 10_000
+    progress: bool = True
+    route: str = "auto"
+    name = "exact"
+
+    def __post_init__(self):
+        check(self.pbar is None or self.pbar >= 1, "method.pbar", "must be >= 1 or null")
+        check(self.damping >= 0, "method.damping", "must be >= 0")
+        _check_route(self.route)
+
+    def fit(self, task, params, batches, key, checkpoints=None) -> ProjectedState:
+        view = ParamView.create(task, params)
+        check(
+            view.size <= self.max_params,
+            "method.max_params",
+            f"the dense Hessian of {view.size:,} parameters ({view.size**2:,} entries) "
+            f"exceeds max_params={self.max_params:,}; use arnoldi or randproj, or raise "
+            "method.max_params if memory allows",
+        )
+        h = dense_hessian(view, stack_batches(batches))
+        values, vectors = np.linalg.eigh(h.astype(np.float64))
+        values = values + self.damping
+        order = np.argsort(-np.abs(values))
+        if self.pbar is not None:
+            check(
+                self.pbar <= view.size,
+                "method.pbar",
+                f"{self.pbar} exceeds the {view.size} perturbed parameters",
+            )
+            order = order[: self.pbar]
+        values, vectors = values[order], vectors[:, order]
+        return _projected_state(
+            view, vectors.T, values, _inverse_of_eigenvalues(values, self.rcond, "Exact")
+        )
+
+
+# ----------------------------------------------------------------------------- LISSA
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LissaState:
+    view: ParamView
+    batches: Batch  # stacked [n_batches, batch, ...]: the HVP batches, cycled
+
+
+@dataclasses.dataclass(frozen=True)
+class Lissa:
+    """LISSA (Koh & Liang): an iterative inverse-HVP per example.
+
+    h_0 = v; h_j = v + (I - H_j/scale - damping·I) h_{j-1}; H⁻¹v ≈ h_r / scale, where H_j
+    is the Hessian on fit batch j (cycled). It converges to (H + damping·scale·I)⁻¹ v when
+    scale exceeds H's largest eigenvalue. Right-hand sides of a batch are solved together.
+
+    Attributes:
+      r: recursion depth (HVPs per example).
+      scale: must exceed the largest eigenvalue of H for convergence.
+      damping: shifts H by damping·scale (helps when H is indefinite).
+    """
+
+    r: int = 10
+    scale: float = 10.0
+    damping: float = 0.0
+    progress: bool = True
+    name = "lissa"
+    cacheable = False
+
+    def __post_init__(self):
+        check(self.r >= 1, "method.r", f"must be >= 1, got {self.r}")
+        check(self.scale > 0, "method.scale", f"must be > 0, got {self.scale}")
+        check(self.damping >= 0, "method.damping", "must be >= 0")
+
+    def fit(self, task, params, batches, key, checkpoints=None) -> LissaState:
+        return LissaState(ParamView.create(task, params), stack_batches(batches))
+
+    def inverse_hvp(self, state: LissaState, vs: jnp.ndarray) -> jnp.ndarray:
+        """[m, p] -> [m, p] approximations of H⁻¹ v for each row v."""
+        return _lissa(state, vs, self.r, self.scale, self.damping)
+
+    def self_influence(self, state: LissaState, batch: Batch) -> jnp.ndarray:
+        g = per_example_grads(state.view, batch)
+        return jnp.sum(g * self.inverse_hvp(state, g), axis=-1)
+
+    def influence(self, state: LissaState, train_batch: Batch, test_batch: Batch):
+        gx = per_example_grads(state.view, train_batch)
+        gz = per_example_grads(state.view, test_batch)
+        return gz @ self.inverse_hvp(state, gx).T
+
+
+@jax.jit(static_argnames=("r",))
+def _lissa(state: LissaState, vs, r: int, scale, damping):
+    n_batches = jax.tree_util.tree_leaves(state.batches)[0].shape[0]
+
+    def step(j, h):
+        batch = jax.tree_util.tree_map(lambda a: a[j % n_batches], state.batches)
+        return vs + (1.0 - damping) * h - hvp_many(state.view, batch, h) / scale
+
+    return jax.lax.fori_loop(0, r, step, vs) / scale
+
+
+# ---------------------------------------------------------------------------- TracIn
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TracInState:
+    view: ParamView
+    thetas: jnp.ndarray  # [k, p] the perturbed parameters at each checkpoint
+    lrs: jnp.ndarray  # [k]
+
+
+@dataclasses.dataclass(frozen=True)
+class TracIn:
+    """TracIn (Pruthi et al.): Σ_t η_t ⟨∇L(x; θ_t), ∇L(z; θ_t)⟩ over training checkpoints.
+
+    Attributes:
+      checkpoints: k = 1 uses the last checkpoint; k > 1 uses k evenly spaced checkpoints
+        of those kept by training, ending with the last.
+    """
+
+    checkpoints: int = 1
+    name = "tracin"
+    cacheable = False
+
+    def __post_init__(self):
+        check(self.checkpoints >= 1, "method.checkpoints", "must be >= 1")
+
+    def fit(self, task, params, batches, key, checkpoints: Checkpoints | None = None):
+        check(
+            checkpoints is not None, "method.checkpoints", "TracIn needs the training checkpoints"
+        )
+        available = len(checkpoints.lrs)
+        check(
+            self.checkpoints <= available,
+            "method.checkpoints",
+            f"{self.checkpoints} requested but training kept {available} (raise train.checkpoints)",
+        )
+        chosen = (
+            np.round(np.linspace(available / self.checkpoints, available, self.checkpoints)).astype(
+                int
+            )
+            - 1
+        )
+        view = ParamView.create(task, params)
+        thetas = [
+            view_of_params(
+                task, jax.tree_util.tree_map(lambda a, i=i: a[i], checkpoints.params), view
+            ).theta
+            for i in chosen
+        ]
+        return TracInState(
+            view,
+            jnp.stack(thetas),
+            jnp.asarray(np.asarray(checkpoints.lrs)[chosen], view.theta.dtype),
+        )
+
+    def self_influence(self, state: TracInState, batch: Batch) -> jnp.ndarray:
+        return _tracin_self(state, batch)
+
+    def influence(self, state: TracInState, train_batch: Batch, test_batch: Batch):
+        return _tracin_pairs(state, train_batch, test_batch)
+
+
+@jax.jit
+def _tracin_self(state: TracInState, batch):
+    def at(theta_lr):
+        theta, lr = theta_lr
+        g = per_example_grads(state.view.with_theta(theta), batch)
+        return lr * jnp.sum(g * g, axis=-1)
+
+    return jax.lax.map(at, (state.thetas, state.lrs)).sum(axis=0)
+
+
+@jax.jit
+def _tracin_pairs(state: TracInState, train_batch, test_batch):
+    def at(theta_lr):
+        theta, lr = theta_lr
+        view = state.view.with_theta(theta)
+        return lr * per_example_grads(view, test_batch) @ per_example_grads(view, train_batch).T
+
+    return jax.lax.map(at, (state.thetas, state.lrs)).sum(axis=0)
+
+
+METHODS = {
+    "exact": Exact,
+    "arnoldi": Arnoldi,
+    "randproj": RandProj,
+    "lissa": Lissa,
+    "tracin": TracIn,
+}
+
+
+def make_method(name: str, **options):
+    """The method registered as `name` with its hyperparameters (validated)."""
+    check(name in METHODS, "method.name", f"unknown method {name!r}; choose from {sorted(METHODS)}")
+    fields = {f.name for f in dataclasses.fields(METHODS[name])}
+    unknown = set(options) - fields
+    check(
+        not unknown,
+        f"method.{sorted(unknown)[0] if unknown else ''}",
+        f"not an option of {name}; options are {sorted(fields)}",
+    )
+    return METHODS[name](**options)
