@@ -93,23 +93,23 @@ def arnoldi(
     passes = 2 if reorthogonalize else 1
     m = n
     breakdown = False
-    for l in tqdm(
+    for step in tqdm(
         range(1, n + 1), desc="arnoldi", unit="hvp", disable=not progress, mininterval=1.0
     ):
-        w = matvec(basis[l - 1])
+        w = matvec(basis[step - 1])
         w_norm = float(jnp.linalg.norm(w))
         if not np.isfinite(w_norm):
             raise FloatingPointError(
-                f"Arnoldi step {l}: the Hessian-vector product returned NaN/Inf. Check the "
+                f"Arnoldi step {step}: the Hessian-vector product returned NaN/Inf. Check the "
                 "trained parameters and the fit batches (method.fit_batch_size)."
             )
-        basis, coeffs, norm = _extend(basis, w, jnp.asarray(l), passes)
+        basis, coeffs, norm = _extend(basis, w, jnp.asarray(step), passes)
         norm = float(norm)
-        hessenberg[:l, l - 1] = np.asarray(coeffs[:l], np.float64)
-        hessenberg[l, l - 1] = norm
+        hessenberg[:step, step - 1] = np.asarray(coeffs[:step], np.float64)
+        hessenberg[step, step - 1] = norm
         if norm <= breakdown_tol * max(w_norm, np.finfo(np.float64).tiny):
-            m, breakdown = l, True
-            log.info("Arnoldi: invariant subspace after %d of %d steps", l, n)
+            m, breakdown = step, True
+            log.info("Arnoldi: invariant subspace after %d of %d steps", step, n)
             break
     return Krylov(basis=basis[:m], hessenberg=hessenberg[:m, :m], breakdown=breakdown)
 
