@@ -15,11 +15,13 @@ from typing import Any
 
 from ifscale.data.images import SOURCES
 from ifscale.data.noise import KINDS as NOISE_KINDS
+from ifscale.influence.methods import METHODS as INFLUENCE_METHODS
+from ifscale.influence.methods import make_method
 from ifscale.models import MODELS
 from ifscale.train import TrainConfig
 from ifscale.utils import ConfigError, check
 
-METHODS = ("none",)
+METHODS = ("none", *INFLUENCE_METHODS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,13 +91,78 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MethodConfig:
+    """Which influence method, on which parameters, with which fit data.
+
+    Attributes:
+      name: "none" (train only) or a method of `ifscale.influence.METHODS`.
+      layers: perturbed parameters as path prefixes (e.g. ["Dense_1"]); null: all.
+      fit_batch_size: examples per fit batch (the HVP micro-batch; LISSA's HVP batch).
+      fit_batches: number of fit batches; H is the Hessian of the mean training loss over
+        fit_batch_size * fit_batches seeded training examples.
+      options: the method's own hyperparameters (`method.pbar`, `method.n`, ...), checked
+        against its dataclass.
+    """
+
     name: str = "none"
+    layers: tuple[str, ...] | None = None
+    fit_batch_size: int = 128
+    fit_batches: int = 20
+    options: dict = dataclasses.field(default_factory=dict)
+
+    PIPELINE_KEYS = ("name", "layers", "fit_batch_size", "fit_batches")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> MethodConfig:
+        layers = raw.get("layers")
+        if layers is not None:
+            check(
+                isinstance(layers, list | tuple) and all(isinstance(x, str) for x in layers),
+                "method.layers",
+                f"must be a list of parameter path prefixes, got {layers!r}",
+            )
+            layers = tuple(layers)
+        values = {k: raw[k] for k in ("name", "fit_batch_size", "fit_batches") if k in raw}
+        for key in ("fit_batch_size", "fit_batches"):
+            if key in values:
+                values[key] = _coerce(values[key], int, f"method.{key}")
+        options = {k: v for k, v in raw.items() if k not in cls.PIPELINE_KEYS}
+        return cls(layers=layers, options=options, **values)
 
     def validate(self) -> None:
         check(
             self.name in METHODS,
             "method.name",
             f"unknown method {self.name!r}; choose from {METHODS}",
+        )
+        check(self.fit_batch_size >= 1, "method.fit_batch_size", "must be >= 1")
+        check(self.fit_batches >= 1, "method.fit_batches", "must be >= 1")
+        if self.name != "none":
+            make_method(self.name, **self.options)  # raises ConfigError naming the key
+
+    @property
+    def pbar(self) -> int | None:
+        return self.options.get("pbar")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig:
+    """How the training set is scored.
+
+    Attributes:
+      batch_size: examples per scoring step (split over all devices).
+      max_examples: score a seeded subset of this many training examples, stratified by
+        label and noise flag (null: all of them).
+    """
+
+    batch_size: int = 256
+    max_examples: int | None = None
+
+    def validate(self) -> None:
+        check(self.batch_size >= 1, "score.batch_size", "must be >= 1")
+        check(
+            self.max_examples is None or self.max_examples >= 1,
+            "score.max_examples",
+            "must be >= 1 or null",
         )
 
 
@@ -114,6 +181,7 @@ class RunConfig:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     method: MethodConfig = MethodConfig()
+    score: ScoreConfig = ScoreConfig()
     paths: PathsConfig = PathsConfig()
     name: str = "default"
     seed: int = 0
@@ -123,7 +191,7 @@ class RunConfig:
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
         """Builds and validates a config; raises `ConfigError` naming a bad key."""
         cfg = _build(cls, raw, "")
-        for part in (cfg.dataset, cfg.noise, cfg.model, cfg.train, cfg.method):
+        for part in (cfg.dataset, cfg.noise, cfg.model, cfg.train, cfg.method, cfg.score):
             part.validate()
         check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", "must be an integer >= 0")
         return cfg
@@ -143,7 +211,11 @@ def _build(cls, raw: Any, prefix: str):
     values = {}
     for name, value in raw.items():
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if hint is MethodConfig:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{name}: expected a mapping, got {value!r}")
+            values[name] = MethodConfig.from_dict(value)
+        elif dataclasses.is_dataclass(hint):
             values[name] = _build(hint, value, f"{prefix}{name}.")
         else:
             values[name] = _coerce(value, hint, f"{prefix}{name}")

@@ -1,7 +1,7 @@
-"""One run of an experiment: data -> noise -> train (cached) -> metrics.json.
+"""One run of an experiment: data -> noise -> train (cached) -> fit (cached) -> score ->
+evaluate -> metrics.json (+ scores.csv).
 
-The influence-method stage (fit, score, evaluate) plugs in after training; the Hydra entry
-point `experiments/run.py` only builds a `RunConfig` and calls `run`.
+The Hydra entry point `experiments/run.py` only builds a `RunConfig` and calls `run`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
+import jax
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ifscale.artifacts import ArtifactCache
 from ifscale.config import RunConfig
-from ifscale.data import ImageData, apply_label_noise, load_images
+from ifscale.data import ImageData, apply_label_noise, load_images, stratified_subset
+from ifscale.influence import Checkpoints, Task, make_method, self_influence_scores
 from ifscale.models import build_model, count_params
-from ifscale.train import TrainedModel, train_cached
-from ifscale.utils import config_hash, describe_device, fingerprint_arrays, git_commit
+from ifscale.train import TrainedModel, cross_entropy, train_cached
+from ifscale.utils import (
+    check,
+    config_hash,
+    describe_device,
+    fingerprint_arrays,
+    git_commit,
+    stream_key,
+    stream_rng,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +125,128 @@ def prepare(cfg: RunConfig) -> Prepared:
     return Prepared(data, model, trained, hit, key)
 
 
+def classification_task(model: nn.Module, layers=None, l2: float = 0.0) -> Task:
+    """Per-example cross-entropy of an image classifier on batches (x, y)."""
+
+    def loss(params, batch):
+        x, y = batch
+        return cross_entropy(model.apply({"params": params}, x), y)
+
+    return Task(loss=loss, layers=layers, l2=l2)
+
+
+def fit_batches(cfg: RunConfig, data: ImageData) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The seeded training examples whose mean loss defines H, in equal batches."""
+    m = cfg.method
+    total = m.fit_batch_size * m.fit_batches
+    check(
+        total <= data.n_train,
+        "method.fit_batches",
+        f"fit_batch_size x fit_batches = {total} exceeds the {data.n_train} training examples",
+    )
+    index = stream_rng(cfg.seed, "fit").choice(data.n_train, total, replace=False)
+    return [
+        (data.x_train[chunk], data.y_train[chunk])
+        for chunk in index.reshape(m.fit_batches, m.fit_batch_size)
+    ]
+
+
+def scored_subset(cfg: RunConfig, data: ImageData) -> np.ndarray:
+    """Indices of the training examples to score: all, or a seeded subset of
+    `score.max_examples` stratified by (label, noise flag)."""
+    size = cfg.score.max_examples
+    if size is None or size >= data.n_train:
+        return np.arange(data.n_train)
+    strata = data.y_train.astype(np.int64) * 2 + data.is_noisy
+    return stratified_subset(strata, size, cfg.seed, stream="score")
+
+
+def _method_options(cfg: RunConfig) -> dict[str, Any]:
+    options = dict(cfg.method.options)
+    method_fields = {f.name for f in dataclasses.fields(make_method(cfg.method.name, **options))}
+    if "progress" in method_fields:
+        options.setdefault("progress", cfg.progress)
+    return options
+
+
+def fit_key(cfg: RunConfig, prep: Prepared) -> dict[str, Any]:
+    """What determines a method's fitted state (cache key)."""
+    options = {k: v for k, v in cfg.method.options.items() if k not in ("progress", "route")}
+    return {
+        "trained": config_hash(prep.train_key),
+        "method": cfg.method.name,
+        "options": options,
+        "layers": cfg.method.layers,
+        "fit_batch_size": cfg.method.fit_batch_size,
+        "fit_batches": cfg.method.fit_batches,
+        "l2": cfg.train.l2,
+        "seed": cfg.seed,
+    }
+
+
+def influence_stage(cfg: RunConfig, prep: Prepared) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Fits the method (cached), scores the training set, evaluates against `is_noisy`."""
+    method = make_method(cfg.method.name, **_method_options(cfg))
+    task = classification_task(prep.model, cfg.method.layers, cfg.train.l2)
+    data, trained = prep.data, prep.trained
+    cache = ArtifactCache(Path(cfg.paths.cache_dir), "fits")
+    key = fit_key(cfg, prep)
+    hit = cache.load(key) if method.cacheable else None
+    if hit is not None:
+        arrays, info = hit
+        state = method.state_from_arrays(task, trained.params, arrays)
+        t_fit = info["t_fit_s"]
+        log.info("Reusing the %s fit cached at %s", cfg.method.name, cache.path(key))
+    else:
+        batches = fit_batches(cfg, data)
+        checkpoints = Checkpoints(trained.checkpoints, trained.checkpoint_lrs)
+        start = time.perf_counter()
+        state = method.fit(
+            task, trained.params, batches, stream_key(cfg.seed, "method"), checkpoints
+        )
+        jax.block_until_ready(state)
+        t_fit = time.perf_counter() - start
+        if method.cacheable:
+            cache.save(key, method.state_arrays(state), {"t_fit_s": t_fit})
+
+    index = scored_subset(cfg, data)
+    result = self_influence_scores(
+        method,
+        state,
+        (data.x_train[index], data.y_train[index]),
+        batch_size=cfg.score.batch_size,
+        progress=cfg.progress,
+    )
+    is_noisy = data.is_noisy[index]
+    both = 0 < is_noisy.sum() < len(is_noisy)
+    metrics = {
+        "auc": float(roc_auc_score(is_noisy, result.scores)) if both else None,
+        "ap": float(average_precision_score(is_noisy, result.scores)) if both else None,
+        "t_fit_s": t_fit,
+        "fit_cache_hit": hit is not None,
+        "t_score_s": result.seconds,
+        "t_score_compile_s": result.compile_seconds,
+        "examples_per_s": result.examples_per_s,
+        "n_scored": len(index),
+        "n_noisy_scored": int(is_noisy.sum()),
+        "pbar": cfg.method.pbar,
+        "n_perturbed_params": int(state.view.size),
+    }
+    if hasattr(state, "eigvals"):
+        metrics["eigenvalues"] = np.asarray(state.eigvals, np.float64).tolist()
+    scores = pd.DataFrame(
+        {
+            "example": index,
+            "source_index": data.train_index[index],
+            "label": data.y_train[index],
+            "clean_label": data.y_train_clean[index],
+            "is_noisy": is_noisy,
+            "self_influence": result.scores,
+        }
+    )
+    return metrics, scores
+
+
 def run(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
     """Runs the pipeline and writes `metrics.json` into `run_dir`; returns the metrics."""
     start = time.perf_counter()
@@ -139,10 +274,26 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
         "config_hash": config_hash(reproducible_config(cfg)),
         "train_key_hash": config_hash(prep.train_key),
         "git_commit": git_commit(),
-        "wall_time_s": time.perf_counter() - start,
     }
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.method.name != "none":
+        method_metrics, scores = influence_stage(cfg, prep)
+        metrics.update(method_metrics)
+        metrics["method_options"] = dict(cfg.method.options)
+        metrics["layers"] = cfg.method.layers
+        scores.to_csv(run_dir / "scores.csv", index=False)
+        log.info(
+            "%s: AUC %.4f, AP %.4f over %d examples (fit %.1fs, score %.1fs, %.0f ex/s)",
+            cfg.method.name,
+            metrics["auc"] or float("nan"),
+            metrics["ap"] or float("nan"),
+            metrics["n_scored"],
+            metrics["t_fit_s"],
+            metrics["t_score_s"],
+            metrics["examples_per_s"],
+        )
+    metrics["wall_time_s"] = time.perf_counter() - start
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info(
         "test accuracy %.4f (train %.1fs%s); metrics in %s",

@@ -144,7 +144,9 @@ def _to_float(x: np.ndarray, scale: bool) -> np.ndarray:
     return x / 255.0 if scale and is_bytes else x
 
 
-def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+def stratified_subset(
+    labels: np.ndarray, size: int, seed: int, stream: str = "subset"
+) -> np.ndarray:
     """Sorted indices of a seeded subset of `size` examples with the classes' proportions.
 
     Each class gets floor(size * share) examples; the few left over go to the classes with
@@ -152,7 +154,7 @@ def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     """
     if size >= len(labels):
         return np.arange(len(labels))
-    rng = stream_rng(seed, "subset")
+    rng = stream_rng(seed, stream)
     classes, counts = np.unique(labels, return_counts=True)
     quota = counts * size / len(labels)
     take = np.floor(quota).astype(np.int64)

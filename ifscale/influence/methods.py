@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ifscale.influence.arnoldi import arnoldi, distill
-from ifscale.influence.hvp import dense_hessian, hvp, hvp_many, stack_batches
+from ifscale.influence.hvp import batches_of, dense_hessian, hvp, hvp_many, stack_batches
 from ifscale.influence.projection import ROUTES, per_example_grads, project
 from ifscale.influence.task import Batch, ParamView, Task, view_of_params
 from ifscale.utils import check
@@ -168,7 +168,7 @@ class Arnoldi(_Projected):
 
     def fit(self, task, params, batches, key, checkpoints=None) -> ProjectedState:
         view = ParamView.create(task, params)
-        stacked = stack_batches(batches)
+        stacked = batches_of(stack_batches(batches))
         start = jax.random.normal(key, (view.size,), view.theta.dtype)
         krylov = arnoldi(
             lambda v: hvp(view, stacked, v),
@@ -214,7 +214,7 @@ class RandProj(_Projected):
             "method.pbar",
             f"{self.pbar} exceeds the {view.size} perturbed parameters",
         )
-        stacked = stack_batches(batches)
+        stacked = batches_of(stack_batches(batches))
         g = jax.random.normal(key, (self.pbar, view.size), view.theta.dtype)
         g = g / np.sqrt(self.pbar)  # entries N(0, 1/p̄): E[GᵀG] = I
         hg = jnp.stack(
@@ -342,15 +342,19 @@ class Lissa:
         return gz @ self.inverse_hvp(state, gx).T
 
 
-@jax.jit(static_argnames=("r",))
 def _lissa(state: LissaState, vs, r: int, scale, damping):
-    n_batches = jax.tree_util.tree_leaves(state.batches)[0].shape[0]
+    # A Python loop of jitted steps: XLA's CPU backend runs loops of convolutions inside
+    # one jit (fori_loop) several times slower.
+    batches = batches_of(state.batches)
+    h = vs
+    for j in range(r):
+        h = _lissa_step(state.view, batches[j % len(batches)], vs, h, scale, damping)
+    return h / scale
 
-    def step(j, h):
-        batch = jax.tree_util.tree_map(lambda a: a[j % n_batches], state.batches)
-        return vs + (1.0 - damping) * h - hvp_many(state.view, batch, h) / scale
 
-    return jax.lax.fori_loop(0, r, step, vs) / scale
+@jax.jit
+def _lissa_step(view, batch, vs, h, scale, damping):
+    return vs + (1.0 - damping) * h - hvp_many(view, batch, h) / scale
 
 
 # ---------------------------------------------------------------------------- TracIn
@@ -416,24 +420,30 @@ class TracIn:
         return _tracin_pairs(state, train_batch, test_batch)
 
 
-@jax.jit
+# Python loops over checkpoints of jitted per-checkpoint work (see `_lissa`).
 def _tracin_self(state: TracInState, batch):
-    def at(theta_lr):
-        theta, lr = theta_lr
-        g = per_example_grads(state.view.with_theta(theta), batch)
-        return lr * jnp.sum(g * g, axis=-1)
+    total = 0.0
+    for theta, lr in zip(state.thetas, state.lrs, strict=True):
+        total = total + _sq_norms(state.view.with_theta(theta), batch) * lr
+    return total
 
-    return jax.lax.map(at, (state.thetas, state.lrs)).sum(axis=0)
+
+def _tracin_pairs(state: TracInState, train_batch, test_batch):
+    total = 0.0
+    for theta, lr in zip(state.thetas, state.lrs, strict=True):
+        total = total + _grad_dots(state.view.with_theta(theta), train_batch, test_batch) * lr
+    return total
 
 
 @jax.jit
-def _tracin_pairs(state: TracInState, train_batch, test_batch):
-    def at(theta_lr):
-        theta, lr = theta_lr
-        view = state.view.with_theta(theta)
-        return lr * per_example_grads(view, test_batch) @ per_example_grads(view, train_batch).T
+def _sq_norms(view, batch):
+    g = per_example_grads(view, batch)
+    return jnp.sum(g * g, axis=-1)
 
-    return jax.lax.map(at, (state.thetas, state.lrs)).sum(axis=0)
+
+@jax.jit
+def _grad_dots(view, train_batch, test_batch):
+    return per_example_grads(view, test_batch) @ per_example_grads(view, train_batch).T
 
 
 METHODS = {

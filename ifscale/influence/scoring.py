@@ -68,7 +68,7 @@ def stream_scores(
     """Applies `score_fn` ([b]-shaped scores of a batch) to every example of `data`.
 
     Args:
-      score_fn: maps a batch (pytree, leading axis b) to [b] scores; jitted inside.
+      score_fn: maps a batch (pytree, leading axis b) to [b] scores.
       data: a pytree of arrays with a leading [n] axis (NumPy, on the host).
       batch_size: examples per step; rounded up to a multiple of the device count.
       progress: progress bar with examples/s.
@@ -87,7 +87,9 @@ def stream_scores(
     n_dev = mesh.devices.size
     batch_size = -(-min(batch_size, n) // n_dev) * n_dev
     sharded = NamedSharding(mesh, PartitionSpec("data"))
-    fn = jax.jit(score_fn, out_shardings=sharded)
+    # Not jitted here: methods jit their own pieces (and loop over HVP batches or
+    # checkpoints in Python, which XLA's CPU backend runs faster than a loop in one jit).
+    fn = score_fn
 
     def batch_at(start: int) -> tuple[Batch, int]:
         index = np.arange(start, start + batch_size)
