@@ -153,12 +153,20 @@ def fit_batches(cfg: RunConfig, data: ImageData) -> list[tuple[np.ndarray, np.nd
 
 def scored_subset(cfg: RunConfig, data: ImageData) -> np.ndarray:
     """Indices of the training examples to score: all, or a seeded subset of
-    `score.max_examples` stratified by (label, noise flag)."""
+    `score.max_examples` with exactly the data's share of noisy examples (rounded), each
+    part stratified by label."""
     size = cfg.score.max_examples
     if size is None or size >= data.n_train:
         return np.arange(data.n_train)
-    strata = data.y_train.astype(np.int64) * 2 + data.is_noisy
-    return stratified_subset(strata, size, cfg.seed, stream="score")
+    noisy = np.flatnonzero(data.is_noisy)
+    clean = np.flatnonzero(~data.is_noisy)
+    n_noisy = round(size * len(noisy) / data.n_train)
+    parts = [
+        group[stratified_subset(data.y_train[group], k, cfg.seed, stream=f"score-{name}")]
+        for group, k, name in ((noisy, n_noisy, "noisy"), (clean, size - n_noisy, "clean"))
+        if k > 0
+    ]
+    return np.sort(np.concatenate(parts))
 
 
 def _method_options(cfg: RunConfig) -> dict[str, Any]:

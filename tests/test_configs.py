@@ -190,3 +190,69 @@ def test_library_pipeline_runs_without_hydra(tmp_path, mnist_dir):
     metrics = run(cfg, tmp_path / "out")
     assert metrics["noise"]["n_noisy"] == 60
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == metrics
+
+
+TINY = (
+    "model=cnn_small",
+    "dataset.subset_size=600",
+    "train.epochs=2",
+    "train.batch_size=50",
+    "train.checkpoints=4",
+    "method.fit_batch_size=50",
+    "method.fit_batches=2",
+)
+
+
+@pytest.mark.parametrize(
+    "method_args",
+    [
+        ("method=arnoldi", "method.n=12", "method.pbar=5"),
+        ("method=randproj", "method.pbar=5"),
+        ("method=tracin", "method.checkpoints=4"),
+        ("method=lissa", "method.r=3", "score.max_examples=40"),
+        ("method=exact", "method.pbar=20"),
+    ],
+)
+def test_runner_scores_with_every_method(method_args, tmp_path, mnist_dir):
+    result = _run_cli(*TINY, *method_args, tmp_path=tmp_path, data_dir=mnist_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    n = 40 if "score.max_examples=40" in method_args else 600
+    assert metrics["n_scored"] == n
+    assert metrics["n_noisy_scored"] == n // 10  # stratified by noise flag
+    assert 0 <= metrics["auc"] <= 1 and 0 <= metrics["ap"] <= 1
+    assert metrics["t_fit_s"] >= 0 and metrics["examples_per_s"] > 0
+    import pandas as pd
+
+    scores = pd.read_csv(tmp_path / "run" / "scores.csv")
+    assert len(scores) == n and scores["self_influence"].notna().all()
+    assert scores["is_noisy"].sum() == metrics["n_noisy_scored"]
+
+
+def test_method_fit_is_cached_and_reused(tmp_path, mnist_dir):
+    args = (*TINY, "method=arnoldi", "method.n=10", "method.pbar=4")
+    first = _run_cli(*args, tmp_path=tmp_path, data_dir=mnist_dir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    m1 = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    second = _run_cli(*args, "method.route=jvp", tmp_path=tmp_path, data_dir=mnist_dir)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "Reusing the arnoldi fit cached" in second.stdout + second.stderr
+    m2 = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m2["fit_cache_hit"] and not m1["fit_cache_hit"]
+    assert m2["auc"] == pytest.approx(m1["auc"], abs=1e-6)
+    assert m2["eigenvalues"] == pytest.approx(m1["eigenvalues"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["method=arnoldi", "method.pbar=300", "method.n=200"], "method.pbar"),
+        (["method=lissa", "method.scale=0"], "method.scale"),
+        (["method=arnoldi", "method.layers=[Conv_9]", *TINY], "method.layers"),
+        (["method=arnoldi", "+method.iterations=5"], "method.iterations"),
+    ],
+)
+def test_runner_rejects_bad_method_config(overrides, message, tmp_path, mnist_dir):
+    result = _run_cli(*overrides, tmp_path=tmp_path, data_dir=mnist_dir)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"Bad configuration: {message}" in result.stdout + result.stderr

@@ -1,0 +1,140 @@
+"""Speed benchmark of self-influence on cnn_large (`make bench`).
+
+Prints, for a fixed set of MNIST training examples: examples/s of each method's
+self-influence, each as a ratio to one plain batched forward+backward pass over the same
+examples, and the Arnoldi fit time. Compilation is excluded (one warm-up batch) and the
+clock stops after `block_until_ready`. Uses the trained cnn_large from the cache when
+present (`make train`), else freshly initialised parameters (speed does not depend on it).
+
+    python experiments/bench.py --examples 2048 --arnoldi-n 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from ifscale.data import load_images
+from ifscale.influence import Arnoldi, Checkpoints, Lissa, RandProj, TracIn
+from ifscale.influence.scoring import stream_scores
+from ifscale.models import build_model, init_params
+from ifscale.pipeline import classification_task
+from ifscale.utils import describe_device
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def forward_backward_rate(task, params, data, batch_size):
+    """examples/s of a plain batched gradient of the mean loss (the reference pass)."""
+    grad = jax.jit(jax.grad(lambda p, b: task.loss(p, b).mean()))
+    x, y = data
+    jax.block_until_ready(grad(params, (x[:batch_size], y[:batch_size])))
+    start = time.perf_counter()
+    for s in range(0, len(y) - batch_size + 1, batch_size):
+        out = grad(params, (x[s : s + batch_size], y[s : s + batch_size]))
+    jax.block_until_ready(out)
+    n = (len(y) // batch_size) * batch_size
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=2048, help="examples scored per method")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--arnoldi-n", type=int, default=200)
+    parser.add_argument("--fit-batch-size", type=int, default=128)
+    parser.add_argument("--fit-batches", type=int, default=20)
+    parser.add_argument("--lissa-examples", type=int, default=64)
+    parser.add_argument("--out", default=str(ROOT / "results" / "bench.json"))
+    args = parser.parse_args()
+
+    data = load_images("hub", data_dir=ROOT / ".cache" / "data")
+    x, y = data.x_train[: args.examples], data.y_train[: args.examples]
+    model = build_model("cnn_large")
+    params = init_params(model, x.shape[1:], jax.random.key(0))
+    task = classification_task(model)
+    fit = [
+        (data.x_train[i : i + args.fit_batch_size], data.y_train[i : i + args.fit_batch_size])
+        for i in range(0, args.fit_batch_size * args.fit_batches, args.fit_batch_size)
+    ]
+    checkpoints = Checkpoints(
+        jax.tree_util.tree_map(lambda a: np.asarray(a)[None], params), np.array([0.1])
+    )
+    key = jax.random.key(0)
+
+    report = {
+        "device": describe_device(),
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+        "examples": args.examples,
+        "batch_size": args.batch_size,
+    }
+    fb = forward_backward_rate(task, params, (x, y), args.batch_size)
+    report["forward_backward_examples_per_s"] = fb
+    print(f"{report['device']}, JAX {jax.__version__}")
+    print(f"plain forward+backward: {fb:8.0f} examples/s")
+
+    start = time.perf_counter()
+    arnoldi_state = Arnoldi(n=args.arnoldi_n, pbar=min(100, args.arnoldi_n)).fit(
+        task, params, fit, key
+    )
+    jax.block_until_ready(arnoldi_state)
+    report["arnoldi_fit_s"] = time.perf_counter() - start
+    print(
+        f"Arnoldi fit, n={args.arnoldi_n}, {args.fit_batch_size * args.fit_batches} "
+        f"examples: {report['arnoldi_fit_s']:.1f} s"
+    )
+
+    rows = {
+        "arnoldi_pbar10": (Arnoldi(n=args.arnoldi_n, pbar=10), arnoldi_state, args.examples),
+        "arnoldi_pbar100": (
+            Arnoldi(n=args.arnoldi_n, pbar=min(100, args.arnoldi_n)),
+            arnoldi_state,
+            args.examples,
+        ),
+        "randproj_pbar100": (RandProj(pbar=100), None, args.examples),
+        "tracin_1": (TracIn(checkpoints=1), None, args.examples),
+        "lissa_r10": (Lissa(r=10, scale=10.0), None, args.lissa_examples),
+    }
+    for name, (method, state, n) in rows.items():
+        if state is None:
+            state = method.fit(task, params, fit, key, checkpoints)
+        elif name == "arnoldi_pbar10":  # the top 10 of the same fit
+            state = type(state)(
+                state.view, state.directions[:10], state.inner[:10, :10], state.eigvals[:10]
+            )
+        from ifscale.influence.scoring import resolve_route
+
+        m = resolve_route(method, state, (x[: args.batch_size], y[: args.batch_size]))
+        result = stream_scores(
+            lambda b, m=m, s=state: m.self_influence(s, b),
+            (x[:n], y[:n]),
+            args.batch_size,
+            progress=False,
+        )
+        rate = result.examples_per_s
+        report[name] = {
+            "examples_per_s": rate,
+            "ratio_to_forward_backward": fb / rate,
+            "route": getattr(m, "route", None),
+            "examples": n,
+        }
+        print(
+            f"{name:18s} {rate:8.1f} examples/s  ({fb / rate:6.1f}x forward+backward)"
+            f"  route={getattr(m, 'route', '-')}"
+        )
+    report["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
