@@ -9,7 +9,7 @@ MNIST  := $(DATA_DIR)/mnist.pkl.gz
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow lint format train train-small clean
+.PHONY: help setup test test-slow lint format train train-small bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -46,6 +46,9 @@ train: setup ## Train cnn_large on the full MNIST with 10% mislabeled examples
 
 train-small: setup ## Train cnn_small on the 10% MNIST subset with 10% mislabeled examples
 	$(PY) experiments/run.py experiment=train_small $(ARGS)
+
+bench: setup ## Speed of self-influence on cnn_large (examples/s, ratio to forward+backward)
+	$(PY) experiments/bench.py $(ARGS)
 
 clean: ## Remove run folders (outputs/); keeps .venv and the cache
 	rm -rf outputs multirun
