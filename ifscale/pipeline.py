@@ -24,6 +24,7 @@ from ifscale.artifacts import ArtifactCache
 from ifscale.config import RunConfig
 from ifscale.data import ImageData, apply_label_noise, load_images, stratified_subset
 from ifscale.influence import Checkpoints, Task, make_method, self_influence_scores
+from ifscale.influence.layerwise import FlaxLayerwise
 from ifscale.models import build_model, count_params
 from ifscale.train import TrainedModel, cross_entropy, train_cached
 from ifscale.utils import (
@@ -132,7 +133,12 @@ def classification_task(model: nn.Module, layers=None, l2: float = 0.0) -> Task:
         x, y = batch
         return cross_entropy(model.apply({"params": params}, x), y)
 
-    return Task(loss=loss, layers=layers, l2=l2)
+    fast = FlaxLayerwise(
+        model,
+        loss_from_outputs=lambda logits, batch: cross_entropy(logits, batch[1]),
+        inputs_of=lambda batch: batch[0],
+    )
+    return Task(loss=loss, layers=layers, l2=l2, layerwise=fast)
 
 
 def fit_batches(cfg: RunConfig, data: ImageData) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import flax.linen as flax_nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -370,3 +372,84 @@ def test_scores_on_four_devices_equal_scores_on_one():
     assert (one["devices"], four["devices"]) == (1, 4)
     for name in ("arnoldi", "tracin", "lissa"):
         np.testing.assert_allclose(four[name], one[name], rtol=1e-9)
+
+
+class _MixedNet(flax_nn.Module):
+    """Conv SAME, Conv VALID, Dense on tokens (3-D input) and Dense on vectors."""
+
+    @flax_nn.compact
+    def __call__(self, x):
+        x = flax_nn.tanh(flax_nn.Conv(3, (3, 3))(x))
+        x = flax_nn.tanh(flax_nn.Conv(4, (3, 3), padding="VALID")(x))  # [b, 4, 4, 4]
+        x = flax_nn.tanh(flax_nn.Dense(5)(x.reshape(x.shape[0], 16, 4)))  # tokens
+        return flax_nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+
+def _mixed_problem():
+    from ifscale.influence.layerwise import FlaxLayerwise
+    from ifscale.train import cross_entropy
+
+    model = _MixedNet()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 6, 6, 2))
+    y = rng.integers(0, 3, 10)
+    params = jax.tree_util.tree_map(
+        lambda a: jnp.asarray(a, jnp.float64),
+        model.init(jax.random.key(1), jnp.zeros((1, 6, 6, 2)))["params"],
+    )
+
+    def loss(p, batch):
+        return cross_entropy(model.apply({"params": p}, batch[0]), batch[1])
+
+    fast = FlaxLayerwise(model, lambda out, b: cross_entropy(out, b[1]), lambda b: b[0])
+    return Task(loss, layerwise=fast), params, (x, y)
+
+
+@pytest.mark.parametrize("layers", [None, ("Conv_1",), ("Dense_0/kernel", "Conv_0/bias")])
+def test_layerwise_per_example_grads_equal_vmap_of_grad(layers):
+    from ifscale.influence import layerwise
+    from ifscale.influence.projection import has_layerwise
+
+    task, params, data = _mixed_problem()
+    task = Task(task.loss, layers=layers, layerwise=task.layerwise)
+    view = ParamView.create(task, params)
+    assert has_layerwise(view, data)
+    want = jax.vmap(jax.grad(view.example_loss), in_axes=(None, 0))(view.theta, data)
+    np.testing.assert_allclose(
+        layerwise.per_example_grads(view, data), want, rtol=1e-10, atol=1e-12
+    )
+    directions = jax.random.normal(KEY, (7, view.size))
+    np.testing.assert_allclose(
+        layerwise.project(view, directions, data), want @ directions.T, rtol=1e-10, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        layerwise.per_example_sq_norms(view, data), jnp.sum(want * want, axis=1), rtol=1e-10
+    )
+
+
+def test_layerwise_route_matches_other_routes_for_every_method():
+    task, params, data = _mixed_problem()
+    plain = Task(task.loss)
+    for method in (
+        Arnoldi(n=15, pbar=6, progress=False, route="layerwise"),
+        RandProj(pbar=6, progress=False, route="layerwise"),
+    ):
+        state = method.fit(task, params, [data], KEY)
+        ref = dataclasses.replace(method, route="grad")
+        ref_state = ref.fit(plain, params, [data], KEY)
+        np.testing.assert_allclose(
+            method.self_influence(state, data), ref.self_influence(ref_state, data), rtol=1e-8
+        )
+    tracin = TracIn()
+    ckpt = Checkpoints(jax.tree_util.tree_map(lambda a: a[None], params), np.array([0.2]))
+    got = tracin.self_influence(tracin.fit(task, params, [data], KEY, ckpt), data)
+    want = tracin.self_influence(tracin.fit(plain, params, [data], KEY, ckpt), data)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_layerwise_route_refuses_unsupported_layers():
+    task, params, data = mlp_problem()  # a hand-written loss: no layer structure
+    with pytest.raises(ConfigError, match="method.route"):
+        Arnoldi(n=5, pbar=2, progress=False, route="layerwise").self_influence(
+            Arnoldi(n=5, pbar=2, progress=False).fit(task, params, [data], KEY), data
+        )

@@ -26,9 +26,16 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from ifscale.influence import layerwise
 from ifscale.influence.arnoldi import arnoldi, distill
 from ifscale.influence.hvp import batches_of, dense_hessian, hvp, hvp_many, stack_batches
-from ifscale.influence.projection import ROUTES, per_example_grads, project
+from ifscale.influence.projection import (
+    ROUTES,
+    per_example_grads,
+    per_example_sq_norms,
+    project,
+    project_prepared,
+)
 from ifscale.influence.task import Batch, ParamView, Task, view_of_params
 from ifscale.utils import check
 
@@ -58,12 +65,14 @@ class ProjectedState:
       inner: M [k, k], symmetric.
       eigvals: [k] the curvature values behind M (eigenvalues of H, Ritz values, or
         eigenvalues of H̃), for inspection (Figure 2).
+      prepared: U laid out per layer for the layerwise route (set by `prepare`).
     """
 
     view: ParamView
     directions: jnp.ndarray
     inner: jnp.ndarray
     eigvals: jnp.ndarray
+    prepared: dict | None = None
 
 
 def _inverse_of_eigenvalues(values: np.ndarray, rcond: float, what: str) -> np.ndarray:
@@ -104,13 +113,26 @@ class _Projected:
     route: str = "auto"
     cacheable = True
 
+    def prepare(self, state: ProjectedState) -> ProjectedState:
+        """Lays the directions out once for the layerwise route (before scoring many
+        batches); other routes need nothing."""
+        if self.route != "layerwise" or state.prepared is not None:
+            return state
+        return dataclasses.replace(
+            state, prepared=jax.jit(layerwise.prepare)(state.view, state.directions)
+        )
+
+    def _project(self, state: ProjectedState, batch: Batch) -> jnp.ndarray:
+        if self.route == "layerwise" and state.prepared is not None:
+            return project_prepared(state.view, state.prepared, state.directions.shape[0], batch)
+        return project(state.view, state.directions, batch, self.route)
+
     def self_influence(self, state: ProjectedState, batch: Batch) -> jnp.ndarray:
-        p = project(state.view, state.directions, batch, self.route)
-        return _quadratic(p, state.inner)
+        return _quadratic(self._project(state, batch), state.inner)
 
     def influence(self, state: ProjectedState, train_batch: Batch, test_batch: Batch):
-        px = project(state.view, state.directions, train_batch, self.route)
-        pz = project(state.view, state.directions, test_batch, self.route)
+        px = self._project(state, train_batch)
+        pz = self._project(state, test_batch)
         return pz @ state.inner @ px.T
 
     # The eigenpairs / projection are the reusable artifact: cache these arrays.
@@ -424,7 +446,7 @@ class TracIn:
 def _tracin_self(state: TracInState, batch):
     total = 0.0
     for theta, lr in zip(state.thetas, state.lrs, strict=True):
-        total = total + _sq_norms(state.view.with_theta(theta), batch) * lr
+        total = total + per_example_sq_norms(state.view.with_theta(theta), batch) * lr
     return total
 
 
@@ -433,12 +455,6 @@ def _tracin_pairs(state: TracInState, train_batch, test_batch):
     for theta, lr in zip(state.thetas, state.lrs, strict=True):
         total = total + _grad_dots(state.view.with_theta(theta), train_batch, test_batch) * lr
     return total
-
-
-@jax.jit
-def _sq_norms(view, batch):
-    g = per_example_grads(view, batch)
-    return jnp.sum(g * g, axis=-1)
 
 
 @jax.jit

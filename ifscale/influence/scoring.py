@@ -149,6 +149,8 @@ def self_influence_scores(
 ) -> ScoreResult:
     """Self-influence of every example of `data` under a fitted method."""
     method = resolve_route(method, state, _take(data, np.arange(min(batch_size, _size(data)))))
+    if hasattr(method, "prepare"):
+        state = method.prepare(state)
     state = replicate(state, data_mesh())
     return stream_scores(
         lambda b: method.self_influence(state, b),

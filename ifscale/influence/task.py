@@ -33,11 +33,14 @@ class Task:
         (e.g. ("Dense_0", "Dense_1/kernel")); None perturbs all of them. Gradients, HVPs
         and projections all live in the space of these parameters only.
       l2: coefficient of 0.5 * l2 * ||θ||² in the training objective (adds l2·I to H).
+      layerwise: optional `ifscale.influence.layerwise.FlaxLayerwise` of the same model
+        and loss: enables the fast per-layer route for per-example gradients.
     """
 
     loss: LossFn
     layers: tuple[str, ...] | None = None
     l2: float = 0.0
+    layerwise: Any = None
 
 
 def _path_selected(path: str, layers: Sequence[str] | None) -> bool:

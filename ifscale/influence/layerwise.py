@@ -1,0 +1,232 @@
+"""Per-example gradients of Dense and Conv layers from one batched backward pass.
+
+`vmap(grad)` turns each convolution's per-example weight gradient into a grouped
+convolution, which XLA's CPU backend runs slowly. Dedicated per-sample-gradient libraries
+instead keep, for each layer, its input x and the gradient δ of the loss with respect to
+its output, both per example and both available from one ordinary batched backward pass;
+the weight gradient of one example is then a small product:
+
+  Dense:  ∇W = xᵀ δ (summed over any extra axes, e.g. tokens), ∇b = Σ δ
+  Conv:   ∇W = patches(x)ᵀ δ over positions,                    ∇b = Σ_positions δ
+
+and a projection ⟨∇W, U⟩ of a Dense gradient onto k directions needs no [b, p] array at all
+(x U δ). This module captures x and δ of every `nn.Dense` and `nn.Conv` of a Flax model
+through `nn.intercept_methods`, without changing the model's code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    kind: str  # "dense" | "conv"
+    kernel_size: tuple[int, ...] = ()
+    padding: str = "SAME"
+
+
+def _supported_conv(mod: nn.Conv) -> bool:
+    ks = tuple(mod.kernel_size)
+    one = (None, 1, (1,) * len(ks))
+    return (
+        len(ks) == 2
+        and mod.padding in ("SAME", "VALID")
+        and (mod.strides in one or tuple(mod.strides) == (1, 1))
+        and mod.input_dilation in one
+        and mod.kernel_dilation in one
+        and mod.feature_group_count == 1
+        and all(k % 2 == 1 for k in ks)
+    )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FlaxLayerwise:
+    """x and δ of every Dense/Conv layer of `model`, per example.
+
+    Attributes:
+      model: the Flax module.
+      loss_from_outputs: (model outputs, batch) -> [b] per-example losses.
+      inputs_of: batch -> the model's input.
+    """
+
+    model: nn.Module
+    loss_from_outputs: Callable[[Any, Any], jnp.ndarray]
+    inputs_of: Callable[[Any], Any]
+
+    def _interceptor(self, specs: dict):
+        def intercept(next_fun, args, kwargs, context):
+            mod = context.module
+            if context.method_name != "__call__" or not isinstance(mod, nn.Dense | nn.Conv):
+                return next_fun(*args, **kwargs)
+            path = "/".join(mod.scope.path)
+            if isinstance(mod, nn.Conv):
+                spec = (
+                    LayerSpec("conv", tuple(mod.kernel_size), mod.padding)
+                    if _supported_conv(mod)
+                    else None
+                )
+            else:
+                spec = LayerSpec("dense")
+            specs[path] = spec
+            mod.sow("layer_inputs", "x", args[0])
+            return mod.perturb("y", next_fun(*args, **kwargs))
+
+        return intercept
+
+    def capture(self, params, batch) -> tuple[dict, dict, dict]:
+        """Returns ({layer: x}, {layer: δ}, {layer: LayerSpec or None}) for `batch`.
+
+        δ is the gradient of the *sum* of per-example losses with respect to the layer's
+        output, i.e. each example's own δ (examples do not interact).
+        """
+        specs: dict = {}
+        x = self.inputs_of(batch)
+        with nn.intercept_methods(self._interceptor(specs)):
+            _, shapes = jax.eval_shape(
+                lambda p: self.model.apply({"params": p}, x, mutable=["perturbations"]), params
+            )
+
+            def total_loss(perturbations):
+                out, state = self.model.apply(
+                    {"params": params, "perturbations": perturbations},
+                    x,
+                    mutable=["layer_inputs"],
+                )
+                return self.loss_from_outputs(out, batch).sum(), state["layer_inputs"]
+
+            zeros = jax.tree_util.tree_map(
+                lambda s: jnp.zeros(s.shape, s.dtype), shapes["perturbations"]
+            )
+            deltas, inputs = jax.grad(total_loss, has_aux=True)(zeros)
+        inputs = {
+            k[: -len("/x")]: v[0] for k, v in traverse_util.flatten_dict(inputs, sep="/").items()
+        }
+        deltas = {
+            k[: -len("/y")]: v for k, v in traverse_util.flatten_dict(deltas, sep="/").items()
+        }
+        return inputs, deltas, specs
+
+
+def supports(layerwise: FlaxLayerwise | None, params, names: tuple[str, ...], batch) -> bool:
+    """Whether every perturbed parameter is a kernel or bias of a supported layer."""
+    if layerwise is None:
+        return False
+    single = jax.tree_util.tree_map(lambda a: a[:1], batch)
+    specs: dict = {}
+
+    def trace(p):  # specs are Python objects: collect them as a side effect of tracing
+        inputs, deltas, found = layerwise.capture(p, single)
+        specs.update(found)
+        return inputs, deltas
+
+    jax.eval_shape(trace, params)
+    for name in names:
+        layer, _, leaf = name.rpartition("/")
+        if specs.get(layer) is None or leaf not in ("kernel", "bias"):
+            return False
+    return True
+
+
+def _patches(x: jnp.ndarray, kernel_size: tuple[int, int], padding: str) -> jnp.ndarray:
+    """[b, h', w', kh*kw*c] patches, ordered like kernel.reshape(kh*kw*c, out)."""
+    kh, kw = kernel_size
+    if padding == "SAME":
+        x = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    return jnp.concatenate(
+        [x[:, i : i + h, j : j + w, :] for i in range(kh) for j in range(kw)], axis=-1
+    )
+
+
+def layer_grads(x, delta, spec: LayerSpec, leaf: str) -> jnp.ndarray:
+    """[b, *param_shape] per-example gradient of one layer's kernel or bias."""
+    b = delta.shape[0]
+    if leaf == "bias":
+        return delta.reshape(b, -1, delta.shape[-1]).sum(axis=1)
+    if spec.kind == "dense":
+        xs = x.reshape(b, -1, x.shape[-1])
+        ds = delta.reshape(b, -1, delta.shape[-1])
+        return jnp.einsum("bta,btc->bac", xs, ds)
+    patches = _patches(x, spec.kernel_size, spec.padding)
+    g = jnp.einsum("bhwk,bhwo->bko", patches, delta)
+    kh, kw = spec.kernel_size
+    return g.reshape(b, kh, kw, x.shape[-1], delta.shape[-1])
+
+
+def per_example_grads(view, batch) -> jnp.ndarray:
+    """[b, p] per-example gradients in the view's flat layout (sorted parameter paths)."""
+    inputs, deltas, specs = view.task.layerwise.capture(view.params(view.theta), batch)
+    parts = []
+    for name in view.names:  # the order of ravel_pytree over a dict: sorted keys
+        layer, _, leaf = name.rpartition("/")
+        g = layer_grads(inputs[layer], deltas[layer], specs[layer], leaf)
+        parts.append(g.reshape(g.shape[0], -1))
+    return jnp.concatenate(parts, axis=1)
+
+
+def prepare(view, directions: jnp.ndarray) -> dict[str, jnp.ndarray]:
+    """Directions [k, p] laid out per parameter for `project_prepared` (do this once).
+
+    Dense kernels [in, out] become [in, k*out], so x @ U is one matmul; other parameters
+    become [size, k]. (Re-laying the directions out for every batch cost a third of the
+    scoring time.)
+    """
+    blocks = jax.vmap(view.unravel)(directions)  # {name: [k, *shape]}
+    prepared = {}
+    for name in view.names:
+        u = blocks[name]
+        if name.endswith("/kernel") and u.ndim == 3:  # a Dense kernel
+            prepared[name] = u.transpose(1, 0, 2).reshape(u.shape[1], -1)
+        else:
+            prepared[name] = u.reshape(u.shape[0], -1).T
+    return prepared
+
+
+def project_prepared(view, prepared: dict[str, jnp.ndarray], k: int, batch) -> jnp.ndarray:
+    """[b, k] projections ⟨∇L(x), u⟩ onto directions laid out by `prepare`."""
+    inputs, deltas, specs = view.task.layerwise.capture(view.params(view.theta), batch)
+    total = 0.0
+    for name in view.names:
+        layer, _, leaf = name.rpartition("/")
+        x, delta, spec, u = inputs[layer], deltas[layer], specs[layer], prepared[name]
+        if leaf == "kernel" and spec.kind == "dense":
+            a, c = x.shape[-1], delta.shape[-1]
+            if x.ndim == 2:
+                # ⟨x δᵀ, U_k⟩ = x U_k δ: never forms the [b, in, out] gradient.
+                xu = (x @ u).reshape(-1, k, c)
+                total = total + jnp.einsum("bkc,bc->bk", xu, delta)
+            else:
+                g = layer_grads(x, delta, spec, leaf)
+                total = total + jnp.einsum("bac,akc->bk", g, u.reshape(a, k, c))
+        else:
+            g = layer_grads(x, delta, spec, leaf)
+            total = total + g.reshape(g.shape[0], -1) @ u
+    return total
+
+
+def project(view, directions: jnp.ndarray, batch) -> jnp.ndarray:
+    """[b, k] projections onto the rows of directions [k, p], layer by layer."""
+    return project_prepared(view, prepare(view, directions), directions.shape[0], batch)
+
+
+def per_example_sq_norms(view, batch) -> jnp.ndarray:
+    """[b] squared norms of per-example gradients (TracIn's self-influence)."""
+    inputs, deltas, specs = view.task.layerwise.capture(view.params(view.theta), batch)
+    total = 0.0
+    for name in view.names:
+        layer, _, leaf = name.rpartition("/")
+        x, delta, spec = inputs[layer], deltas[layer], specs[layer]
+        if leaf == "kernel" and spec.kind == "dense" and x.ndim == 2:
+            total = total + jnp.sum(x * x, -1) * jnp.sum(delta * delta, -1)  # ||x⊗δ||²
+        else:
+            g = layer_grads(x, delta, spec, leaf)
+            total = total + jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=-1)
+    return total
