@@ -23,7 +23,7 @@ import numpy as np
 
 from ifscale.data import load_images
 from ifscale.influence import Arnoldi, Checkpoints, Lissa, RandProj, TracIn
-from ifscale.influence.scoring import stream_scores
+from ifscale.influence.scoring import resolve_route, stream_scores
 from ifscale.models import build_model, init_params
 from ifscale.pipeline import classification_task
 from ifscale.utils import describe_device
@@ -105,13 +105,13 @@ def main() -> None:
     }
     for name, (method, state, n) in rows.items():
         if state is None:
-            state = method.fit(task, params, fit, key, checkpoints)
+            start = time.perf_counter()
+            state = jax.block_until_ready(method.fit(task, params, fit, key, checkpoints))
+            report[f"{name}_fit_s"] = time.perf_counter() - start
         elif name == "arnoldi_pbar10":  # the top 10 of the same fit
             state = type(state)(
                 state.view, state.directions[:10], state.inner[:10, :10], state.eigvals[:10]
             )
-        from ifscale.influence.scoring import resolve_route
-
         m = resolve_route(method, state, (x[: args.batch_size], y[: args.batch_size]))
         result = stream_scores(
             lambda b, m=m, s=state: m.self_influence(s, b),
