@@ -23,7 +23,7 @@ import numpy as np
 
 from ifscale.data import load_images
 from ifscale.influence import Arnoldi, Checkpoints, Lissa, RandProj, TracIn
-from ifscale.influence.scoring import resolve_route, stream_scores
+from ifscale.influence.scoring import resolve_route, self_influence_scores
 from ifscale.models import build_model, init_params
 from ifscale.pipeline import classification_task
 from ifscale.utils import describe_device
@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--fit-batch-size", type=int, default=128)
     parser.add_argument("--fit-batches", type=int, default=20)
     parser.add_argument("--lissa-examples", type=int, default=64)
+    parser.add_argument("--pbar-large", type=int, default=100, help="the larger p̄ row")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench.json"))
     args = parser.parse_args()
 
@@ -82,7 +83,7 @@ def main() -> None:
     print(f"plain forward+backward: {fb:8.0f} examples/s")
 
     start = time.perf_counter()
-    arnoldi_state = Arnoldi(n=args.arnoldi_n, pbar=min(100, args.arnoldi_n)).fit(
+    arnoldi_state = Arnoldi(n=args.arnoldi_n, pbar=min(args.pbar_large, args.arnoldi_n)).fit(
         task, params, fit, key
     )
     jax.block_until_ready(arnoldi_state)
@@ -94,12 +95,12 @@ def main() -> None:
 
     rows = {
         "arnoldi_pbar10": (Arnoldi(n=args.arnoldi_n, pbar=10), arnoldi_state, args.examples),
-        "arnoldi_pbar100": (
-            Arnoldi(n=args.arnoldi_n, pbar=min(100, args.arnoldi_n)),
+        f"arnoldi_pbar{args.pbar_large}": (
+            Arnoldi(n=args.arnoldi_n, pbar=min(args.pbar_large, args.arnoldi_n)),
             arnoldi_state,
             args.examples,
         ),
-        "randproj_pbar100": (RandProj(pbar=100), None, args.examples),
+        f"randproj_pbar{args.pbar_large}": (RandProj(pbar=args.pbar_large), None, args.examples),
         "tracin_1": (TracIn(checkpoints=1), None, args.examples),
         "lissa_r10": (Lissa(r=10, scale=10.0), None, args.lissa_examples),
     }
@@ -112,13 +113,11 @@ def main() -> None:
             state = type(state)(
                 state.view, state.directions[:10], state.inner[:10, :10], state.eigvals[:10]
             )
-        m = resolve_route(method, state, (x[: args.batch_size], y[: args.batch_size]))
-        result = stream_scores(
-            lambda b, m=m, s=state: m.self_influence(s, b),
-            (x[:n], y[:n]),
-            args.batch_size,
-            progress=False,
+        # The runner's path: route chosen by timing, directions laid out once.
+        result = self_influence_scores(
+            method, state, (x[:n], y[:n]), args.batch_size, progress=False
         )
+        m = resolve_route(method, state, (x[: args.batch_size], y[: args.batch_size]))
         rate = result.examples_per_s
         report[name] = {
             "examples_per_s": rate,
