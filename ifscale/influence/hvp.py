@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from ifscale.influence.task import Batch, ParamView
 from ifscale.utils import ConfigError
@@ -72,12 +73,16 @@ def hvp_many(view: ParamView, batch: Batch, vs: jnp.ndarray) -> jnp.ndarray:
     return jax.vmap(lambda v: _hvp_on(view, batch, v))(vs)
 
 
-def dense_hessian(view: ParamView, stacked: Batch, chunk: int = 64) -> np.ndarray:
+def dense_hessian(
+    view: ParamView, stacked: Batch, chunk: int = 64, progress: bool = False
+) -> np.ndarray:
     """The dense [p, p] Hessian, built from HVPs with `chunk` basis vectors at a time."""
     p = view.size
     columns = jax.jit(lambda view, stacked, basis: jax.vmap(lambda v: hvp(view, stacked, v))(basis))
     out = np.empty((p, p), dtype=np.asarray(view.theta).dtype)
-    for start in range(0, p, chunk):
+    for start in tqdm(
+        range(0, p, chunk), desc="hessian", unit="chunk", disable=not progress, mininterval=1.0
+    ):
         stop = min(start + chunk, p)
         basis = jnp.eye(chunk, p, k=start, dtype=view.theta.dtype)
         out[start:stop] = np.asarray(columns(view, stacked, basis))[: stop - start]

@@ -294,7 +294,7 @@ class Exact(_Projected):
             f"exceeds max_params={self.max_params:,}; use arnoldi or randproj, or raise "
             "method.max_params if memory allows",
         )
-        h = dense_hessian(view, stack_batches(batches))
+        h = dense_hessian(view, stack_batches(batches), progress=self.progress)
         values, vectors = np.linalg.eigh(h.astype(np.float64))
         values = values + self.damping
         order = np.argsort(-np.abs(values))
