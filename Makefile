@@ -31,7 +31,7 @@ test: setup ## Run the fast test suite (well under 15 minutes on 2 CPU cores)
 	$(PY) -m pytest -m "not slow" -q
 
 test-slow: setup ## Run the slow end-to-end tests
-	$(PY) -m pytest -m slow -q
+	$(PY) -m pytest -m slow -q; rc=$$?; [ $$rc -eq 5 ] && echo "no slow tests yet" && rc=0; exit $$rc
 
 lint: setup ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .
