@@ -98,12 +98,11 @@ def choose_route(view: ParamView, directions: jnp.ndarray, batch: Batch) -> str:
             times[name] = time.perf_counter() - start
         _chosen[key] = min(times, key=times.get)
         log.info(
-            "projection route for k=%d, p=%d: %s (grad %.3fs, jvp %.3fs per batch)",
+            "projection route for k=%d, p=%d: %s (%s per batch)",
             directions.shape[0],
             view.size,
             _chosen[key],
-            times["grad"],
-            times["jvp"],
+            ", ".join(f"{name} {t:.3f}s" for name, t in times.items()),
         )
     return _chosen[key]
 
