@@ -23,7 +23,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from ifscale.artifacts import ArtifactCache
 from ifscale.config import RunConfig
 from ifscale.data import ImageData, apply_label_noise, load_images, stratified_subset
-from ifscale.influence import Checkpoints, Task, make_method, self_influence_scores
+from ifscale.influence import METHODS, Checkpoints, Task, make_method, self_influence_scores
 from ifscale.influence.layerwise import FlaxLayerwise
 from ifscale.models import build_model, count_params
 from ifscale.train import TrainedModel, cross_entropy, train_cached
@@ -177,7 +177,7 @@ def scored_subset(cfg: RunConfig, data: ImageData) -> np.ndarray:
 
 def _method_options(cfg: RunConfig) -> dict[str, Any]:
     options = dict(cfg.method.options)
-    method_fields = {f.name for f in dataclasses.fields(make_method(cfg.method.name, **options))}
+    method_fields = {f.name for f in dataclasses.fields(METHODS[cfg.method.name])}
     if "progress" in method_fields:
         options.setdefault("progress", cfg.progress)
     return options

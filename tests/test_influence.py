@@ -68,11 +68,11 @@ def test_arnoldi_with_n_equal_p_recovers_the_dense_hessian_spectrum():
     hessian, _ = dense_reference(task, params, data)
     p = hessian.shape[0]
     view = ParamView.create(task, params)
-    from ifscale.influence.hvp import hvp, stack_batches
+    from ifscale.influence.hvp import device_batches, hvp
 
-    stacked = stack_batches([data])
+    fit = device_batches([data])
     krylov = arnoldi(
-        lambda v: hvp(view, stacked, v),
+        lambda v: hvp(view, fit, v),
         jax.random.normal(KEY, (p,)),
         p,
         reorthogonalize=True,

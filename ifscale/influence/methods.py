@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ifscale.influence import layerwise
 from ifscale.influence.arnoldi import arnoldi, distill
-from ifscale.influence.hvp import batches_of, dense_hessian, hvp, hvp_many, stack_batches
+from ifscale.influence.hvp import dense_hessian, device_batches, hvp, hvp_many
 from ifscale.influence.projection import (
     ROUTES,
     per_example_grads,
@@ -190,10 +190,10 @@ class Arnoldi(_Projected):
 
     def fit(self, task, params, batches, key, checkpoints=None) -> ProjectedState:
         view = ParamView.create(task, params)
-        stacked = batches_of(stack_batches(batches))
+        fit = device_batches(batches)
         start = jax.random.normal(key, (view.size,), view.theta.dtype)
         krylov = arnoldi(
-            lambda v: hvp(view, stacked, v),
+            lambda v: hvp(view, fit, v),
             start,
             self.n,
             reorthogonalize=self.reorthogonalize,
@@ -236,12 +236,12 @@ class RandProj(_Projected):
             "method.pbar",
             f"{self.pbar} exceeds the {view.size} perturbed parameters",
         )
-        stacked = batches_of(stack_batches(batches))
+        fit = device_batches(batches)
         g = jax.random.normal(key, (self.pbar, view.size), view.theta.dtype)
         g = g / np.sqrt(self.pbar)  # entries N(0, 1/p̄): E[GᵀG] = I
         hg = jnp.stack(
             [
-                hvp(view, stacked, row)
+                hvp(view, fit, row)
                 for row in tqdm(
                     g, desc="randproj", unit="hvp", disable=not self.progress, mininterval=1.0
                 )
@@ -294,7 +294,7 @@ class Exact(_Projected):
             f"exceeds max_params={self.max_params:,}; use arnoldi or randproj, or raise "
             "method.max_params if memory allows",
         )
-        h = dense_hessian(view, stack_batches(batches), progress=self.progress)
+        h = dense_hessian(view, device_batches(batches), progress=self.progress)
         values, vectors = np.linalg.eigh(h.astype(np.float64))
         values = values + self.damping
         order = np.argsort(-np.abs(values))
@@ -318,7 +318,7 @@ class Exact(_Projected):
 @dataclasses.dataclass(frozen=True)
 class LissaState:
     view: ParamView
-    batches: Batch  # stacked [n_batches, batch, ...]: the HVP batches, cycled
+    batches: list  # the HVP batches (equal sizes), cycled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,7 +348,7 @@ class Lissa:
         check(self.damping >= 0, "method.damping", "must be >= 0")
 
     def fit(self, task, params, batches, key, checkpoints=None) -> LissaState:
-        return LissaState(ParamView.create(task, params), stack_batches(batches))
+        return LissaState(ParamView.create(task, params), device_batches(batches))
 
     def inverse_hvp(self, state: LissaState, vs: jnp.ndarray) -> jnp.ndarray:
         """[m, p] -> [m, p] approximations of H⁻¹ v for each row v."""
@@ -367,7 +367,7 @@ class Lissa:
 def _lissa(state: LissaState, vs, r: int, scale, damping):
     # A Python loop of jitted steps: XLA's CPU backend runs loops of convolutions inside
     # one jit (fori_loop) several times slower.
-    batches = batches_of(state.batches)
+    batches = state.batches
     h = vs
     for j in range(r):
         h = _lissa_step(state.view, batches[j % len(batches)], vs, h, scale, damping)
