@@ -24,7 +24,10 @@ from ifscale.artifacts import ArtifactCache
 from ifscale.config import RunConfig
 from ifscale.data import ImageData, apply_label_noise, load_images, stratified_subset
 from ifscale.influence import METHODS, Checkpoints, Task, make_method, self_influence_scores
+from ifscale.influence.hvp import device_batches
 from ifscale.influence.layerwise import FlaxLayerwise
+from ifscale.influence.methods import Spectrum
+from ifscale.influence.task import ParamView
 from ifscale.models import build_model, count_params
 from ifscale.train import TrainedModel, cross_entropy, train_cached
 from ifscale.utils import (
@@ -183,13 +186,14 @@ def _method_options(cfg: RunConfig) -> dict[str, Any]:
     return options
 
 
-def fit_key(cfg: RunConfig, prep: Prepared) -> dict[str, Any]:
-    """What determines a method's fitted state (cache key)."""
-    options = {k: v for k, v in cfg.method.options.items() if k not in ("progress", "route")}
+def fit_key(cfg: RunConfig, prep: Prepared, method) -> dict[str, Any]:
+    """What determines a method's cached fit: the trained model, the fit data and the
+    hyperparameters the one-time work depends on (`method.fit_fields`; e.g. Arnoldi's n
+    but not p̄, so one fit serves every p̄)."""
     return {
         "trained": config_hash(prep.train_key),
         "method": cfg.method.name,
-        "options": options,
+        "options": {k: getattr(method, k) for k in getattr(method, "fit_fields", ())},
         "layers": cfg.method.layers,
         "fit_batch_size": cfg.method.fit_batch_size,
         "fit_batches": cfg.method.fit_batches,
@@ -198,30 +202,42 @@ def fit_key(cfg: RunConfig, prep: Prepared) -> dict[str, Any]:
     }
 
 
+def fit_method(cfg: RunConfig, prep: Prepared, method, task: Task):
+    """The method's fitted state, and (fit seconds, whether the fit came from the cache).
+
+    Methods with a cacheable spectrum (Arnoldi, RandProj, Exact) store it under
+    `<cache_dir>/fits/`; the others (LISSA, TracIn) have no one-time work worth caching.
+    """
+    data, trained = prep.data, prep.trained
+    view = ParamView.create(task, trained.params)
+    cache = ArtifactCache(Path(cfg.paths.cache_dir), "fits")
+    key = fit_key(cfg, prep, method)
+    if method.cacheable:
+        hit = cache.load(key)
+        if hit is not None:
+            arrays, info = hit
+            log.info("Reusing the %s fit cached at %s", cfg.method.name, cache.path(key))
+            return method.from_spectrum(view, Spectrum.from_arrays(arrays)), info["t_fit_s"], True
+    batches = fit_batches(cfg, data)
+    start = time.perf_counter()
+    if method.cacheable:
+        spectrum = method.spectrum(view, device_batches(batches), stream_key(cfg.seed, "method"))
+        jax.block_until_ready(spectrum.vectors)
+        t_fit = time.perf_counter() - start
+        cache.save(key, spectrum.to_arrays(), {"t_fit_s": t_fit})
+        return method.from_spectrum(view, spectrum), t_fit, False
+    checkpoints = Checkpoints(trained.checkpoints, trained.checkpoint_lrs)
+    state = method.fit(task, trained.params, batches, stream_key(cfg.seed, "method"), checkpoints)
+    jax.block_until_ready(state)
+    return state, time.perf_counter() - start, False
+
+
 def influence_stage(cfg: RunConfig, prep: Prepared) -> tuple[dict[str, Any], pd.DataFrame]:
     """Fits the method (cached), scores the training set, evaluates against `is_noisy`."""
     method = make_method(cfg.method.name, **_method_options(cfg))
     task = classification_task(prep.model, cfg.method.layers, cfg.train.l2)
-    data, trained = prep.data, prep.trained
-    cache = ArtifactCache(Path(cfg.paths.cache_dir), "fits")
-    key = fit_key(cfg, prep)
-    hit = cache.load(key) if method.cacheable else None
-    if hit is not None:
-        arrays, info = hit
-        state = method.state_from_arrays(task, trained.params, arrays)
-        t_fit = info["t_fit_s"]
-        log.info("Reusing the %s fit cached at %s", cfg.method.name, cache.path(key))
-    else:
-        batches = fit_batches(cfg, data)
-        checkpoints = Checkpoints(trained.checkpoints, trained.checkpoint_lrs)
-        start = time.perf_counter()
-        state = method.fit(
-            task, trained.params, batches, stream_key(cfg.seed, "method"), checkpoints
-        )
-        jax.block_until_ready(state)
-        t_fit = time.perf_counter() - start
-        if method.cacheable:
-            cache.save(key, method.state_arrays(state), {"t_fit_s": t_fit})
+    data = prep.data
+    state, t_fit, hit = fit_method(cfg, prep, method, task)
 
     index = scored_subset(cfg, data)
     result = self_influence_scores(
@@ -237,7 +253,7 @@ def influence_stage(cfg: RunConfig, prep: Prepared) -> tuple[dict[str, Any], pd.
         "auc": float(roc_auc_score(is_noisy, result.scores)) if both else None,
         "ap": float(average_precision_score(is_noisy, result.scores)) if both else None,
         "t_fit_s": t_fit,
-        "fit_cache_hit": hit is not None,
+        "fit_cache_hit": hit,
         "t_score_s": result.seconds,
         "t_score_compile_s": result.compile_seconds,
         "examples_per_s": result.examples_per_s,

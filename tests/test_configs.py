@@ -241,6 +241,16 @@ def test_method_fit_is_cached_and_reused(tmp_path, mnist_dir):
     assert m2["fit_cache_hit"] and not m1["fit_cache_hit"]
     assert m2["auc"] == pytest.approx(m1["auc"], abs=1e-6)
     assert m2["eigenvalues"] == pytest.approx(m1["eigenvalues"])
+    # One Arnoldi fit serves every p̄ <= n: the cached spectrum holds all Ritz pairs.
+    third = _run_cli(*args, "method.pbar=7", tmp_path=tmp_path, data_dir=mnist_dir)
+    assert third.returncode == 0, third.stderr[-2000:]
+    m3 = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m3["fit_cache_hit"] and len(m3["eigenvalues"]) == 7
+    assert m3["eigenvalues"][:4] == pytest.approx(m1["eigenvalues"])
+    # A different n is a different fit.
+    fourth = _run_cli(*args, "method.n=11", tmp_path=tmp_path, data_dir=mnist_dir)
+    assert fourth.returncode == 0, fourth.stderr[-2000:]
+    assert not json.loads((tmp_path / "run" / "metrics.json").read_text())["fit_cache_hit"]
 
 
 @pytest.mark.parametrize(

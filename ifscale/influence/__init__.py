@@ -7,6 +7,7 @@ from ifscale.influence.methods import (
     Exact,
     Lissa,
     RandProj,
+    Spectrum,
     TracIn,
     make_method,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "ParamView",
     "RandProj",
     "ScoreResult",
+    "Spectrum",
     "Task",
     "TracIn",
     "make_method",

@@ -36,7 +36,7 @@ from ifscale.influence.projection import (
     project,
     project_prepared,
 )
-from ifscale.influence.task import Batch, ParamView, Task, view_of_params
+from ifscale.influence.task import Batch, ParamView, view_of_params
 from ifscale.utils import check
 
 log = logging.getLogger(__name__)
@@ -92,26 +92,74 @@ def _inverse_of_eigenvalues(values: np.ndarray, rcond: float, what: str) -> np.n
     return np.where(keep, 1.0 / np.where(keep, values, 1.0), 0.0)
 
 
-def _projected_state(view, directions, values, inverse) -> ProjectedState:
-    dtype = view.theta.dtype
-    return ProjectedState(
-        view=view,
-        directions=jnp.asarray(directions, dtype),
-        inner=jnp.asarray(np.diag(inverse), dtype),
-        eigvals=jnp.asarray(values, dtype),
-    )
-
-
 @jax.jit
 def _quadratic(p: jnp.ndarray, inner: jnp.ndarray) -> jnp.ndarray:
     return jnp.sum((p @ inner) * p, axis=-1)
 
 
+@dataclasses.dataclass(frozen=True)
+class Spectrum:
+    """The one-time, cacheable artifact of a projected method: curvature values and their
+    directions, all of them, sorted by decreasing |λ|. Selecting p̄ of them (and inverting)
+    is cheap, so one fit serves every p̄ (Arnoldi, Exact).
+
+    Attributes:
+      values: [m] eigenvalues of H (Exact), Ritz values (Arnoldi) or eigenvalues of H̃
+        (RandProj).
+      vectors: [m, p] the matching directions in parameter space, as rows.
+    """
+
+    values: np.ndarray
+    vectors: jnp.ndarray
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"values": np.asarray(self.values), "vectors": np.asarray(self.vectors)}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> Spectrum:
+        return cls(np.asarray(arrays["values"], np.float64), jnp.asarray(arrays["vectors"]))
+
+
+def _by_abs_value(values: np.ndarray, vectors) -> Spectrum:
+    order = np.argsort(-np.abs(values), kind="stable")
+    return Spectrum(np.asarray(values, np.float64)[order], jnp.asarray(vectors)[order])
+
+
 class _Projected:
-    """self_influence / influence shared by the methods with a `ProjectedState`."""
+    """What the methods with a `ProjectedState` share.
+
+    A subclass implements `spectrum` (the expensive, cached part) and `select` (which
+    values to keep and how to invert them); `fit` is the two in turn. `fit_fields` names
+    the hyperparameters `spectrum` depends on: the runner keys its fit cache on those only.
+    """
 
     route: str = "auto"
     cacheable = True
+    fit_fields: tuple[str, ...] = ()
+
+    def spectrum(self, view: ParamView, batches: list[Batch], key) -> Spectrum:
+        raise NotImplementedError
+
+    def select(self, spectrum: Spectrum) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indices into the spectrum to keep, the curvature values used for them, and
+        their inverses)."""
+        raise NotImplementedError
+
+    def fit(self, task, params, batches, key, checkpoints=None) -> ProjectedState:
+        view = ParamView.create(task, params)
+        return self.from_spectrum(view, self.spectrum(view, device_batches(batches), key))
+
+    def from_spectrum(self, view: ParamView, spectrum: Spectrum) -> ProjectedState:
+        """The state for this method's p̄ (and cutoffs) from a full, possibly cached,
+        spectrum."""
+        keep, values, inverse = self.select(spectrum)
+        dtype = view.theta.dtype
+        return ProjectedState(
+            view=view,
+            directions=jnp.asarray(spectrum.vectors[jnp.asarray(keep, jnp.int32)], dtype),
+            inner=jnp.asarray(np.diag(inverse), dtype),
+            eigvals=jnp.asarray(values, dtype),
+        )
 
     def prepare(self, state: ProjectedState) -> ProjectedState:
         """Lays the directions out once for the layerwise route (before scoring many
@@ -135,23 +183,6 @@ class _Projected:
         pz = self._project(state, test_batch)
         return pz @ state.inner @ px.T
 
-    # The eigenpairs / projection are the reusable artifact: cache these arrays.
-    def state_arrays(self, state: ProjectedState) -> dict[str, np.ndarray]:
-        return {
-            "directions": np.asarray(state.directions),
-            "inner": np.asarray(state.inner),
-            "eigvals": np.asarray(state.eigvals),
-        }
-
-    def state_from_arrays(self, task: Task, params, arrays) -> ProjectedState:
-        view = ParamView.create(task, params)
-        return ProjectedState(
-            view,
-            jnp.asarray(arrays["directions"]),
-            jnp.asarray(arrays["inner"]),
-            jnp.asarray(arrays["eigvals"]),
-        )
-
 
 def _check_route(route: str) -> None:
     check(route in ROUTES, "method.route", f"must be one of {ROUTES}, got {route!r}")
@@ -160,6 +191,9 @@ def _check_route(route: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class Arnoldi(_Projected):
     """The paper's method: n HVPs build a Krylov basis, distilled to the top-p̄ eigenpairs.
+
+    The cached spectrum holds all Ritz pairs of the n-step Krylov basis, so every p̄ <= n
+    reuses one fit.
 
     Attributes:
       n: Arnoldi iterations (HVPs).
@@ -177,6 +211,7 @@ class Arnoldi(_Projected):
     progress: bool = True
     route: str = "auto"
     name = "arnoldi"
+    fit_fields = ("n", "reorthogonalize")
 
     def __post_init__(self):
         check(self.n >= 1, "method.n", f"must be >= 1, got {self.n}")
@@ -188,19 +223,29 @@ class Arnoldi(_Projected):
         )
         _check_route(self.route)
 
-    def fit(self, task, params, batches, key, checkpoints=None) -> ProjectedState:
-        view = ParamView.create(task, params)
-        fit = device_batches(batches)
+    def spectrum(self, view, batches, key) -> Spectrum:
         start = jax.random.normal(key, (view.size,), view.theta.dtype)
         krylov = arnoldi(
-            lambda v: hvp(view, fit, v),
+            lambda v: hvp(view, batches, v),
             start,
             self.n,
             reorthogonalize=self.reorthogonalize,
             progress=self.progress,
         )
-        values, vectors = distill(krylov, self.pbar, self.positive_only)
-        return _projected_state(view, vectors, values, 1.0 / values)
+        values, vectors = distill(krylov, krylov.basis.shape[0])
+        return _by_abs_value(values, vectors)
+
+    def select(self, spectrum):
+        keep = np.arange(len(spectrum.values))
+        if self.positive_only:
+            keep = keep[spectrum.values > 0]
+        keep = keep[: self.pbar]
+        if len(keep) < self.pbar:
+            log.warning(
+                "Arnoldi: only %d eigenpairs available for method.pbar=%d", len(keep), self.pbar
+            )
+        values = spectrum.values[keep]
+        return keep, values, 1.0 / values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,25 +268,24 @@ class RandProj(_Projected):
     progress: bool = True
     route: str = "auto"
     name = "randproj"
+    fit_fields = ("pbar",)
 
     def __post_init__(self):
         check(self.pbar >= 1, "method.pbar", f"must be >= 1, got {self.pbar}")
         check(self.rcond >= 0, "method.rcond", "must be >= 0")
         _check_route(self.route)
 
-    def fit(self, task, params, batches, key, checkpoints=None) -> ProjectedState:
-        view = ParamView.create(task, params)
+    def spectrum(self, view, batches, key) -> Spectrum:
         check(
             self.pbar <= view.size,
             "method.pbar",
             f"{self.pbar} exceeds the {view.size} perturbed parameters",
         )
-        fit = device_batches(batches)
         g = jax.random.normal(key, (self.pbar, view.size), view.theta.dtype)
         g = g / np.sqrt(self.pbar)  # entries N(0, 1/p̄): E[GᵀG] = I
         hg = jnp.stack(
             [
-                hvp(view, fit, row)
+                hvp(view, batches, row)
                 for row in tqdm(
                     g, desc="randproj", unit="hvp", disable=not self.progress, mininterval=1.0
                 )
@@ -251,17 +295,20 @@ class RandProj(_Projected):
             raise FloatingPointError("RandProj: a Hessian-vector product returned NaN/Inf")
         h_tilde = np.asarray(g @ hg.T, np.float64)
         values, q = np.linalg.eigh(0.5 * (h_tilde + h_tilde.T))
-        order = np.argsort(-np.abs(values))
-        values, q = values[order], q[:, order]
-        directions = jnp.asarray(q.T, view.theta.dtype) @ g
-        return _projected_state(
-            view, directions, values, _inverse_of_eigenvalues(values, self.rcond, "RandProj")
-        )
+        # U = Qᵀ G: then (U g_z)ᵀ diag(1/λ) (U g_x) = ⟨G g_z, H̃⁻¹ G g_x⟩.
+        return _by_abs_value(values, jnp.asarray(q.T, view.theta.dtype) @ g)
+
+    def select(self, spectrum):
+        keep = np.arange(len(spectrum.values))
+        values = spectrum.values
+        return keep, values, _inverse_of_eigenvalues(values, self.rcond, "RandProj")
 
 
 @dataclasses.dataclass(frozen=True)
 class Exact(_Projected):
     """The dense Hessian (small models only): the reference for tests and Figures 1-2.
+
+    The cached spectrum is the full eigendecomposition, so every p̄ reuses one fit.
 
     Attributes:
       pbar: keep the top-p̄ eigenpairs by |λ| (as Arnoldi); None uses all of them, i.e. the
@@ -285,8 +332,7 @@ class Exact(_Projected):
         check(self.damping >= 0, "method.damping", "must be >= 0")
         _check_route(self.route)
 
-    def fit(self, task, params, batches, key, checkpoints=None) -> ProjectedState:
-        view = ParamView.create(task, params)
+    def spectrum(self, view, batches, key) -> Spectrum:
         check(
             view.size <= self.max_params,
             "method.max_params",
@@ -294,21 +340,22 @@ class Exact(_Projected):
             f"exceeds max_params={self.max_params:,}; use arnoldi or randproj, or raise "
             "method.max_params if memory allows",
         )
-        h = dense_hessian(view, device_batches(batches), progress=self.progress)
+        h = dense_hessian(view, batches, progress=self.progress)
         values, vectors = np.linalg.eigh(h.astype(np.float64))
-        values = values + self.damping
-        order = np.argsort(-np.abs(values))
+        return _by_abs_value(values, vectors.T.astype(h.dtype))
+
+    def select(self, spectrum):
+        values = spectrum.values + self.damping
+        keep = np.argsort(-np.abs(values), kind="stable")
         if self.pbar is not None:
             check(
-                self.pbar <= view.size,
+                self.pbar <= len(values),
                 "method.pbar",
-                f"{self.pbar} exceeds the {view.size} perturbed parameters",
+                f"{self.pbar} exceeds the {len(values)} perturbed parameters",
             )
-            order = order[: self.pbar]
-        values, vectors = values[order], vectors[:, order]
-        return _projected_state(
-            view, vectors.T, values, _inverse_of_eigenvalues(values, self.rcond, "Exact")
-        )
+            keep = keep[: self.pbar]
+        values = values[keep]  # damped: the values that are inverted
+        return keep, values, _inverse_of_eigenvalues(values, self.rcond, "Exact")
 
 
 # ----------------------------------------------------------------------------- LISSA
