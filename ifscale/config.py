@@ -152,10 +152,14 @@ class ScoreConfig:
       batch_size: examples per scoring step (split over all devices).
       max_examples: score a seeded subset of this many training examples, stratified by
         label and noise flag (null: all of them).
+      compare_examples: also report AUC/AP on the seeded subset of this size (the one
+        `max_examples` of the same size would score), so that runs scoring all examples
+        and runs scoring a subset can be compared on identical examples (Table 1).
     """
 
     batch_size: int = 256
     max_examples: int | None = None
+    compare_examples: int | None = None
 
     def validate(self) -> None:
         check(self.batch_size >= 1, "score.batch_size", "must be >= 1")
@@ -163,6 +167,19 @@ class ScoreConfig:
             self.max_examples is None or self.max_examples >= 1,
             "score.max_examples",
             "must be >= 1 or null",
+        )
+        check(
+            self.compare_examples is None or self.compare_examples >= 1,
+            "score.compare_examples",
+            "must be >= 1 or null",
+        )
+        check(
+            self.compare_examples is None
+            or self.max_examples is None
+            or self.max_examples == self.compare_examples,
+            "score.compare_examples",
+            f"the comparison subset ({self.compare_examples}) must be the scored set: "
+            f"score.max_examples must be null or equal to it, got {self.max_examples}",
         )
 
 
@@ -197,7 +214,13 @@ class RunConfig:
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as `from_dict` takes it (method options flat, as in the YAML)."""
+        d = dataclasses.asdict(self)
+        method = d["method"]
+        options = method.pop("options")
+        method["layers"] = None if method["layers"] is None else list(method["layers"])
+        d["method"] = {**method, **options}
+        return d
 
 
 def _build(cls, raw: Any, prefix: str):

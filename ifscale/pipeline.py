@@ -160,11 +160,12 @@ def fit_batches(cfg: RunConfig, data: ImageData) -> list[tuple[np.ndarray, np.nd
     ]
 
 
-def scored_subset(cfg: RunConfig, data: ImageData) -> np.ndarray:
-    """Indices of the training examples to score: all, or a seeded subset of
-    `score.max_examples` with exactly the data's share of noisy examples (rounded), each
-    part stratified by label."""
-    size = cfg.score.max_examples
+def scored_subset(cfg: RunConfig, data: ImageData, size: int | None = None) -> np.ndarray:
+    """Indices of the training examples to score: all, or a seeded subset of `size`
+    (default `score.max_examples`) with exactly the data's share of noisy examples
+    (rounded), each part stratified by label. The subset depends only on the data, the seed
+    and the size, so every method scores the same one."""
+    size = cfg.score.max_examples if size is None else size
     if size is None or size >= data.n_train:
         return np.arange(data.n_train)
     noisy = np.flatnonzero(data.is_noisy)
@@ -232,6 +233,16 @@ def fit_method(cfg: RunConfig, prep: Prepared, method, task: Task):
     return state, time.perf_counter() - start, False
 
 
+def detection_metrics(is_noisy: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
+    """AUC and AP of finding the noisy examples by ranking on `scores` (None when only one
+    class is present)."""
+    both = 0 < is_noisy.sum() < len(is_noisy)
+    return {
+        "auc": float(roc_auc_score(is_noisy, scores)) if both else None,
+        "ap": float(average_precision_score(is_noisy, scores)) if both else None,
+    }
+
+
 def influence_stage(cfg: RunConfig, prep: Prepared) -> tuple[dict[str, Any], pd.DataFrame]:
     """Fits the method (cached), scores the training set, evaluates against `is_noisy`."""
     method = make_method(cfg.method.name, **_method_options(cfg))
@@ -248,10 +259,8 @@ def influence_stage(cfg: RunConfig, prep: Prepared) -> tuple[dict[str, Any], pd.
         progress=cfg.progress,
     )
     is_noisy = data.is_noisy[index]
-    both = 0 < is_noisy.sum() < len(is_noisy)
     metrics = {
-        "auc": float(roc_auc_score(is_noisy, result.scores)) if both else None,
-        "ap": float(average_precision_score(is_noisy, result.scores)) if both else None,
+        **detection_metrics(is_noisy, result.scores),
         "t_fit_s": t_fit,
         "fit_cache_hit": hit,
         "t_score_s": result.seconds,
@@ -260,8 +269,20 @@ def influence_stage(cfg: RunConfig, prep: Prepared) -> tuple[dict[str, Any], pd.
         "n_scored": len(index),
         "n_noisy_scored": int(is_noisy.sum()),
         "pbar": cfg.method.pbar,
+        "fit_batch_size": cfg.method.fit_batch_size,
+        "fit_batches": cfg.method.fit_batches,
         "n_perturbed_params": int(state.view.size),
     }
+    if cfg.score.compare_examples is not None:
+        compare = scored_subset(cfg, data, cfg.score.compare_examples)
+        rows = np.searchsorted(index, compare)
+        check(
+            np.array_equal(index[np.minimum(rows, len(index) - 1)], compare),
+            "score.compare_examples",
+            "the comparison subset is not part of the scored examples",
+        )
+        found = detection_metrics(is_noisy[rows], result.scores[rows])
+        metrics.update(auc_compare=found["auc"], ap_compare=found["ap"], n_compare=len(compare))
     if hasattr(state, "eigvals"):
         metrics["eigenvalues"] = np.asarray(state.eigvals, np.float64).tolist()
     scores = pd.DataFrame(
@@ -324,6 +345,8 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
             metrics["examples_per_s"],
         )
     metrics["wall_time_s"] = time.perf_counter() - start
+    # The resolved config beside the metrics: reports reload the run's data from it.
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info(
         "test accuracy %.4f (train %.1fs%s); metrics in %s",

@@ -63,6 +63,14 @@ def test_every_group_option_composes_and_validates(group, option, npz_file):
         assert chosen[group] == option
 
 
+@pytest.mark.parametrize("method", _options("method"))
+def test_config_round_trips_through_to_dict(method):
+    layers = [] if method == "none" else ["method.layers=[Dense_0]"]
+    cfg = RunConfig.from_dict(_compose([f"method={method}", *layers]))
+    again = RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+
+
 def test_every_group_has_options():
     for group in GROUPS:
         assert _options(group), group
@@ -88,6 +96,50 @@ def test_experiment_presets_set_the_papers_settings():
         large.train.batch_size,
         large.train.epochs,
     ) == ("sgd", 0.1, 0.9, 128, 2)
+
+
+def _sweep_rows(experiment: str) -> list[str]:
+    raw = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml")
+    return str(raw.hydra.sweeper.params[f"+{experiment.split('_')[0]}"]).split(",")
+
+
+@pytest.mark.parametrize("row", _sweep_rows("table1"))
+def test_every_table1_row_composes_with_its_method(row):
+    from ifscale.reports import TABLE1_ROWS
+
+    cfg = RunConfig.from_dict(_compose(["experiment=table1", f"+table1={row}"]))
+    spec = next(r for r in TABLE1_ROWS if r.key == row)  # every swept row is in the table
+    assert cfg.method.name == spec.method
+    assert {k: cfg.method.options[k] for k in spec.options} == spec.options
+    assert (cfg.model.name, cfg.dataset.subset_fraction, cfg.noise.rate) == ("cnn_large", None, 0.1)
+    assert cfg.score.compare_examples == 500
+    slow = row.startswith("lissa") or row == "tracin_100"
+    assert cfg.score.max_examples == (500 if slow else None)
+    full = RunConfig.from_dict(
+        _compose(["experiment=table1", f"+table1={row}", "score.compare_examples=null"])
+    )
+    assert full.score.max_examples is None  # FULL=1: every row scores every example
+
+
+def test_table1_sweeps_every_row_of_the_paper():
+    from ifscale.reports import TABLE1_ROWS
+
+    assert sorted(_sweep_rows("table1")) == sorted(r.key for r in TABLE1_ROWS)
+
+
+@pytest.mark.parametrize(
+    "experiment, row", [(e, r) for e in ("figures", "figures_baselines") for r in _sweep_rows(e)]
+)
+def test_every_figure_run_composes_on_the_small_model(experiment, row):
+    overrides = [f"experiment={experiment}", f"+figures={row}"]
+    if experiment == "figures":
+        overrides.append("method.pbar=200")
+    cfg = RunConfig.from_dict(_compose(overrides))
+    assert (cfg.model.name, cfg.dataset.subset_fraction) == ("cnn_small", 0.1)
+    assert cfg.method.name == row.split("_")[0]
+    # The same training run as experiment=train_small, so the cache is shared.
+    small = RunConfig.from_dict(_compose(["experiment=train_small"]))
+    assert cfg.train == small.train and cfg.dataset == small.dataset
 
 
 @pytest.mark.parametrize(

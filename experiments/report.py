@@ -1,0 +1,123 @@
+"""Tables and figures from the run folders of a Hydra multirun.
+
+    python experiments/report.py table1    # newest outputs/multirun/table1/*, -> results/table1.*
+    python experiments/report.py figures   # newest figures + figures_baselines sweeps
+    python experiments/report.py table1 --sweep outputs/multirun/table1/2026-11-26_04-00-00
+
+Every number written comes from a run's `metrics.json` / `scores.csv`; nothing is typed in
+except the paper's published values, which are shown beside ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ifscale.reports import (
+    figure1_frame,
+    figure2_frame,
+    found_at_k,
+    load_runs,
+    markdown_table,
+    plot_figure1,
+    plot_figure2,
+    table1_frame,
+    table1_notes,
+    top_examples,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def latest_sweep(name: str, outputs: Path) -> Path:
+    """The newest sweep folder of experiment `name` that holds at least one finished run."""
+    base = outputs / "multirun" / name
+    candidates = sorted(
+        (d for d in base.glob("*") if any(d.glob("*/metrics.json"))), key=lambda d: d.name
+    )
+    if not candidates:
+        raise SystemExit(
+            f"No finished runs under {base}; run `make {name.split('_')[0]}` first, or pass --sweep"
+        )
+    return candidates[-1]
+
+
+def write_table1(sweep: Path, results: Path) -> None:
+    runs = load_runs(sweep)
+    table = table1_frame(runs)
+    results.mkdir(parents=True, exist_ok=True)
+    table.to_csv(results / "table1.csv", index=False)
+    notes = table1_notes(table, runs)
+    shown = table[
+        [
+            "Method",
+            "p̄",
+            "T, s",
+            "AUC",
+            "AP",
+            "paper T, s",
+            "paper AUC",
+            "paper AP",
+            "n scored",
+            "AUC, subset",
+            "AP, subset",
+            "fit, s",
+            "examples/s",
+        ]
+    ]
+    source = sweep.relative_to(ROOT) if sweep.is_relative_to(ROOT) else sweep
+    text = [
+        "# Table 1: mislabeled MNIST, cnn_large (824,458 parameters)",
+        "",
+        f"Produced by `make table1` from `{source}`"
+        " (`python experiments/report.py table1`); do not edit by hand.",
+        "",
+        markdown_table(shown),
+        "",
+        *notes,
+    ]
+    (results / "table1.md").write_text("\n".join(text) + "\n")
+    found = found_at_k(runs)
+    found.to_csv(results / "table1_found_at_k.csv", index=False)
+    best = top_examples(runs, count=32)
+    if best is not None:
+        np.savez_compressed(results / "table1_top_examples.npz", **best)
+    print((results / "table1.md").read_text())
+
+
+def write_figures(sweeps: Sequence[Path], results: Path) -> None:
+    runs = [r for s in sweeps for r in load_runs(s)]
+    out = results / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    fig1 = figure1_frame(runs)
+    fig1.to_csv(out / "figure1.csv", index=False)
+    plot_figure1(fig1, runs, out / "figure1.png")
+    fig2 = figure2_frame(runs)
+    fig2.to_csv(out / "figure2.csv", index=False)
+    plot_figure2(fig2, runs, out / "figure2.png")
+    print(f"wrote {out / 'figure1.png'} and {out / 'figure2.png'} (+ csv)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["table1", "figures"])
+    parser.add_argument("--sweep", type=Path, nargs="*", help="multirun folder(s) to read")
+    parser.add_argument("--outputs", type=Path, default=ROOT / "outputs")
+    parser.add_argument("--results", type=Path, default=ROOT / "results")
+    args = parser.parse_args()
+    if args.what == "table1":
+        sweep = args.sweep[0] if args.sweep else latest_sweep("table1", args.outputs)
+        write_table1(sweep.resolve(), args.results)
+    else:
+        sweeps = args.sweep or [
+            latest_sweep("figures", args.outputs),
+            latest_sweep("figures_baselines", args.outputs),
+        ]
+        write_figures([s.resolve() for s in sweeps], args.results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,495 @@
+"""Tables and figures from run folders (`metrics.json`, `scores.csv`, `config.json`).
+
+Used by `experiments/report.py` and the inspection notebook; free of Hydra. A run folder is
+what `ifscale.pipeline.run` writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# ------------------------------------------------------------------------------ runs
+
+
+def load_runs(folder: str | Path) -> list[dict[str, Any]]:
+    """The finished runs under `folder` (its subfolders holding a `metrics.json`), each
+    as its metrics with `run_dir` added, in folder order."""
+    runs = []
+    for path in sorted(Path(folder).glob("**/metrics.json")):
+        metrics = json.loads(path.read_text())
+        metrics["run_dir"] = str(path.parent)
+        runs.append(metrics)
+    return runs
+
+
+def scores_of(run: dict[str, Any]) -> pd.DataFrame:
+    return pd.read_csv(Path(run["run_dir"]) / "scores.csv")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """A row of a paper table: which runs it takes and what the paper reported."""
+
+    key: str
+    label: str
+    method: str
+    options: dict[str, Any]
+    paper: dict[str, float | None]
+
+    def matches(self, run: dict[str, Any]) -> bool:
+        options = run.get("method_options") or {}
+        return run.get("method") == self.method and all(
+            options.get(k) == v for k, v in self.options.items()
+        )
+
+
+def _paper(pbar, t, auc, ap):
+    return {"p̄": pbar, "T, s": t, "AUC": auc, "AP": ap}
+
+
+# The poster's Table 1 (cnn_large, 10% mislabeled MNIST); T in seconds, AUC/AP in percent.
+TABLE1_ROWS: tuple[Row, ...] = (
+    Row("lissa_r10", "LISSA, r = 10", "lissa", {"r": 10}, _paper(100, 4900, 98.9, 95.0)),
+    Row("lissa_r100", "LISSA, r = 100", "lissa", {"r": 100}, _paper(100, 32300, 98.8, 94.8)),
+    Row("tracin_1", "TracIn [1]", "tracin", {"checkpoints": 1}, _paper(None, 5, 98.7, 94.0)),
+    Row("tracin_100", "TracIn [100]", "tracin", {"checkpoints": 100}, _paper(None, 42, 99.7, 98.7)),
+    Row("randproj_10", "RandProj", "randproj", {"pbar": 10}, _paper(10, 0.2, 97.2, 87.7)),
+    Row("randproj_100", "RandProj", "randproj", {"pbar": 100}, _paper(100, 1.9, 98.6, 93.9)),
+    Row("arnoldi_10", "Arnoldi", "arnoldi", {"pbar": 10}, _paper(10, 0.2, 95.0, 84.0)),
+    Row("arnoldi_100", "Arnoldi", "arnoldi", {"pbar": 100}, _paper(100, 1.9, 98.2, 92.9)),
+)
+
+# The issue's fidelity bands for the rows whose cost lets them score every example.
+FIDELITY = {"AUC": 2.0, "AP": 6.0}
+FIDELITY_ROWS = (
+    "tracin_1",
+    "tracin_100",
+    "randproj_10",
+    "randproj_100",
+    "arnoldi_10",
+    "arnoldi_100",
+)
+
+
+def _pct(value: float | None) -> float:
+    return float("nan") if value is None else 100.0 * value
+
+
+def match_rows(rows: Sequence[Row], runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The newest run for each row (later folders win)."""
+    found = {}
+    for run in runs:
+        for row in rows:
+            if row.matches(run):
+                found[row.key] = run
+    return found
+
+
+def table1_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """One line per Table 1 row with a finished run: ours beside the paper's values."""
+    matched = match_rows(TABLE1_ROWS, runs)
+    lines = []
+    for row in TABLE1_ROWS:
+        run = matched.get(row.key)
+        if run is None:
+            continue
+        n = run["n_scored"]
+        lines.append(
+            {
+                "row": row.key,
+                "Method": row.label,
+                "p̄": run.get("pbar"),
+                "T, s": run["t_score_s"],
+                "AUC": _pct(run["auc"]),
+                "AP": _pct(run["ap"]),
+                "paper p̄": row.paper["p̄"],
+                "paper T, s": row.paper["T, s"],
+                "paper AUC": row.paper["AUC"],
+                "paper AP": row.paper["AP"],
+                "n scored": n,
+                "n noisy scored": run["n_noisy_scored"],
+                "AUC, subset": _pct(run.get("auc_compare")),
+                "AP, subset": _pct(run.get("ap_compare")),
+                "n subset": run.get("n_compare"),
+                "fit, s": run["t_fit_s"],
+                "fit cached": run.get("fit_cache_hit"),
+                "examples/s": run["examples_per_s"],
+                "ms/example": 1000.0 / run["examples_per_s"],
+                "compile, s": run.get("t_score_compile_s"),
+                "test accuracy": run.get("test_accuracy"),
+                "device": run.get("device"),
+                "git commit": run.get("git_commit"),
+                "run_dir": run["run_dir"],
+            }
+        )
+    return pd.DataFrame(lines)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "—"
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    if isinstance(value, float | np.floating):
+        value = float(value)
+        if value.is_integer() and abs(value) < 1e6:
+            return f"{int(value):,}"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 1:
+            return f"{value:.1f}"
+        return f"{value:.2g}"
+    return str(value)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub markdown table (no extra dependency)."""
+    head = "| " + " | ".join(frame.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(False)]
+    return "\n".join([head, rule, *body])
+
+
+def _line(frame: pd.DataFrame, key: str) -> pd.Series | None:
+    hit = frame[frame["row"] == key]
+    return None if hit.empty else hit.iloc[0]
+
+
+def table1_notes(table: pd.DataFrame, runs: list[dict[str, Any]]) -> list[str]:
+    """What the columns mean, the settings, and the paper's relations as measured here."""
+    matched = match_rows(TABLE1_ROWS, runs)
+    any_run = next(iter(matched.values()), {})
+    devices = sorted({str(d) for d in table["device"].dropna()})
+    notes = [
+        "## How to read it",
+        "",
+        f"- Hardware: {', '.join(devices) or 'unknown'}. Model trained once "
+        f"({_fmt(any_run.get('train_steps'))} steps, test accuracy "
+        f"{_pct(any_run.get('test_accuracy')):.2f}%) on {_fmt(any_run.get('n_train'))} MNIST "
+        f"training images of which {_fmt((any_run.get('noise') or {}).get('n_noisy'))} were "
+        "relabeled to a different class (uniformly among the other classes, seeded).",
+        "- AUC and AP (percent): finding the mislabeled examples by ranking the scored "
+        "training examples on self-influence (scikit-learn `roc_auc_score`, "
+        "`average_precision_score`), over the `n scored` examples of each row.",
+        "- **T, s** is the scoring time of that row: self-influence of its `n scored` "
+        "examples, compilation excluded (one warm-up batch), clock stopped after "
+        "`block_until_ready`. The one-time fit (Arnoldi's n HVPs, RandProj's p̄ HVPs) is the "
+        "`fit, s` column; it is cached, and both Arnoldi rows share one fit. Compare costs "
+        "across rows with `examples/s` (in `table1.csv`, also `ms/example`): rows score "
+        "different numbers of examples.",
+        "- **AUC, subset / AP, subset**: every row evaluated on the same seeded, stratified "
+        f"subset of {_fmt(table['n subset'].dropna().max() if len(table) else None)} training "
+        "examples (10% of them mislabeled), the set the slow rows (LISSA, TracIn [100]) score; "
+        "the only column that compares all rows on identical examples.",
+        "- **p̄**: eigenpairs kept (Arnoldi) or projection dimension (RandProj). LISSA has "
+        "none; the paper lists p̄ = 100 for its LISSA rows without defining it there, which we "
+        "read as the p̄ of the rows LISSA is compared with, so our LISSA rows show —.",
+    ]
+    lissa = matched.get("lissa_r10") or matched.get("lissa_r100")
+    if lissa:
+        o = lissa.get("method_options", {})
+        notes.append(
+            f"- LISSA settings: scale {o.get('scale')}, damping {o.get('damping')}, each "
+            f"recursion step an HVP on one batch of {lissa.get('fit_batch_size')} training "
+            f"examples (cycling through {lissa.get('fit_batches')} seeded batches); see "
+            "`conf/table1/lissa_r10.yaml` for the reasons."
+        )
+    notes += ["", "## The paper's relations, measured here", ""]
+    notes += _relations(table)
+    notes += ["", "## Fidelity to the paper", ""]
+    for key in FIDELITY_ROWS:
+        line = _line(table, key)
+        if line is None:
+            continue
+        d_auc, d_ap = line["AUC"] - line["paper AUC"], line["AP"] - line["paper AP"]
+        inside = abs(d_auc) <= FIDELITY["AUC"] and abs(d_ap) <= FIDELITY["AP"]
+        where = "all scored examples" if line["n scored"] > (line["n subset"] or 0) else "subset"
+        notes.append(
+            f"- {_label(line)}: AUC {d_auc:+.1f}, AP {d_ap:+.1f} points from the paper "
+            f"({where}): "
+            + ("within" if inside else "**outside**")
+            + f" the ±{FIDELITY['AUC']:g} / ±{FIDELITY['AP']:g} band."
+        )
+    return notes
+
+
+def _label(line: pd.Series) -> str:
+    return line["Method"] + ("" if pd.isna(line["p̄"]) else f" p̄={int(line['p̄'])}")
+
+
+def _relations(table: pd.DataFrame) -> list[str]:
+    out = []
+    arn100, arn10 = _line(table, "arnoldi_100"), _line(table, "arnoldi_10")
+    rp100, rp10 = _line(table, "randproj_100"), _line(table, "randproj_10")
+    tr1, tr100 = _line(table, "tracin_1"), _line(table, "tracin_100")
+    for key, paper_ratio in (("lissa_r10", 4900 / 1.9), ("lissa_r100", 32300 / 1.9)):
+        lissa = _line(table, key)
+        if lissa is not None and arn100 is not None:
+            ratio = lissa["ms/example"] / arn100["ms/example"]
+            out.append(
+                f"- Per-example cost, {lissa['Method']} against Arnoldi p̄=100: {ratio:,.0f}× "
+                f"({lissa['ms/example']:,.0f} against {arn100['ms/example']:.2f} ms per example; "
+                f"paper: {paper_ratio:,.0f}×)."
+            )
+    for name, big, small, paper in (
+        ("Arnoldi", arn100, arn10, (3.2, 8.9)),
+        ("RandProj", rp100, rp10, (1.4, 6.2)),
+    ):
+        if big is not None and small is not None:
+            out.append(
+                f"- {name} p̄=100 against p̄=10: AUC {big['AUC'] - small['AUC']:+.1f}, AP "
+                f"{big['AP'] - small['AP']:+.1f} points (paper: {paper[0]:+.1f}, {paper[1]:+.1f}); "
+                f"cost {big['ms/example'] / small['ms/example']:.1f}× per example."
+            )
+    if tr1 is not None and tr100 is not None:
+        out.append(
+            "- TracIn [100] against TracIn [1], on the common subset: AUC "
+            f"{tr100['AUC, subset'] - tr1['AUC, subset']:+.1f}, AP "
+            f"{tr100['AP, subset'] - tr1['AP, subset']:+.1f} points (paper, on all examples: "
+            f"+1.0, +4.7); cost {tr100['ms/example'] / tr1['ms/example']:.0f}× per example."
+        )
+    curvature = [
+        _line(table, k) for k in ("arnoldi_100", "randproj_100", "lissa_r10", "lissa_r100")
+    ]
+    curvature = [c for c in curvature if c is not None and np.isfinite(c["AUC, subset"])]
+    if tr1 is not None and curvature:
+        best = max(curvature, key=lambda c: c["AP, subset"])
+        label = _label(best)
+        d_auc = best["AUC, subset"] - tr1["AUC, subset"]
+        d_ap = best["AP, subset"] - tr1["AP, subset"]
+        verdict = (
+            "curvature helps here"
+            if d_ap > 1.0
+            else "curvature brings no clear advantage here"
+            if d_ap > -1.0
+            else "the gradient-only score is better here"
+        )
+        out.append(
+            f"- Curvature against none (paper: 'no advantage in using curvature information' "
+            f"on this model): the best influence row on the common subset by AP, {label}, "
+            f"against TracIn [1] (gradients at the last checkpoint, no Hessian): AUC "
+            f"{d_auc:+.1f}, AP {d_ap:+.1f} points: {verdict}."
+        )
+    return out
+
+
+def found_at_k(runs: list[dict[str, Any]], rows: Sequence[Row] = TABLE1_ROWS) -> pd.DataFrame:
+    """For each row: the share of the mislabeled examples found (recall) and the precision
+    when inspecting the top k% of its scored examples by self-influence."""
+    matched = match_rows(rows, runs)
+    frames = []
+    for row in rows:
+        run = matched.get(row.key)
+        if run is None:
+            continue
+        scores = scores_of(run)
+        noisy = scores.sort_values("self_influence", ascending=False, kind="stable")["is_noisy"]
+        noisy = noisy.to_numpy(bool)
+        inspected = np.arange(1, len(noisy) + 1)
+        found = np.cumsum(noisy)
+        grid = np.unique(np.clip(np.round(np.linspace(0, 1, 201) * len(noisy)), 1, len(noisy)))
+        at = grid.astype(int) - 1
+        frames.append(
+            pd.DataFrame(
+                {
+                    "row": row.key,
+                    "inspected_percent": 100.0 * inspected[at] / len(noisy),
+                    "found_percent": 100.0 * found[at] / max(noisy.sum(), 1),
+                    "precision_percent": 100.0 * found[at] / inspected[at],
+                    "n_scored": len(noisy),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# The row whose top examples the notebook shows: the paper's method first.
+TOP_EXAMPLES_ROWS = ("arnoldi_100", "arnoldi_10", "randproj_100", "randproj_10", "tracin_1")
+
+
+def top_examples(
+    runs: list[dict[str, Any]],
+    prefer: Sequence[str] = TOP_EXAMPLES_ROWS,
+    count: int = 32,
+    rows: Sequence[Row] = TABLE1_ROWS,
+) -> dict[str, np.ndarray] | None:
+    """The `count` most self-influential training examples of the first row of `prefer`
+    that has a run, with their images (reloaded through the run's `config.json`), given
+    and true labels."""
+    from ifscale.config import RunConfig
+    from ifscale.pipeline import load_data
+
+    matched = match_rows(rows, runs)
+    row = next((key for key in prefer if key in matched), None)
+    if row is None:
+        return None
+    run = matched[row]
+    scores = scores_of(run).sort_values("self_influence", ascending=False, kind="stable")
+    top = scores.head(count)
+    cfg = RunConfig.from_dict(json.loads((Path(run["run_dir"]) / "config.json").read_text()))
+    data = load_data(cfg)
+    example = top["example"].to_numpy()
+    assert np.array_equal(data.y_train[example], top["label"].to_numpy()), "labels differ"
+    return {
+        "images": np.asarray(data.x_train[example]),
+        "label": top["label"].to_numpy(),
+        "clean_label": top["clean_label"].to_numpy(),
+        "is_noisy": top["is_noisy"].to_numpy(bool),
+        "self_influence": top["self_influence"].to_numpy(),
+        "source_index": top["source_index"].to_numpy(),
+        "row": np.asarray(row),
+    }
+
+
+# --------------------------------------------------------------------------- figures
+
+FIGURE1_METHODS = ("exact", "arnoldi", "randproj")
+_STYLE = {
+    "exact": dict(color="black", marker="o", label="Exact (dense Hessian)"),
+    "arnoldi": dict(color="tab:blue", marker="s", label="Arnoldi"),
+    "randproj": dict(color="tab:orange", marker="^", label="RandProj"),
+}
+
+
+def _baseline_label(run: dict[str, Any]) -> str:
+    o = run.get("method_options", {})
+    if run["method"] == "lissa":
+        return f"LISSA r={o.get('r')}"
+    if run["method"] == "tracin":
+        return f"TracIn [{o.get('checkpoints')}]"
+    return run["method"]
+
+
+def figure1_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """AUC/AP against p̄ for the projected methods, plus the baselines (p̄ empty)."""
+    lines = []
+    for run in runs:
+        if run.get("method") in FIGURE1_METHODS and run.get("pbar") is not None:
+            label = run["method"]
+        elif run.get("method") in ("lissa", "tracin"):
+            label = _baseline_label(run)
+        else:
+            continue
+        lines.append(
+            {
+                "method": run["method"],
+                "label": label,
+                "pbar": run.get("pbar"),
+                "auc": _pct(run["auc"]),
+                "ap": _pct(run["ap"]),
+                "n_scored": run["n_scored"],
+                "t_fit_s": run["t_fit_s"],
+                "examples_per_s": run["examples_per_s"],
+                "run_dir": run["run_dir"],
+            }
+        )
+    frame = pd.DataFrame(lines)
+    # Newest run wins for a repeated (label, p̄).
+    return frame.drop_duplicates(["label", "pbar"], keep="last").reset_index(drop=True)
+
+
+def figure2_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """The curvature values of the largest-p̄ run of each projected method, by rank."""
+    lines = []
+    for method in FIGURE1_METHODS:
+        candidates = [r for r in runs if r.get("method") == method and r.get("eigenvalues")]
+        if not candidates:
+            continue
+        run = max(candidates, key=lambda r: len(r["eigenvalues"]))
+        for rank, value in enumerate(run["eigenvalues"], start=1):
+            lines.append({"method": method, "rank": rank, "eigenvalue": value})
+    return pd.DataFrame(lines)
+
+
+def _setting(runs: list[dict[str, Any]]) -> str:
+    run = next((r for r in runs if r.get("method") in FIGURE1_METHODS), runs[0])
+    return (
+        f"{run['model']} ({run['n_params']:,} parameters), {run['n_train']:,} MNIST training "
+        f"images, {run['noise']['n_noisy']:,} mislabeled; {run['device']}"
+    )
+
+
+def plot_figure1(frame: pd.DataFrame, runs: list[dict[str, Any]], path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), constrained_layout=True)
+    baselines = frame[frame["pbar"].isna()]
+    colors = plt.cm.Greys(np.linspace(0.45, 0.8, max(len(baselines), 1)))
+    for ax, metric, name in ((axes[0], "auc", "AUC"), (axes[1], "ap", "AP")):
+        for method in FIGURE1_METHODS:
+            part = frame[frame["method"] == method].dropna(subset=["pbar"]).sort_values("pbar")
+            if len(part):
+                ax.plot(part["pbar"], part[metric], **_STYLE[method])
+        styles = ("--", ":", "-.")
+        for i, (_, line) in enumerate(baselines.iterrows()):
+            ax.axhline(line[metric], color=colors[i], ls=styles[i % 3], lw=1.4, label=line["label"])
+        ax.set_xscale("log")
+        ax.set_xlabel("p̄ (eigenpairs kept / projection dimension)")
+        ax.set_ylabel(f"{name} of finding mislabeled examples, %")
+        ax.set_title(f"{name} against p̄")
+        ax.grid(alpha=0.3)
+    axes[1].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"Figure 1: self-influence on corrupted MNIST, small model\n{_setting(runs)}")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_figure2(frame: pd.DataFrame, runs: list[dict[str, Any]], path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), constrained_layout=True)
+    for method in FIGURE1_METHODS:
+        part = frame[frame["method"] == method]
+        if part.empty:
+            continue
+        style = dict(_STYLE[method])
+        values = part["eigenvalue"].to_numpy()
+        positive = values > 0
+        ax.plot(
+            part["rank"][positive],
+            values[positive],
+            ls="none",
+            ms=4,
+            marker=style["marker"],
+            color=style["color"],
+            label=style["label"] + " (λ > 0)",
+        )
+        if (~positive).any():
+            ax.plot(
+                part["rank"][~positive],
+                -values[~positive],
+                ls="none",
+                ms=4,
+                marker=style["marker"],
+                mfc="none",
+                color=style["color"],
+                label=style["label"] + " (|λ|, λ < 0)",
+            )
+    ax.set_yscale("log")
+    ax.set_xscale("log")
+    ax.set_xlabel("rank (by |λ|)")
+    ax.set_ylabel("|eigenvalue|")
+    ax.set_title(
+        "Figure 2: top eigenvalues of the Hessian, exact against Arnoldi's Ritz values\n"
+        f"and the eigenvalues of RandProj's H̃ = G H Gᵀ; {_setting(runs)}",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

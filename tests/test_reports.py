@@ -1,0 +1,147 @@
+"""Tables, figures and the inspection notebook, built from real (tiny) runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ifscale.config import RunConfig
+from ifscale.pipeline import run
+from ifscale.reports import found_at_k, load_runs, markdown_table, table1_frame
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPARE = 100
+
+# Table 1 rows (matched by method and option) on a tiny setting: 400 images, cnn_small.
+TINY_ROWS = {
+    "arnoldi_10": {"name": "arnoldi", "n": 20, "pbar": 10},
+    "tracin_1": {"name": "tracin", "checkpoints": 1},
+    "lissa_r10": {"name": "lissa", "r": 10, "scale": 10.0, "damping": 0.001},
+}
+
+
+def _config(tmp: Path, data_dir: Path, method: dict, max_examples=None) -> RunConfig:
+    return RunConfig.from_dict(
+        {
+            "name": "tiny_table1",
+            "dataset": {"data_dir": str(data_dir), "subset_size": 400},
+            "noise": {"kind": "mislabel", "rate": 0.1},
+            "model": {"name": "cnn_small"},
+            "train": {"epochs": 3, "batch_size": 50, "checkpoints": 4},
+            "method": {**method, "fit_batch_size": 50, "fit_batches": 2},
+            "score": {"max_examples": max_examples, "compare_examples": COMPARE},
+            "paths": {"cache_dir": str(tmp / "cache")},
+            "progress": False,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, mnist_dir) -> Path:
+    """A folder of finished runs, laid out like a Hydra multirun (one subfolder per job)."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    for i, (row, method) in enumerate(TINY_ROWS.items()):
+        slow = row.startswith("lissa")
+        run(_config(tmp, mnist_dir, method, COMPARE if slow else None), tmp / "runs" / str(i))
+    return tmp / "runs"
+
+
+def test_comparison_subset_is_the_same_examples_in_every_run(sweep):
+    runs = {r["method"]: r for r in load_runs(sweep)}
+    full = pd.read_csv(Path(runs["arnoldi"]["run_dir"]) / "scores.csv")
+    subset = pd.read_csv(Path(runs["lissa"]["run_dir"]) / "scores.csv")
+    assert len(full) == 400 and len(subset) == COMPARE
+    assert subset["is_noisy"].sum() == COMPARE // 10
+    assert set(subset["example"]) <= set(full["example"])
+    # auc_compare of a full run is its AUC restricted to the subset's examples.
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    part = full[full["example"].isin(subset["example"])]
+    assert runs["arnoldi"]["n_compare"] == COMPARE
+    assert runs["arnoldi"]["auc_compare"] == pytest.approx(
+        roc_auc_score(part["is_noisy"], part["self_influence"])
+    )
+    assert runs["arnoldi"]["ap_compare"] == pytest.approx(
+        average_precision_score(part["is_noisy"], part["self_influence"])
+    )
+    # A run that scores only the subset reports the same numbers twice.
+    assert runs["lissa"]["auc_compare"] == pytest.approx(runs["lissa"]["auc"])
+
+
+def test_table1_frame_puts_paper_values_beside_ours(sweep):
+    table = table1_frame(load_runs(sweep))
+    assert list(table["row"]) == ["lissa_r10", "tracin_1", "arnoldi_10"]  # the paper's order
+    arnoldi = table.set_index("row").loc["arnoldi_10"]
+    assert (arnoldi["paper AUC"], arnoldi["paper AP"], arnoldi["paper T, s"]) == (95.0, 84.0, 0.2)
+    assert arnoldi["n scored"] == 400 and arnoldi["n subset"] == COMPARE
+    assert 0 <= arnoldi["AUC"] <= 100 and 0 <= arnoldi["AP, subset"] <= 100
+    assert arnoldi["ms/example"] == pytest.approx(1000 / arnoldi["examples/s"])
+    text = markdown_table(table[["Method", "p̄", "AUC"]])
+    assert text.splitlines()[0] == "| Method | p̄ | AUC |" and len(text.splitlines()) == 5
+
+
+def test_found_at_k_is_a_recall_curve(sweep):
+    found = found_at_k(load_runs(sweep))
+    for _, part in found.groupby("row"):
+        assert np.all(np.diff(part["found_percent"]) >= 0)
+        assert part["found_percent"].iloc[-1] == pytest.approx(100.0)
+        assert part["inspected_percent"].iloc[-1] == pytest.approx(100.0)
+        # At 100% inspected, precision is the noise rate of the scored set.
+        assert part["precision_percent"].iloc[-1] == pytest.approx(10.0)
+
+
+@pytest.fixture(scope="module")
+def results(sweep, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("results")
+    cmd = [
+        sys.executable,
+        str(ROOT / "experiments" / "report.py"),
+        "table1",
+        "--sweep",
+        str(sweep),
+        "--results",
+        str(out),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_report_writes_table_curves_and_top_images(results, sweep):
+    table = pd.read_csv(results / "table1.csv")
+    assert set(table["row"]) == set(TINY_ROWS)
+    md = (results / "table1.md").read_text()
+    for needed in ("| Method |", "T, s", "paper AUC", "How to read it", "LISSA settings"):
+        assert needed in md
+    assert "Per-example cost, LISSA, r = 10 against" not in md  # needs Arnoldi p̄=100
+    top = np.load(results / "table1_top_examples.npz")
+    assert top["images"].shape == (32, 28, 28, 1)
+    assert np.all(np.diff(top["self_influence"]) <= 0)
+    assert np.all((top["label"] != top["clean_label"]) == top["is_noisy"])
+    found = pd.read_csv(results / "table1_found_at_k.csv")
+    assert set(found["row"]) == set(TINY_ROWS)
+
+
+def test_notebook_runs_on_the_results(results, tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.read(ROOT / "notebooks" / "inspect_results.ipynb", as_version=4)
+    os.environ["IFSCALE_RESULTS_DIR"] = str(results)
+    try:
+        nbclient.NotebookClient(
+            notebook, timeout=300, resources={"metadata": {"path": str(tmp_path)}}
+        ).execute()
+    finally:
+        del os.environ["IFSCALE_RESULTS_DIR"]
+    outputs = json.dumps([c.get("outputs", []) for c in notebook.cells])
+    assert "Error" not in outputs
+    assert "paper AUC" in outputs  # the table was shown
+    assert outputs.count("image/png") >= 2  # the recall curves and the image grid
+    assert "make figures" in outputs  # no figures in this fixture: says how to make them
