@@ -9,7 +9,7 @@ MNIST  := $(DATA_DIR)/mnist.pkl.gz
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow lint format train train-small bench clean
+.PHONY: help setup test test-slow lint format train train-small table1 figures bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -46,6 +46,15 @@ train: setup ## Train cnn_large on the full MNIST with 10% mislabeled examples
 
 train-small: setup ## Train cnn_small on the 10% MNIST subset with 10% mislabeled examples
 	$(PY) experiments/run.py experiment=train_small $(ARGS)
+
+table1: setup ## Table 1: 8 methods on cnn_large, 60,000 MNIST -> results/table1.{md,csv} (FULL=1: all rows on all examples)
+	$(PY) experiments/run.py experiment=table1 $(if $(FULL),score.compare_examples=null) $(ARGS)
+	$(PY) experiments/report.py table1
+
+figures: setup ## Figures 1-2: cnn_small on the 10% subset -> results/figures/
+	$(PY) experiments/run.py experiment=figures $(ARGS)
+	$(PY) experiments/run.py experiment=figures_baselines $(ARGS)
+	$(PY) experiments/report.py figures
 
 bench: setup ## Speed of self-influence on cnn_large (examples/s, ratio to forward+backward)
 	$(PY) experiments/bench.py $(ARGS)
