@@ -122,6 +122,24 @@ def test_randproj_with_pbar_equal_p_is_the_exact_full_inverse():
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8 * np.abs(want).max())
 
 
+def test_randproj_guards_drop_small_and_negative_eigenvalues():
+    task, params, data = mlp_problem()
+    hessian, grads = dense_reference(task, params, data)
+    p = hessian.shape[0]
+    full = RandProj(pbar=p, rcond=0.0, progress=False)
+    spectrum = full.spectrum(ParamView.create(task, params), [data], KEY)
+    values = spectrum.values
+    assert (values < 0).any(), "the test problem should have an indefinite Hessian"
+    view = ParamView.create(task, params)
+    for method, dropped in (
+        (RandProj(pbar=p, rcond=0.5, progress=False), np.abs(values) <= 0.5 * np.abs(values).max()),
+        (RandProj(pbar=p, rcond=0.0, positive_only=True, progress=False), values <= 0),
+    ):
+        inner = np.diag(np.asarray(method.from_spectrum(view, spectrum).inner))
+        np.testing.assert_array_equal(inner == 0, dropped)
+        np.testing.assert_allclose(inner[~dropped], 1 / values[~dropped], rtol=1e-12)
+
+
 def test_randproj_projection_has_identity_expectation():
     task, params, data = mlp_problem()
     view = ParamView.create(task, params)
