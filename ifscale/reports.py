@@ -169,6 +169,15 @@ def table1_notes(table: pd.DataFrame, runs: list[dict[str, Any]]) -> list[str]:
     matched = match_rows(TABLE1_ROWS, runs)
     any_run = next(iter(matched.values()), {})
     devices = sorted({str(d) for d in table["device"].dropna()})
+    n_subset = table["n subset"].dropna().max() if len(table) else None
+    subset_note = (
+        f"subset of {_fmt(n_subset)} training examples (10% of them mislabeled), the set the "
+        "slow rows (LISSA, TracIn [100]) score; the only column that compares all rows on "
+        "identical examples."
+        if n_subset is not None and np.isfinite(n_subset)
+        else "subset: not used in this table, where every row scored every example "
+        "(`make table1 FULL=1`)."
+    )
     notes = [
         "## How to read it",
         "",
@@ -187,9 +196,7 @@ def table1_notes(table: pd.DataFrame, runs: list[dict[str, Any]]) -> list[str]:
         "across rows with `examples/s` (in `table1.csv`, also `ms/example`): rows score "
         "different numbers of examples.",
         "- **AUC, subset / AP, subset**: every row evaluated on the same seeded, stratified "
-        f"subset of {_fmt(table['n subset'].dropna().max() if len(table) else None)} training "
-        "examples (10% of them mislabeled), the set the slow rows (LISSA, TracIn [100]) score; "
-        "the only column that compares all rows on identical examples.",
+        + subset_note,
         "- **p̄**: eigenpairs kept (Arnoldi) or projection dimension (RandProj). LISSA has "
         "none; the paper lists p̄ = 100 for its LISSA rows without defining it there, which we "
         "read as the p̄ of the rows LISSA is compared with, so our LISSA rows show —.",
@@ -237,7 +244,7 @@ def _relations(table: pd.DataFrame) -> list[str]:
             ratio = lissa["ms/example"] / arn100["ms/example"]
             out.append(
                 f"- Per-example cost, {lissa['Method']} against Arnoldi p̄=100: {ratio:,.0f}× "
-                f"({lissa['ms/example']:,.0f} against {arn100['ms/example']:.2f} ms per example; "
+                f"({lissa['ms/example']:.3g} against {arn100['ms/example']:.3g} ms per example; "
                 f"paper: {paper_ratio:,.0f}×)."
             )
     for name, big, small, paper in (
@@ -250,22 +257,29 @@ def _relations(table: pd.DataFrame) -> list[str]:
                 f"{big['AP'] - small['AP']:+.1f} points (paper: {paper[0]:+.1f}, {paper[1]:+.1f}); "
                 f"cost {big['ms/example'] / small['ms/example']:.1f}× per example."
             )
+    # Rows that score different example sets are compared on the common subset; when every
+    # row scored every example (FULL=1) there is no subset and the main columns are common.
+    subset = table["AUC, subset"].notna().all() if len(table) else False
+    auc, ap = ("AUC, subset", "AP, subset") if subset else ("AUC", "AP")
+    where = "on the common subset" if subset else "on all examples"
     if tr1 is not None and tr100 is not None:
         out.append(
-            "- TracIn [100] against TracIn [1], on the common subset: AUC "
-            f"{tr100['AUC, subset'] - tr1['AUC, subset']:+.1f}, AP "
-            f"{tr100['AP, subset'] - tr1['AP, subset']:+.1f} points (paper, on all examples: "
-            f"+1.0, +4.7); cost {tr100['ms/example'] / tr1['ms/example']:.0f}× per example."
+            f"- TracIn [100] against TracIn [1], {where}: AUC "
+            f"{tr100[auc] - tr1[auc]:+.1f}, AP {tr100[ap] - tr1[ap]:+.1f} points (paper, on "
+            f"all examples: +1.0, +4.7); cost {tr100['ms/example'] / tr1['ms/example']:.0f}× "
+            "per example."
         )
     curvature = [
-        _line(table, k) for k in ("arnoldi_100", "randproj_100", "lissa_r10", "lissa_r100")
+        _line(table, row.key)
+        for row in TABLE1_ROWS
+        if row.method in ("arnoldi", "randproj", "lissa")
     ]
-    curvature = [c for c in curvature if c is not None and np.isfinite(c["AUC, subset"])]
+    curvature = [c for c in curvature if c is not None and np.isfinite(c[auc])]
     if tr1 is not None and curvature:
-        best = max(curvature, key=lambda c: c["AP, subset"])
+        best = max(curvature, key=lambda c: c[ap])
         label = _label(best)
-        d_auc = best["AUC, subset"] - tr1["AUC, subset"]
-        d_ap = best["AP, subset"] - tr1["AP, subset"]
+        d_auc = best[auc] - tr1[auc]
+        d_ap = best[ap] - tr1[ap]
         verdict = (
             "curvature helps here"
             if d_ap > 1.0
@@ -275,7 +289,7 @@ def _relations(table: pd.DataFrame) -> list[str]:
         )
         out.append(
             f"- Curvature against none (paper: 'no advantage in using curvature information' "
-            f"on this model): the best influence row on the common subset by AP, {label}, "
+            f"on this model): the best influence row {where} by AP, {label}, "
             f"against TracIn [1] (gradients at the last checkpoint, no Hessian): AUC "
             f"{d_auc:+.1f}, AP {d_ap:+.1f} points: {verdict}."
         )

@@ -87,6 +87,23 @@ def test_table1_frame_puts_paper_values_beside_ours(sweep):
     assert text.splitlines()[0] == "| Method | p̄ | AUC |" and len(text.splitlines()) == 5
 
 
+def test_notes_compare_rows_on_the_subset_or_on_all_examples(sweep):
+    from ifscale.reports import table1_notes
+
+    runs = load_runs(sweep)
+    notes = "\n".join(table1_notes(table1_frame(runs), runs))
+    assert "on the common subset by AP" in notes and f"subset of {COMPARE} training" in notes
+    # As with `make table1 FULL=1`: no comparison subset, every row scored every example.
+    full = [
+        {k: v for k, v in r.items() if not k.endswith("_compare") and k != "n_compare"}
+        for r in runs
+        if r["method"] != "lissa"
+    ]
+    notes = "\n".join(table1_notes(table1_frame(full), full))
+    assert "on all examples by AP" in notes and "not used in this table" in notes
+    assert "nan" not in notes
+
+
 def test_found_at_k_is_a_recall_curve(sweep):
     found = found_at_k(load_runs(sweep))
     for _, part in found.groupby("row"):
