@@ -9,7 +9,7 @@ MNIST  := $(DATA_DIR)/mnist.pkl.gz
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow lint format train train-small table1 figures bench clean
+.PHONY: help setup test test-slow lint format train train-small table1 table1-check figures bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -49,6 +49,10 @@ train-small: setup ## Train cnn_small on the 10% MNIST subset with 10% mislabele
 
 table1: setup ## Table 1: 8 methods on cnn_large, 60,000 MNIST -> results/table1.{md,csv} (FULL=1: all rows on all examples)
 	$(PY) experiments/run.py experiment=table1 $(if $(FULL),score.compare_examples=null) $(ARGS)
+	$(PY) experiments/report.py table1
+
+table1-check: setup ## After table1: variants of the Arnoldi p̄=10 row (eigenvalues, n, epochs), added to results/table1.md
+	$(PY) experiments/run.py experiment=table1_check $(ARGS)
 	$(PY) experiments/report.py table1
 
 figures: setup ## Figures 1-2: cnn_small on the 10% subset -> results/figures/

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ifscale.reports import (
+    check_section,
     figure1_frame,
     figure2_frame,
     found_at_k,
@@ -32,12 +33,14 @@ from ifscale.reports import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def latest_sweep(name: str, outputs: Path) -> Path:
+def latest_sweep(name: str, outputs: Path, required: bool = True) -> Path | None:
     """The newest sweep folder of experiment `name` that holds at least one finished run."""
     base = outputs / "multirun" / name
     candidates = sorted(
         (d for d in base.glob("*") if any(d.glob("*/metrics.json"))), key=lambda d: d.name
     )
+    if not candidates and not required:
+        return None
     if not candidates:
         raise SystemExit(
             f"No finished runs under {base}; run `make {name.split('_')[0]}` first, or pass --sweep"
@@ -45,7 +48,7 @@ def latest_sweep(name: str, outputs: Path) -> Path:
     return candidates[-1]
 
 
-def write_table1(sweep: Path, results: Path) -> None:
+def write_table1(sweep: Path, results: Path, check: Path | None = None) -> None:
     runs = load_runs(sweep)
     table = table1_frame(runs)
     results.mkdir(parents=True, exist_ok=True)
@@ -78,6 +81,7 @@ def write_table1(sweep: Path, results: Path) -> None:
         markdown_table(shown),
         "",
         *notes,
+        *(check_section(load_runs(check), table) if check else []),
     ]
     (results / "table1.md").write_text("\n".join(text) + "\n")
     found = found_at_k(runs)
@@ -105,12 +109,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["table1", "figures"])
     parser.add_argument("--sweep", type=Path, nargs="*", help="multirun folder(s) to read")
+    parser.add_argument("--check", type=Path, help="table1_check multirun folder to add")
     parser.add_argument("--outputs", type=Path, default=ROOT / "outputs")
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     args = parser.parse_args()
     if args.what == "table1":
         sweep = args.sweep[0] if args.sweep else latest_sweep("table1", args.outputs)
-        write_table1(sweep.resolve(), args.results)
+        # The investigation sweep, when it was run (`make table1-check`).
+        check = args.check or latest_sweep("table1_check", args.outputs, required=False)
+        write_table1(sweep.resolve(), args.results, check)
     else:
         sweeps = args.sweep or [
             latest_sweep("figures", args.outputs),

@@ -507,3 +507,47 @@ def plot_figure2(frame: pd.DataFrame, runs: list[dict[str, Any]], path: str | Pa
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ investigations
+
+
+def check_section(check_runs: list[dict[str, Any]], table: pd.DataFrame) -> list[str]:
+    """A markdown section listing the variant runs of `experiment=table1_check` beside the
+    Table 1 rows they vary (Arnoldi p̄ = 10 and TracIn [1])."""
+    lines = []
+    for key in ("arnoldi_10", "tracin_1"):
+        line = _line(table, key)
+        if line is not None:
+            run = json.loads((Path(line["run_dir"]) / "metrics.json").read_text())
+            lines.append(_check_line(f"Table 1 row ({key})", run))
+    for run in check_runs:
+        lines.append(_check_line("variant", run))
+    if not lines:
+        return []
+    frame = pd.DataFrame(lines)
+    return [
+        "",
+        "## Investigation: variants of the rows (`make table1-check`)",
+        "",
+        "The Table 1 setting with one thing changed at a time: which eigenvalues Arnoldi keeps, "
+        "how many Arnoldi iterations build the basis, and how long the model trains.",
+        "",
+        markdown_table(frame),
+    ]
+
+
+def _check_line(what: str, run: dict[str, Any]) -> dict[str, Any]:
+    options = run.get("method_options") or {}
+    return {
+        "run": what,
+        "method": run["method"],
+        "p̄": options.get("pbar"),
+        "n": options.get("n"),
+        "positive only": options.get("positive_only"),
+        "training steps": run.get("train_steps"),
+        "test accuracy, %": _pct(run.get("test_accuracy")),
+        "AUC": _pct(run["auc"]),
+        "AP": _pct(run["ap"]),
+        "n scored": run["n_scored"],
+    }
