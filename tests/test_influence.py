@@ -471,3 +471,23 @@ def test_layerwise_route_refuses_unsupported_layers():
         Arnoldi(n=5, pbar=2, progress=False, route="layerwise").self_influence(
             Arnoldi(n=5, pbar=2, progress=False).fit(task, params, [data], KEY), data
         )
+
+
+def test_scoring_runs_each_batch_once_and_times_the_steady_rate():
+    from ifscale.influence import stream_scores
+
+    calls = []
+
+    def score(batch):
+        calls.append(len(batch))
+        return jnp.asarray(batch, jnp.float32) * 2.0
+
+    data = np.arange(10, dtype=np.float32)
+    result = stream_scores(score, data, batch_size=4, progress=False)
+    np.testing.assert_array_equal(result.scores, 2 * data)
+    assert calls == [4, 4, 4]  # the first (compiling) batch is kept, not rerun
+    assert result.seconds > 0 and result.examples_per_s == pytest.approx(10 / result.seconds)
+    calls.clear()
+    one = stream_scores(score, data[:3], batch_size=4, progress=False)
+    np.testing.assert_array_equal(one.scores, 2 * data[:3])
+    assert calls == [3, 3]  # a single batch is run again to be timed without compilation

@@ -165,3 +165,22 @@ def test_notebook_runs_on_the_results(results, tmp_path):
     assert "paper AUC" in outputs  # the table was shown
     assert outputs.count("image/png") >= 2  # the recall curves and the image grid
     assert "make figures" in outputs  # no figures in this fixture: says how to make them
+
+
+def test_report_draws_both_figures(sweep, tmp_path):
+    cmd = [sys.executable, str(ROOT / "experiments" / "report.py"), "figures"]
+    done = subprocess.run(
+        [*cmd, "--sweep", str(sweep), "--results", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    fig1 = pd.read_csv(tmp_path / "figures" / "figure1.csv")
+    # Arnoldi at its p̄, LISSA and TracIn as reference lines (no p̄).
+    assert set(fig1["label"]) == {"arnoldi", "LISSA r=10", "TracIn [1]"}
+    assert fig1.loc[fig1["label"] == "arnoldi", "pbar"].tolist() == [10]
+    fig2 = pd.read_csv(tmp_path / "figures" / "figure2.csv")
+    assert fig2["method"].unique().tolist() == ["arnoldi"] and len(fig2) == 10
+    for name in ("figure1.png", "figure2.png"):
+        assert (tmp_path / "figures" / name).read_bytes()[:4] == b"\x89PNG"
