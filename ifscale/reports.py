@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,12 @@ def load_runs(folder: str | Path) -> list[dict[str, Any]]:
     """The finished runs under `folder` (its subfolders holding a `metrics.json`), each
     as its metrics with `run_dir` added, in folder order."""
     runs = []
-    for path in sorted(Path(folder).glob("**/metrics.json")):
+    # Job folders in numeric order (Hydra names them 0, 1, ..., 10): later jobs win ties.
+    paths = sorted(
+        Path(folder).glob("**/metrics.json"),
+        key=lambda p: [(0, int(x), "") if x.isdigit() else (1, 0, x) for x in p.parent.parts],
+    )
+    for path in paths:
         metrics = json.loads(path.read_text())
         metrics["run_dir"] = str(path.parent)
         runs.append(metrics)
@@ -190,7 +196,8 @@ def table1_notes(table: pd.DataFrame, runs: list[dict[str, Any]]) -> list[str]:
         "training examples on self-influence (scikit-learn `roc_auc_score`, "
         "`average_precision_score`), over the `n scored` examples of each row.",
         "- **T, s** is the scoring time of that row: self-influence of its `n scored` "
-        "examples, compilation excluded (one warm-up batch), clock stopped after "
+        "examples with compilation excluded (the first, compiling batch is not timed; T is "
+        "all n examples at the rate of the timed batches), clock stopped after "
         "`block_until_ready`. The one-time fit (Arnoldi's n HVPs, RandProj's p̄ HVPs) is the "
         "`fit, s` column; it is cached, and both Arnoldi rows share one fit. Compare costs "
         "across rows with `examples/s` (in `table1.csv`, also `ms/example`): rows score "
@@ -367,10 +374,21 @@ def top_examples(
 # --------------------------------------------------------------------------- figures
 
 FIGURE1_METHODS = ("exact", "arnoldi", "randproj")
+# Exact is drawn first, large and hollow, so that Arnoldi on top of it stays visible where
+# the two coincide (they do once Arnoldi's top Ritz pairs have converged).
 _STYLE = {
-    "exact": dict(color="black", marker="o", label="Exact (dense Hessian)"),
-    "arnoldi": dict(color="tab:blue", marker="s", label="Arnoldi"),
-    "randproj": dict(color="tab:orange", marker="^", label="RandProj"),
+    "exact": dict(
+        color="black",
+        marker="o",
+        ms=10,
+        mfc="none",
+        lw=2.5,
+        alpha=0.45,
+        zorder=1,
+        label="Exact (dense Hessian)",
+    ),
+    "arnoldi": dict(color="tab:blue", marker="s", ms=5, zorder=3, label="Arnoldi"),
+    "randproj": dict(color="tab:orange", marker="^", ms=6, zorder=2, label="RandProj"),
 }
 
 
@@ -408,7 +426,8 @@ def figure1_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
         )
     frame = pd.DataFrame(lines)
     # Newest run wins for a repeated (label, p̄).
-    return frame.drop_duplicates(["label", "pbar"], keep="last").reset_index(drop=True)
+    frame = frame.drop_duplicates(["label", "pbar"], keep="last")
+    return frame.sort_values(["pbar", "label"], na_position="last").reset_index(drop=True)
 
 
 def figure2_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
@@ -426,10 +445,16 @@ def figure2_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
 
 def _setting(runs: list[dict[str, Any]]) -> str:
     run = next((r for r in runs if r.get("method") in FIGURE1_METHODS), runs[0])
-    return (
+    arnoldi = next((r for r in runs if r.get("method") == "arnoldi"), None)
+    fit = (run.get("fit_batch_size") or 0) * (run.get("fit_batches") or 0)
+    extra = f"; H over {fit:,} examples" if fit else ""
+    if arnoldi:
+        extra += f"; Arnoldi n = {arnoldi['method_options'].get('n')}"
+    text = (
         f"{run['model']} ({run['n_params']:,} parameters), {run['n_train']:,} MNIST training "
-        f"images, {run['noise']['n_noisy']:,} mislabeled; {run['device']}"
+        f"images, {run['noise']['n_noisy']:,} mislabeled{extra}; {run['device']}"
     )
+    return textwrap.fill(text, 110)
 
 
 def plot_figure1(frame: pd.DataFrame, runs: list[dict[str, Any]], path: str | Path) -> None:
@@ -455,7 +480,9 @@ def plot_figure1(frame: pd.DataFrame, runs: list[dict[str, Any]], path: str | Pa
         ax.set_title(f"{name} against p̄")
         ax.grid(alpha=0.3)
     axes[1].legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"Figure 1: self-influence on corrupted MNIST, small model\n{_setting(runs)}")
+    fig.suptitle(
+        f"Figure 1: self-influence on corrupted MNIST, small model\n{_setting(runs)}", fontsize=10
+    )
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -466,42 +493,36 @@ def plot_figure2(frame: pd.DataFrame, runs: list[dict[str, Any]], path: str | Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.6), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(9, 5.2), constrained_layout=True)
+    negative_shown = False
     for method in FIGURE1_METHODS:
         part = frame[frame["method"] == method]
         if part.empty:
             continue
-        style = dict(_STYLE[method])
+        style = {k: v for k, v in _STYLE[method].items() if k not in ("lw",)}
         values = part["eigenvalue"].to_numpy()
-        positive = values > 0
-        ax.plot(
-            part["rank"][positive],
-            values[positive],
-            ls="none",
-            ms=4,
-            marker=style["marker"],
-            color=style["color"],
-            label=style["label"] + " (λ > 0)",
-        )
-        if (~positive).any():
+        ax.plot(part["rank"], np.abs(values), ls="none", **style)
+        negative = values < 0
+        if negative.any():
             ax.plot(
-                part["rank"][~positive],
-                -values[~positive],
+                part["rank"][negative],
+                -values[negative],
                 ls="none",
+                marker="x",
                 ms=4,
-                marker=style["marker"],
-                mfc="none",
-                color=style["color"],
-                label=style["label"] + " (|λ|, λ < 0)",
+                color="crimson",
+                zorder=4,
+                label=None if negative_shown else "λ < 0 (|λ| shown)",
             )
+            negative_shown = True
     ax.set_yscale("log")
     ax.set_xscale("log")
     ax.set_xlabel("rank (by |λ|)")
     ax.set_ylabel("|eigenvalue|")
-    ax.set_title(
-        "Figure 2: top eigenvalues of the Hessian, exact against Arnoldi's Ritz values\n"
-        f"and the eigenvalues of RandProj's H̃ = G H Gᵀ; {_setting(runs)}",
-        fontsize=9,
+    fig.suptitle(
+        "Figure 2: the top eigenvalues of H: exact, Arnoldi's Ritz values, and the "
+        "eigenvalues of RandProj's H̃ = G H Gᵀ\n" + _setting(runs),
+        fontsize=10,
     )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)

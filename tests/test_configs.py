@@ -103,6 +103,22 @@ def _sweep_rows(experiment: str) -> list[str]:
     return str(raw.hydra.sweeper.params[f"+{experiment.split('_')[0]}"]).split(",")
 
 
+@pytest.mark.parametrize(
+    "experiment, params",
+    [
+        ("table1", {"+table1"}),
+        ("table1_check", {"+table1_check"}),
+        ("figures", {"+figures", "method.pbar"}),
+        ("figures_baselines", {"+figures"}),  # no p̄: LISSA and TracIn have none
+    ],
+)
+def test_multirun_experiments_sweep_exactly_their_grid(experiment, params):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    assert set(cfg.hydra.sweeper.params) == params
+
+
 @pytest.mark.parametrize("row", _sweep_rows("table1"))
 def test_every_table1_row_composes_with_its_method(row):
     from ifscale.reports import TABLE1_ROWS
