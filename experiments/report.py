@@ -51,6 +51,11 @@ def latest_sweep(name: str, outputs: Path, required: bool = True) -> Path | None
 def write_table1(sweep: Path, results: Path, check: Path | None = None) -> None:
     runs = load_runs(sweep)
     table = table1_frame(runs)
+    # Run folders relative to the project, so the committed table names no machine's paths.
+    table["run_dir"] = [
+        str(Path(d).relative_to(ROOT)) if Path(d).is_relative_to(ROOT) else d
+        for d in table["run_dir"]
+    ]
     results.mkdir(parents=True, exist_ok=True)
     table.to_csv(results / "table1.csv", index=False)
     notes = table1_notes(table, runs)

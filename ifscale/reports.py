@@ -236,6 +236,10 @@ def table1_notes(table: pd.DataFrame, runs: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
+def _ms(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def _label(line: pd.Series) -> str:
     return line["Method"] + ("" if pd.isna(line["p̄"]) else f" p̄={int(line['p̄'])}")
 
@@ -251,7 +255,7 @@ def _relations(table: pd.DataFrame) -> list[str]:
             ratio = lissa["ms/example"] / arn100["ms/example"]
             out.append(
                 f"- Per-example cost, {lissa['Method']} against Arnoldi p̄=100: {ratio:,.0f}× "
-                f"({lissa['ms/example']:.3g} against {arn100['ms/example']:.3g} ms per example; "
+                f"({_ms(lissa['ms/example'])} against {_ms(arn100['ms/example'])} ms per example; "
                 f"paper: {paper_ratio:,.0f}×)."
             )
     for name, big, small, paper in (
@@ -555,7 +559,37 @@ def check_section(check_runs: list[dict[str, Any]], table: pd.DataFrame) -> list
         "how many Arnoldi iterations build the basis, and how long the model trains.",
         "",
         markdown_table(frame),
+        "",
+        *_check_findings(frame),
     ]
+
+
+def _check_findings(frame: pd.DataFrame) -> list[str]:
+    """Each variant against its Table 1 row and the paper: does the change move it there?"""
+    paper = {r.method: r.paper for r in TABLE1_ROWS if r.key in ("arnoldi_10", "tracin_1")}
+    out = []
+    for method in ("arnoldi", "tracin"):
+        rows = frame[frame["method"] == method]
+        base = rows[rows["run"].str.startswith("Table 1")]
+        if base.empty or method not in paper:
+            continue
+        base = base.iloc[0]
+        target = paper[method]
+        gap = abs(base["AP"] - target["AP"])
+        for _, variant in rows[rows["run"] == "variant"].iterrows():
+            changed = [
+                f"{name} {_fmt(variant[name])}"
+                for name in ("n", "positive only", "training steps")
+                if variant[name] != base[name] and not pd.isna(variant[name])
+            ]
+            moved = abs(variant["AP"] - target["AP"])
+            verdict = "closer to" if moved < gap - 0.5 else "no closer to"
+            out.append(
+                f"- {method}, {', '.join(changed) or 'same settings'}: AUC {variant['AUC']:.1f}, "
+                f"AP {variant['AP']:.1f} against the row's {base['AUC']:.1f}, {base['AP']:.1f}: "
+                f"{verdict} the paper's {target['AUC']:.1f}, {target['AP']:.1f}."
+            )
+    return out
 
 
 def _check_line(what: str, run: dict[str, Any]) -> dict[str, Any]:
