@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,3 +51,38 @@ def apply_label_noise(data: ImageData, kind: str, rate: float, seed: int) -> Ima
         return data
     noisy, is_noisy = mislabel(data.y_train_clean, data.num_classes, rate, seed)
     return dataclasses.replace(data, y_train=noisy, is_noisy=is_noisy)
+
+
+def permute_references(
+    targets: Sequence[str], rate: float, seed: int
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Permutation noise of the translation experiment: a seeded `rate` share of the pairs
+    get the reference of another chosen pair (a random derangement: no chosen pair keeps
+    its own).
+
+    Exactly `round(rate * n)` pairs are chosen. A pair whose new reference happens to be
+    the same text as its own (duplicate sentences) is not counted as noisy.
+
+    Args:
+      targets: [n] reference sentences.
+      rate: share of pairs to permute, in [0, 1).
+      seed: seeds the choice and the permutation.
+
+    Returns:
+      (noisy targets [n], is_noisy [n] bool, source_of [n]: the index whose reference each
+      pair now carries).
+    """
+    check(0 <= rate < 1, "noise.rate", f"must be in [0, 1), got {rate}")
+    n = len(targets)
+    k = round(rate * n)
+    check(k != 1, "noise.rate", f"permuting needs at least 2 pairs; rate {rate} of {n} chooses 1")
+    rng = stream_rng(seed, "noise")
+    chosen = rng.choice(n, size=k, replace=False)
+    order = np.arange(k)
+    while k and np.any(order == np.arange(k)):  # a uniform derangement, about e tries
+        order = rng.permutation(k)
+    source_of = np.arange(n)
+    source_of[chosen] = chosen[order]
+    noisy = [targets[i] for i in source_of]
+    is_noisy = np.array([noisy[i] != targets[i] for i in range(n)], bool)
+    return noisy, is_noisy, source_of
