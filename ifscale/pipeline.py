@@ -210,27 +210,29 @@ def fit_method(cfg: RunConfig, prep: Prepared, method, task: Task):
     `<cache_dir>/fits/`; the others (LISSA, TracIn) have no one-time work worth caching.
     """
     data, trained = prep.data, prep.trained
+    if not method.cacheable:
+        checkpoints = Checkpoints(trained.checkpoints, trained.checkpoint_lrs)
+        start = time.perf_counter()
+        batches = fit_batches(cfg, data)
+        key = stream_key(cfg.seed, "method")
+        state = method.fit(task, trained.params, batches, key, checkpoints)
+        jax.block_until_ready(state)
+        return state, time.perf_counter() - start, False
     view = ParamView.create(task, trained.params)
     cache = ArtifactCache(Path(cfg.paths.cache_dir), "fits")
     key = fit_key(cfg, prep, method)
-    if method.cacheable:
-        hit = cache.load(key)
-        if hit is not None:
-            arrays, info = hit
-            log.info("Reusing the %s fit cached at %s", cfg.method.name, cache.path(key))
-            return method.from_spectrum(view, Spectrum.from_arrays(arrays)), info["t_fit_s"], True
-    batches = fit_batches(cfg, data)
+    hit = cache.load(key)
+    if hit is not None:
+        arrays, info = hit
+        log.info("Reusing the %s fit cached at %s", cfg.method.name, cache.path(key))
+        return method.from_spectrum(view, Spectrum.from_arrays(arrays)), info["t_fit_s"], True
     start = time.perf_counter()
-    if method.cacheable:
-        spectrum = method.spectrum(view, device_batches(batches), stream_key(cfg.seed, "method"))
-        jax.block_until_ready(spectrum.vectors)
-        t_fit = time.perf_counter() - start
-        cache.save(key, spectrum.to_arrays(), {"t_fit_s": t_fit})
-        return method.from_spectrum(view, spectrum), t_fit, False
-    checkpoints = Checkpoints(trained.checkpoints, trained.checkpoint_lrs)
-    state = method.fit(task, trained.params, batches, stream_key(cfg.seed, "method"), checkpoints)
-    jax.block_until_ready(state)
-    return state, time.perf_counter() - start, False
+    batches = device_batches(fit_batches(cfg, data))
+    spectrum = method.spectrum(view, batches, stream_key(cfg.seed, "method"))
+    jax.block_until_ready(spectrum.vectors)
+    t_fit = time.perf_counter() - start
+    cache.save(key, spectrum.to_arrays(), {"t_fit_s": t_fit})
+    return method.from_spectrum(view, spectrum), t_fit, False
 
 
 def detection_metrics(is_noisy: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:

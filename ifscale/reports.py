@@ -98,14 +98,16 @@ def match_rows(rows: Sequence[Row], runs: list[dict[str, Any]]) -> dict[str, dic
     return found
 
 
+def rows_with_runs(rows: Sequence[Row], runs: list[dict[str, Any]]):
+    """(row, its newest run) for each row that has one, in the rows' order."""
+    matched = match_rows(rows, runs)
+    return [(row, matched[row.key]) for row in rows if row.key in matched]
+
+
 def table1_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
     """One line per Table 1 row with a finished run: ours beside the paper's values."""
-    matched = match_rows(TABLE1_ROWS, runs)
     lines = []
-    for row in TABLE1_ROWS:
-        run = matched.get(row.key)
-        if run is None:
-            continue
+    for row, run in rows_with_runs(TABLE1_ROWS, runs):
         n = run["n_scored"]
         lines.append(
             {
@@ -310,12 +312,8 @@ def _relations(table: pd.DataFrame) -> list[str]:
 def found_at_k(runs: list[dict[str, Any]], rows: Sequence[Row] = TABLE1_ROWS) -> pd.DataFrame:
     """For each row: the share of the mislabeled examples found (recall) and the precision
     when inspecting the top k% of its scored examples by self-influence."""
-    matched = match_rows(rows, runs)
     frames = []
-    for row in rows:
-        run = matched.get(row.key)
-        if run is None:
-            continue
+    for row, run in rows_with_runs(rows, runs):
         scores = scores_of(run)
         noisy = scores.sort_values("self_influence", ascending=False, kind="stable")["is_noisy"]
         noisy = noisy.to_numpy(bool)
