@@ -2,6 +2,7 @@
 
     python experiments/report.py table1    # newest outputs/multirun/table1/*, -> results/table1.*
     python experiments/report.py figures   # newest figures + figures_baselines sweeps
+    python experiments/report.py table2    # newest outputs/multirun/table2/*, -> results/table2.*
     python experiments/report.py table1 --sweep outputs/multirun/table1/2026-11-26_04-00-00
 
 Every number written comes from a run's `metrics.json` / `scores.csv`; nothing is typed in
@@ -27,6 +28,8 @@ from ifscale.reports import (
     plot_figure2,
     table1_frame,
     table1_notes,
+    table2_frame,
+    table2_notes,
     top_examples,
 )
 
@@ -48,14 +51,16 @@ def latest_sweep(name: str, outputs: Path, required: bool = True) -> Path | None
     return candidates[-1]
 
 
+def _relative(path: str | Path) -> str:
+    """A path relative to the project, so committed tables name no machine's folders."""
+    path = Path(path)
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def write_table1(sweep: Path, results: Path, check: Path | None = None) -> None:
     runs = load_runs(sweep)
     table = table1_frame(runs)
-    # Run folders relative to the project, so the committed table names no machine's paths.
-    table["run_dir"] = [
-        str(Path(d).relative_to(ROOT)) if Path(d).is_relative_to(ROOT) else d
-        for d in table["run_dir"]
-    ]
+    table["run_dir"] = [_relative(d) for d in table["run_dir"]]
     results.mkdir(parents=True, exist_ok=True)
     table.to_csv(results / "table1.csv", index=False)
     notes = table1_notes(table, runs)
@@ -76,7 +81,7 @@ def write_table1(sweep: Path, results: Path, check: Path | None = None) -> None:
             "examples/s",
         ]
     ]
-    source = sweep.relative_to(ROOT) if sweep.is_relative_to(ROOT) else sweep
+    source = _relative(sweep)
     text = [
         "# Table 1: mislabeled MNIST, cnn_large (824,458 parameters)",
         "",
@@ -97,6 +102,32 @@ def write_table1(sweep: Path, results: Path, check: Path | None = None) -> None:
     print((results / "table1.md").read_text())
 
 
+def write_table2(sweep: Path, results: Path) -> None:
+    runs = load_runs(sweep)
+    table = table2_frame(runs)
+    if table.empty:
+        raise SystemExit(f"No Table 2 runs (Arnoldi/RandProj, p̄ 10 or 20) under {sweep}")
+    table["run_dir"] = [_relative(d) for d in table["run_dir"]]
+    results.mkdir(parents=True, exist_ok=True)
+    table.to_csv(results / "table2.csv", index=False)
+    columns = ["Layers", "Method", "p̄", "AUC", "AP", "paper AUC", "paper AP"]
+    columns += ["parameters", "fit, s", "T, s", "examples/s"]
+    corpus = table["dataset"].iloc[0]
+    text = [
+        f"# Table 2: permuted references, German→English Transformer ({corpus})",
+        "",
+        f"Produced by `make table2` from `{_relative(sweep)}`"
+        " (`python experiments/report.py table2`); do not edit by hand. The paper's values "
+        "are for WMT17 and a full-size Transformer.",
+        "",
+        markdown_table(table[columns]),
+        "",
+        *table2_notes(table, runs),
+    ]
+    (results / "table2.md").write_text("\n".join(text) + "\n")
+    print((results / "table2.md").read_text())
+
+
 def write_figures(sweeps: Sequence[Path], results: Path) -> None:
     runs = [r for s in sweeps for r in load_runs(s)]
     out = results / "figures"
@@ -112,7 +143,7 @@ def write_figures(sweeps: Sequence[Path], results: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["table1", "figures"])
+    parser.add_argument("what", choices=["table1", "table2", "figures"])
     parser.add_argument("--sweep", type=Path, nargs="*", help="multirun folder(s) to read")
     parser.add_argument("--check", type=Path, help="table1_check multirun folder to add")
     parser.add_argument("--outputs", type=Path, default=ROOT / "outputs")
@@ -123,6 +154,9 @@ def main() -> None:
         # The investigation sweep, when it was run (`make table1-check`).
         check = args.check or latest_sweep("table1_check", args.outputs, required=False)
         write_table1(sweep.resolve(), args.results, check)
+    elif args.what == "table2":
+        sweep = args.sweep[0] if args.sweep else latest_sweep("table2", args.outputs)
+        write_table2(sweep.resolve(), args.results)
     else:
         sweeps = args.sweep or [
             latest_sweep("figures", args.outputs),

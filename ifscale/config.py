@@ -15,26 +15,64 @@ from typing import Any
 
 from ifscale.data.images import SOURCES
 from ifscale.data.noise import KINDS as NOISE_KINDS
+from ifscale.data.translation import TEXT_SOURCES
 from ifscale.influence.methods import METHODS as INFLUENCE_METHODS
 from ifscale.influence.methods import make_method
-from ifscale.models import MODELS
+from ifscale.models import MODELS, TRANSLATION_MODELS
 from ifscale.train import TrainConfig
 from ifscale.utils import ConfigError, check
 
 METHODS = ("none", *INFLUENCE_METHODS)
 
 
+DATA_KINDS = ("image", "text")
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetConfig:
+    """Where the data come from (`conf/dataset/*.yaml`).
+
+    Attributes:
+      name: names the data in metrics and tables.
+      kind: "image" (classification, `ifscale.data.images`) or "text" (German→English
+        translation, `ifscale.data.translation`).
+      source: image: "hub" | "tfds" | "npz"; text: "parallel_text" | "tfds".
+      data_dir: where downloaded data are kept; path: a .npz file or a corpus folder.
+      subset_fraction, subset_size, scale: image options.
+      train_size, test_size, vocab_size, max_length: text options (first pairs kept,
+        SentencePiece vocabulary, tokens per sentence).
+    """
+
     name: str = "mnist"
+    kind: str = "image"
     source: str = "hub"
     data_dir: str | None = None
     path: str | None = None
     subset_fraction: float | None = None
     subset_size: int | None = None
     scale: bool = True
+    train_size: int | None = None
+    test_size: int | None = None
+    vocab_size: int = 4000
+    max_length: int = 64
 
     def validate(self) -> None:
+        check(self.kind in DATA_KINDS, "dataset.kind", f"must be one of {DATA_KINDS}")
+        if self.kind == "text":
+            check(
+                self.source in TEXT_SOURCES,
+                "dataset.source",
+                f"text data: must be one of {TEXT_SOURCES}, got {self.source!r}",
+            )
+            for key in ("train_size", "test_size"):
+                value = getattr(self, key)
+                check(value is None or value >= 1, f"dataset.{key}", "must be >= 1 or null")
+            check(self.vocab_size >= 8, "dataset.vocab_size", "must be >= 8")
+            check(self.max_length >= 2, "dataset.max_length", "must be >= 2")
+            if self.source == "parallel_text":
+                check(self.path is not None, "dataset.path", "parallel_text needs a folder")
+                check(Path(self.path).is_dir(), "dataset.path", f"{self.path} is not a folder")
+            return
         check(
             self.source in SOURCES,
             "dataset.source",
@@ -79,14 +117,42 @@ class NoiseConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
+    """The model: a registered name, plus a Transformer's hyperparameters (null for CNNs)."""
+
     name: str = "cnn_large"
+    width: int | None = None
+    heads: int | None = None
+    hidden: int | None = None
+    encoder_layers: int | None = None
+    decoder_layers: int | None = None
+    dropout: float | None = None
+
+    HYPER = ("width", "heads", "hidden", "encoder_layers", "decoder_layers", "dropout")
 
     def validate(self) -> None:
+        known = sorted([*MODELS, *TRANSLATION_MODELS])
         check(
-            self.name in MODELS,
+            self.name in known,
             "model.name",
-            f"unknown model {self.name!r}; choose from {sorted(MODELS)}",
+            f"unknown model {self.name!r}; choose from {known}",
         )
+        for key in self.HYPER:
+            value = getattr(self, key)
+            if self.name in MODELS:
+                check(value is None, f"model.{key}", f"{self.name} takes no {key}")
+            elif key == "dropout":
+                check(value is None or 0 <= value < 1, "model.dropout", "must be in [0, 1)")
+            else:
+                check(value is None or value >= 1, f"model.{key}", "must be >= 1")
+        if self.width is not None and self.heads is not None:
+            check(
+                self.width % self.heads == 0,
+                "model.heads",
+                f"width {self.width} must be divisible by heads {self.heads}",
+            )
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.HYPER}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +161,8 @@ class MethodConfig:
 
     Attributes:
       name: "none" (train only) or a method of `ifscale.influence.METHODS`.
-      layers: perturbed parameters as path prefixes (e.g. ["Dense_1"]); null: all.
+      layers: perturbed parameters as path prefixes (e.g. ["Dense_1"]), or the name of a
+        subset the model defines (Transformer: "all", "last3_decoder"); null: all.
       fit_batch_size: examples per fit batch (the HVP micro-batch; LISSA's HVP batch).
       fit_batches: number of fit batches; H is the Hessian of the mean training loss over
         fit_batch_size * fit_batches seeded training examples.
@@ -104,7 +171,7 @@ class MethodConfig:
     """
 
     name: str = "none"
-    layers: tuple[str, ...] | None = None
+    layers: tuple[str, ...] | str | None = None
     fit_batch_size: int = 128
     fit_batches: int = 20
     options: dict = dataclasses.field(default_factory=dict)
@@ -114,7 +181,7 @@ class MethodConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> MethodConfig:
         layers = raw.get("layers")
-        if layers is not None:
+        if layers is not None and not isinstance(layers, str):
             check(
                 isinstance(layers, list | tuple) and all(isinstance(x, str) for x in layers),
                 "method.layers",
@@ -211,6 +278,25 @@ class RunConfig:
         for part in (cfg.dataset, cfg.noise, cfg.model, cfg.train, cfg.method, cfg.score):
             part.validate()
         check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", "must be an integer >= 0")
+        text = cfg.dataset.kind == "text"
+        check(
+            text == (cfg.model.name in TRANSLATION_MODELS),
+            "model.name",
+            f"{cfg.model.name} does not fit {cfg.dataset.kind} data ({cfg.dataset.name}); "
+            f"{'translation' if text else 'image'} models: "
+            f"{sorted(TRANSLATION_MODELS if text else MODELS)}",
+        )
+        noise_kinds = ("none", "permute") if text else ("none", "mislabel")
+        check(
+            cfg.noise.kind in noise_kinds,
+            "noise.kind",
+            f"{cfg.dataset.kind} data take noise {noise_kinds}, got {cfg.noise.kind!r}",
+        )
+        check(
+            not isinstance(cfg.method.layers, str) or text,
+            "method.layers",
+            "named subsets are defined for translation models; give path prefixes",
+        )
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,7 +304,8 @@ class RunConfig:
         d = dataclasses.asdict(self)
         method = d["method"]
         options = method.pop("options")
-        method["layers"] = None if method["layers"] is None else list(method["layers"])
+        if isinstance(method["layers"], tuple):
+            method["layers"] = list(method["layers"])
         d["method"] = {**method, **options}
         return d
 

@@ -23,13 +23,15 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from ifscale.artifacts import ArtifactCache
 from ifscale.config import RunConfig
 from ifscale.data import ImageData, apply_label_noise, load_images, stratified_subset
+from ifscale.data.translation import TextData, load_translation
 from ifscale.influence import METHODS, Checkpoints, Task, make_method, self_influence_scores
 from ifscale.influence.hvp import device_batches
 from ifscale.influence.layerwise import FlaxLayerwise
 from ifscale.influence.methods import Spectrum
 from ifscale.influence.task import ParamView
 from ifscale.models import build_model, count_params
-from ifscale.train import TrainedModel, cross_entropy, train_cached
+from ifscale.train import TrainedModel, cached_training, cross_entropy, train
+from ifscale.translation import train_translation, translation_task
 from ifscale.utils import (
     check,
     config_hash,
@@ -47,16 +49,30 @@ log = logging.getLogger(__name__)
 class Prepared:
     """The upstream of every method: noisy data and the model trained on it."""
 
-    data: ImageData
+    data: ImageData | TextData
     model: nn.Module
     trained: TrainedModel
     cache_hit: bool
     train_key: dict[str, Any]
 
 
-def load_data(cfg: RunConfig) -> ImageData:
+def load_data(cfg: RunConfig) -> ImageData | TextData:
     """The training/test data of `cfg` with its noise applied."""
     d = cfg.dataset
+    if d.kind == "text":
+        return load_translation(
+            d.source,
+            path=d.path,
+            data_dir=d.data_dir,
+            train_size=d.train_size,
+            test_size=d.test_size,
+            vocab_size=d.vocab_size,
+            max_length=d.max_length,
+            noise_kind=cfg.noise.kind,
+            noise_rate=cfg.noise.rate,
+            seed=cfg.seed,
+            cache_dir=cfg.paths.cache_dir,
+        )
     data = load_images(
         d.source,
         data_dir=d.data_dir,
@@ -69,7 +85,14 @@ def load_data(cfg: RunConfig) -> ImageData:
     return apply_label_noise(data, cfg.noise.kind, cfg.noise.rate, cfg.seed)
 
 
-def training_key(cfg: RunConfig, data: ImageData) -> dict[str, Any]:
+def data_arrays(data: ImageData | TextData) -> tuple[np.ndarray, ...]:
+    """The arrays a model is trained and tested on (content-fingerprinted for caches)."""
+    if isinstance(data, TextData):
+        return data.source_train, data.target_train, data.source_test, data.target_test
+    return data.x_train, data.y_train, data.x_test, data.y_test
+
+
+def training_key(cfg: RunConfig, data: ImageData | TextData) -> dict[str, Any]:
     """What determines the trained parameters: the cache key of training.
 
     Paths are left out and the data enter by content fingerprint instead, so a moved data
@@ -82,9 +105,7 @@ def training_key(cfg: RunConfig, data: ImageData) -> dict[str, Any]:
     train.pop("log_every")  # cosmetic
     return {
         "dataset": dataset,
-        "data_fingerprint": fingerprint_arrays(
-            data.x_train, data.y_train, data.x_test, data.y_test
-        ),
+        "data_fingerprint": fingerprint_arrays(*data_arrays(data)),
         "noise": dataclasses.asdict(cfg.noise),
         "model": dataclasses.asdict(cfg.model),
         "train": train,
@@ -109,24 +130,41 @@ def prepare(cfg: RunConfig) -> Prepared:
         "Data: %d training examples (%d noisy), %d test examples",
         data.n_train,
         int(data.is_noisy.sum()),
-        len(data.y_test),
+        len(data_arrays(data)[2]),
     )
-    model = build_model(cfg.model.name, data.num_classes)
+    if isinstance(data, TextData):
+        model = build_model(
+            cfg.model.name, vocab_size=data.tokenizer.vocab_size, **cfg.model.hyperparameters()
+        )
+
+        def fit():
+            return train_translation(model, data, cfg.train, cfg.seed, progress=cfg.progress)
+    else:
+        model = build_model(cfg.model.name, data.num_classes)
+
+        def fit():
+            return train(
+                model,
+                data.x_train,
+                data.y_train,
+                cfg.train,
+                cfg.seed,
+                data.x_test,
+                data.y_test,
+                progress=cfg.progress,
+            )
+
     key = training_key(cfg, data)
     cache = ArtifactCache(Path(cfg.paths.cache_dir), "trained")
-    trained, hit = train_cached(
-        model,
-        data.x_train,
-        data.y_train,
-        cfg.train,
-        cfg.seed,
-        cache,
-        key,
-        data.x_test,
-        data.y_test,
-        progress=cfg.progress,
-    )
+    trained, hit = cached_training(fit, cache, key)
     return Prepared(data, model, trained, hit, key)
+
+
+def make_task(cfg: RunConfig, prep: Prepared) -> Task:
+    """The influence task of the run's model and data."""
+    if isinstance(prep.data, TextData):
+        return translation_task(prep.model, cfg.method.layers, cfg.train.l2)
+    return classification_task(prep.model, cfg.method.layers, cfg.train.l2)
 
 
 def classification_task(model: nn.Module, layers=None, l2: float = 0.0) -> Task:
@@ -144,7 +182,7 @@ def classification_task(model: nn.Module, layers=None, l2: float = 0.0) -> Task:
     return Task(loss=loss, layers=layers, l2=l2, layerwise=fast)
 
 
-def fit_batches(cfg: RunConfig, data: ImageData) -> list[tuple[np.ndarray, np.ndarray]]:
+def fit_batches(cfg: RunConfig, data: ImageData | TextData) -> list[tuple[np.ndarray, ...]]:
     """The seeded training examples whose mean loss defines H, in equal batches."""
     m = cfg.method
     total = m.fit_batch_size * m.fit_batches
@@ -154,25 +192,25 @@ def fit_batches(cfg: RunConfig, data: ImageData) -> list[tuple[np.ndarray, np.nd
         f"fit_batch_size x fit_batches = {total} exceeds the {data.n_train} training examples",
     )
     index = stream_rng(cfg.seed, "fit").choice(data.n_train, total, replace=False)
-    return [
-        (data.x_train[chunk], data.y_train[chunk])
-        for chunk in index.reshape(m.fit_batches, m.fit_batch_size)
-    ]
+    return [data.train_batch(chunk) for chunk in index.reshape(m.fit_batches, m.fit_batch_size)]
 
 
-def scored_subset(cfg: RunConfig, data: ImageData, size: int | None = None) -> np.ndarray:
+def scored_subset(
+    cfg: RunConfig, data: ImageData | TextData, size: int | None = None
+) -> np.ndarray:
     """Indices of the training examples to score: all, or a seeded subset of `size`
     (default `score.max_examples`) with exactly the data's share of noisy examples
-    (rounded), each part stratified by label. The subset depends only on the data, the seed
-    and the size, so every method scores the same one."""
+    (rounded), each part stratified by label (images). The subset depends only on the
+    data, the seed and the size, so every method scores the same one."""
     size = cfg.score.max_examples if size is None else size
     if size is None or size >= data.n_train:
         return np.arange(data.n_train)
     noisy = np.flatnonzero(data.is_noisy)
     clean = np.flatnonzero(~data.is_noisy)
     n_noisy = round(size * len(noisy) / data.n_train)
+    labels = data.y_train if isinstance(data, ImageData) else np.zeros(data.n_train, np.int64)
     parts = [
-        group[stratified_subset(data.y_train[group], k, cfg.seed, stream=f"score-{name}")]
+        group[stratified_subset(labels[group], k, cfg.seed, stream=f"score-{name}")]
         for group, k, name in ((noisy, n_noisy, "noisy"), (clean, size - n_noisy, "clean"))
         if k > 0
     ]
@@ -248,7 +286,7 @@ def detection_metrics(is_noisy: np.ndarray, scores: np.ndarray) -> dict[str, flo
 def influence_stage(cfg: RunConfig, prep: Prepared) -> tuple[dict[str, Any], pd.DataFrame]:
     """Fits the method (cached), scores the training set, evaluates against `is_noisy`."""
     method = make_method(cfg.method.name, **_method_options(cfg))
-    task = classification_task(prep.model, cfg.method.layers, cfg.train.l2)
+    task = make_task(cfg, prep)
     data = prep.data
     state, t_fit, hit = fit_method(cfg, prep, method, task)
 
@@ -256,7 +294,7 @@ def influence_stage(cfg: RunConfig, prep: Prepared) -> tuple[dict[str, Any], pd.
     result = self_influence_scores(
         method,
         state,
-        (data.x_train[index], data.y_train[index]),
+        data.train_batch(index),
         batch_size=cfg.score.batch_size,
         progress=cfg.progress,
     )
@@ -287,17 +325,21 @@ def influence_stage(cfg: RunConfig, prep: Prepared) -> tuple[dict[str, Any], pd.
         metrics.update(auc_compare=found["auc"], ap_compare=found["ap"], n_compare=len(compare))
     if hasattr(state, "eigvals"):
         metrics["eigenvalues"] = np.asarray(state.eigvals, np.float64).tolist()
-    scores = pd.DataFrame(
-        {
-            "example": index,
-            "source_index": data.train_index[index],
-            "label": data.y_train[index],
-            "clean_label": data.y_train_clean[index],
-            "is_noisy": is_noisy,
-            "self_influence": result.scores,
+    return metrics, score_table(data, index, result.scores)
+
+
+def score_table(data: ImageData | TextData, index: np.ndarray, scores: np.ndarray):
+    """scores.csv: one row per scored example, with what is needed to inspect it."""
+    columns = {"example": index, "source_index": data.train_index[index]}
+    if isinstance(data, TextData):
+        columns |= {
+            "carries_reference_of": data.source_of[index],
+            "source": [data.train_pairs.source[i] for i in index],
+            "target": [data.train_pairs.target[i] for i in index],
         }
-    )
-    return metrics, scores
+    else:
+        columns |= {"label": data.y_train[index], "clean_label": data.y_train_clean[index]}
+    return pd.DataFrame(columns | {"is_noisy": data.is_noisy[index], "self_influence": scores})
 
 
 def run(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -311,7 +353,7 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
         "model": cfg.model.name,
         "n_params": count_params(prep.trained.params),
         "n_train": prep.data.n_train,
-        "n_test": len(prep.data.y_test),
+        "n_test": len(data_arrays(prep.data)[2]),
         "noise": {
             "kind": cfg.noise.kind,
             "rate": cfg.noise.rate,
@@ -328,6 +370,14 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
         "train_key_hash": config_hash(prep.train_key),
         "git_commit": git_commit(),
     }
+    if isinstance(prep.data, TextData):
+        metrics |= {
+            "bleu": info.get("bleu"),
+            "test_loss_per_token": info.get("test_loss_per_token"),
+            "test_examples": info.get("test_examples"),
+            "vocab_size": prep.data.tokenizer.vocab_size,
+            "data_stats": prep.data.stats,
+        }
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.method.name != "none":

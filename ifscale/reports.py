@@ -48,11 +48,15 @@ class Row:
     method: str
     options: dict[str, Any]
     paper: dict[str, float | None]
+    # Top-level run fields the row requires, each with its accepted values (e.g. layers).
+    fields: dict[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
 
     def matches(self, run: dict[str, Any]) -> bool:
         options = run.get("method_options") or {}
-        return run.get("method") == self.method and all(
-            options.get(k) == v for k, v in self.options.items()
+        return (
+            run.get("method") == self.method
+            and all(options.get(k) == v for k, v in self.options.items())
+            and all(run.get(k) in accepted for k, accepted in self.fields.items())
         )
 
 
@@ -82,6 +86,33 @@ FIDELITY_ROWS = (
     "arnoldi_10",
     "arnoldi_100",
 )
+
+
+def _table2_row(layers: str, method: str, pbar: int, auc: float, ap: float) -> Row:
+    label = {"arnoldi": "Arnoldi", "randproj": "RandProj"}[method]
+    accepted = ("all", None) if layers == "all" else (layers,)
+    return Row(
+        f"{layers}_{method}_{pbar}",
+        label,
+        method,
+        {"pbar": pbar},
+        {"p̄": pbar, "AUC": auc, "AP": ap},
+        {"layers": accepted},
+    )
+
+
+# The poster's Table 2 (WMT17 German→English Transformer, 6% permuted references).
+TABLE2_ROWS: tuple[Row, ...] = (
+    _table2_row("all", "randproj", 10, 85.6, 31.3),
+    _table2_row("all", "randproj", 20, 85.2, 28.0),
+    _table2_row("all", "arnoldi", 10, 92.0, 47.8),
+    _table2_row("all", "arnoldi", 20, 93.8, 54.4),
+    _table2_row("last3_decoder", "randproj", 10, 80.6, 23.5),
+    _table2_row("last3_decoder", "randproj", 20, 83.0, 25.8),
+    _table2_row("last3_decoder", "arnoldi", 10, 82.0, 28.1),
+    _table2_row("last3_decoder", "arnoldi", 20, 83.7, 28.5),
+)
+LAYER_LABELS = {"all": "all layers", "last3_decoder": "last 3 decoder layers"}
 
 
 def _pct(value: float | None) -> float:
@@ -604,3 +635,132 @@ def _check_line(what: str, run: dict[str, Any]) -> dict[str, Any]:
         "AP": _pct(run["ap"]),
         "n scored": run["n_scored"],
     }
+
+
+# ------------------------------------------------------------------------------ table 2
+
+
+def table2_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """One line per Table 2 row with a finished run: ours beside the paper's values."""
+    lines = []
+    for row, run in rows_with_runs(TABLE2_ROWS, runs):
+        layers = row.fields["layers"][0]
+        lines.append(
+            {
+                "row": row.key,
+                "Layers": LAYER_LABELS[layers],
+                "Method": row.label,
+                "p̄": run.get("pbar"),
+                "AUC": _pct(run["auc"]),
+                "AP": _pct(run["ap"]),
+                "paper AUC": row.paper["AUC"],
+                "paper AP": row.paper["AP"],
+                "n scored": run["n_scored"],
+                "n noisy scored": run["n_noisy_scored"],
+                "parameters": run["n_perturbed_params"],
+                "fit, s": run["t_fit_s"],
+                "fit cached": run.get("fit_cache_hit"),
+                "T, s": run["t_score_s"],
+                "examples/s": run["examples_per_s"],
+                "BLEU": run.get("bleu"),
+                "test accuracy": _pct(run.get("test_accuracy")),
+                "dataset": run.get("dataset"),
+                "model": run.get("model"),
+                "device": run.get("device"),
+                "git commit": run.get("git_commit"),
+                "run_dir": run["run_dir"],
+            }
+        )
+    return pd.DataFrame(lines)
+
+
+def _compare(table: pd.DataFrame, better: str, worse: str) -> tuple[float, float] | None:
+    a, b = _line(table, better), _line(table, worse)
+    if a is None or b is None:
+        return None
+    return a["AUC"] - b["AUC"], a["AP"] - b["AP"]
+
+
+def table2_findings(table: pd.DataFrame) -> list[str]:
+    """The paper's two findings, checked on every pair of rows that has both runs:
+    Arnoldi beats RandProj at equal p̄ in AP; all layers beat the last three decoder
+    layers."""
+    out = []
+    arnoldi_wins = []
+    for layers in LAYER_LABELS:
+        for pbar in (10, 20):
+            diff = _compare(table, f"{layers}_arnoldi_{pbar}", f"{layers}_randproj_{pbar}")
+            if diff is None:
+                continue
+            arnoldi_wins.append(diff[1] > 0)
+            out.append(
+                f"- Arnoldi against RandProj, {LAYER_LABELS[layers]}, p̄={pbar}: AUC "
+                f"{diff[0]:+.1f}, AP {diff[1]:+.1f} points."
+            )
+    layer_wins = []
+    for method in ("arnoldi", "randproj"):
+        for pbar in (10, 20):
+            diff = _compare(table, f"all_{method}_{pbar}", f"last3_decoder_{method}_{pbar}")
+            if diff is None:
+                continue
+            layer_wins.append(diff[1] > 0)
+            out.append(
+                f"- All layers against the last 3 decoder layers, "
+                f"{'Arnoldi' if method == 'arnoldi' else 'RandProj'} p̄={pbar}: AUC "
+                f"{diff[0]:+.1f}, AP {diff[1]:+.1f} points."
+            )
+
+    def verdict(wins: list[bool], claim: str) -> str:
+        if not wins:
+            return f"- {claim}: not measured (rows missing)."
+        held = "**holds**" if all(wins) else "**does not hold**" if not any(wins) else "holds"
+        return f"- {claim}: {held} in {sum(wins)} of {len(wins)} comparisons (AP)."
+
+    return [
+        verdict(arnoldi_wins, "Finding 1, Arnoldi beats RandProj at equal p̄"),
+        verdict(layer_wins, "Finding 2, all layers beat the last three decoder layers"),
+        "",
+        *out,
+    ]
+
+
+def table2_notes(table: pd.DataFrame, runs: list[dict[str, Any]]) -> list[str]:
+    """Corpus, model and settings of the runs behind Table 2, and the findings."""
+    matched = match_rows(TABLE2_ROWS, runs)
+    run = next(iter(matched.values()), {})
+    noise = run.get("noise") or {}
+    stats = run.get("data_stats") or {}
+    devices = sorted({str(d) for d in table["device"].dropna()}) if len(table) else []
+    arnoldi = next((r for k, r in matched.items() if "arnoldi" in k), {})
+    n_arnoldi = (arnoldi.get("method_options") or {}).get("n")
+    notes = [
+        "## How to read it",
+        "",
+        f"- Corpus: **{run.get('dataset')}**, {_fmt(run.get('n_train'))} training pairs "
+        f"({_fmt(stats.get('train_pairs_dropped_too_long'))} of "
+        f"{_fmt(stats.get('train_pairs_read'))} dropped as longer than the token limit), of "
+        f"which {_fmt(noise.get('n_noisy'))} ({100 * (noise.get('rate') or 0):.0f}%) carry the "
+        "reference of another permuted pair (a seeded derangement); "
+        f"{_fmt(run.get('n_test'))} test pairs for BLEU.",
+        f"- Model: {run.get('model')}, {_fmt(run.get('n_params'))} parameters, trained once "
+        f"({_fmt(run.get('train_steps'))} steps, {_fmt(run.get('train_time_s'))} s) on the "
+        f"noisy pairs: test BLEU {_fmt(run.get('bleu'))} (sacreBLEU, greedy decoding), "
+        f"next-token accuracy {_pct(run.get('test_accuracy')):.1f}% on the test references.",
+        "- AUC and AP (percent): finding the permuted pairs by ranking the scored pairs on "
+        "self-influence, the loss of a pair being its summed token cross-entropy. Every row "
+        f"scores the same seeded subset of {_fmt(run.get('n_scored'))} training pairs "
+        f"({_fmt(run.get('n_noisy_scored'))} permuted).",
+        f"- H is the Hessian of the mean loss over {_fmt(run.get('fit_batch_size'))} × "
+        f"{_fmt(run.get('fit_batches'))} seeded training pairs; Arnoldi runs n = "
+        f"{_fmt(n_arnoldi)} iterations once per layer set (both p̄ share the fit); RandProj "
+        "draws a new p̄-dimensional projection per row.",
+        "- `parameters`: the perturbed parameters (all, or the last three decoder blocks). "
+        "`fit, s`: one-time work (cached: a rerun shows the original time); `T, s`: scoring "
+        "the pairs, compilation excluded.",
+        f"- Hardware: {', '.join(devices) or 'unknown'}.",
+        "",
+        "## The paper's findings, measured here",
+        "",
+        *table2_findings(table),
+    ]
+    return notes

@@ -34,6 +34,8 @@ class TrainConfig:
       learning_rate: peak learning rate.
       momentum: SGD momentum (0 for plain SGD).
       schedule: "constant" or "cosine" (decays to 0 over training).
+      warmup_steps: linear warm-up from 0 to `learning_rate` over this many steps first
+        (the Transformer's Adam warm-up); 0: none.
       batch_size: examples per step; the remainder of each shuffled epoch is dropped so
         every step has the same shape (one compilation).
       epochs: passes over the training set.
@@ -47,6 +49,7 @@ class TrainConfig:
     learning_rate: float = 0.1
     momentum: float = 0.9
     schedule: str = "constant"
+    warmup_steps: int = 0
     batch_size: int = 128
     epochs: int = 2
     checkpoints: int = 100
@@ -66,6 +69,7 @@ class TrainConfig:
         )
         check(self.learning_rate > 0, "train.learning_rate", "must be > 0")
         check(0 <= self.momentum < 1, "train.momentum", "must be in [0, 1)")
+        check(self.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
         check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         check(self.epochs >= 1, "train.epochs", "must be >= 1")
         check(self.checkpoints >= 1, "train.checkpoints", "must be >= 1")
@@ -129,9 +133,15 @@ def l2_penalty(params, l2: float) -> jnp.ndarray:
 
 
 def make_schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
+    warmup = min(cfg.warmup_steps, total_steps)
     if cfg.schedule == "cosine":
-        return optax.cosine_decay_schedule(cfg.learning_rate, total_steps)
-    return optax.constant_schedule(cfg.learning_rate)
+        main = optax.cosine_decay_schedule(cfg.learning_rate, max(total_steps - warmup, 1))
+    else:
+        main = optax.constant_schedule(cfg.learning_rate)
+    if not warmup:
+        return main
+    ramp = optax.linear_schedule(cfg.learning_rate / warmup, cfg.learning_rate, max(warmup - 1, 1))
+    return optax.join_schedules([ramp, main], [warmup])
 
 
 def make_optimizer(cfg: TrainConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
@@ -173,7 +183,7 @@ def train(
     y_test: np.ndarray | None = None,
     progress: bool = True,
 ) -> TrainedModel:
-    """Trains `model` with mean cross-entropy (+ optional L2) and keeps K checkpoints.
+    """Trains an image classifier with mean cross-entropy (+ optional L2); see `train_loop`.
 
     Args:
       model: a Flax module mapping [b, ...] inputs to [b, classes] logits.
@@ -181,6 +191,42 @@ def train(
       cfg: optimisation settings.
       seed: seeds initialisation ("init" stream) and shuffling ("shuffle" stream).
       x_test, y_test: if given, test accuracy is reported in `info`.
+      progress: show a progress bar with the loss.
+    """
+
+    def loss_fn(params, batch, key):
+        xb, yb = batch
+        return cross_entropy(model.apply({"params": params}, xb), yb).mean()
+
+    def evaluate(params):
+        if x_test is None:
+            return {}
+        return {"test_accuracy": accuracy(model, params, x_test, y_test)}
+
+    params = init_params(model, x_train.shape[1:], stream_key(seed, "init"))
+    return train_loop(params, loss_fn, (x_train, y_train), cfg, seed, evaluate, progress)
+
+
+def train_loop(
+    params,
+    loss_fn,
+    arrays: tuple[np.ndarray, ...],
+    cfg: TrainConfig,
+    seed: int,
+    evaluate=None,
+    progress: bool = True,
+) -> TrainedModel:
+    """The training loop every model shares: shuffled equal batches, one jitted Optax step,
+    K evenly spaced checkpoints, a divergence check.
+
+    Args:
+      params: initial parameters.
+      loss_fn: `(params, batch, key) -> scalar` mean training loss of a batch (a tuple of
+        row slices of `arrays`); `key` seeds dropout. `cfg.l2` is added here.
+      arrays: the training set as arrays sharing a leading axis.
+      cfg: optimisation settings.
+      seed: seeds shuffling ("shuffle" stream) and dropout ("dropout" stream).
+      evaluate: `params -> dict` of test metrics merged into `info` (e.g. accuracy, BLEU).
       progress: show a progress bar with the loss.
 
     Returns:
@@ -190,7 +236,7 @@ def train(
       TrainingDivergedError: the loss became NaN or infinite (names the step).
     """
     cfg.validate()
-    n = len(x_train)
+    n = len(arrays[0])
     steps_per_epoch = n // cfg.batch_size
     check(
         steps_per_epoch >= 1,
@@ -202,21 +248,21 @@ def train(
     schedule = make_schedule(cfg, total)
     tx = make_optimizer(cfg, schedule)
 
-    def loss_fn(params, xb, yb):
-        logits = model.apply({"params": params}, xb)
-        return cross_entropy(logits, yb).mean() + l2_penalty(params, cfg.l2)
+    def objective(params, batch, key):
+        return loss_fn(params, batch, key) + l2_penalty(params, cfg.l2)
 
     @functools.partial(jax.jit, donate_argnums=(0,))
-    def step(state, xb, yb):
+    def step(state, batch):
         params, opt_state, count, first_bad = state
-        loss, grads = jax.value_and_grad(loss_fn)(params, xb, yb)
+        key = jax.random.fold_in(dropout_key, count)
+        loss, grads = jax.value_and_grad(objective)(params, batch, key)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         # Remember the first non-finite step without a host sync on every step.
         first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(loss), count, first_bad)
         return (params, opt_state, count + 1, first_bad), loss
 
-    params = init_params(model, x_train.shape[1:], stream_key(seed, "init"))
+    dropout_key = stream_key(seed, "dropout")
     state = (params, tx.init(params), jnp.zeros((), jnp.int32), -jnp.ones((), jnp.int32))
     rng = stream_rng(seed, "shuffle")
     saved = []
@@ -228,7 +274,7 @@ def train(
         order = rng.permutation(n)
         for i in range(steps_per_epoch):
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            state, loss = step(state, x_train[idx], y_train[idx])
+            state, loss = step(state, tuple(a[idx] for a in arrays))
             recent.append(loss)
             done += 1
             if done in save_at:
@@ -261,8 +307,8 @@ def train(
         "n_steps": total,
         "steps_per_epoch": steps_per_epoch,
     }
-    if x_test is not None:
-        info["test_accuracy"] = accuracy(model, params, x_test, y_test)
+    if evaluate is not None:
+        info.update(evaluate(params))
     return TrainedModel(
         params=params,
         checkpoints=jax.tree_util.tree_map(lambda *xs: np.stack(xs), *saved),
@@ -270,6 +316,30 @@ def train(
         checkpoint_lrs=np.asarray([float(schedule(s - 1)) for s in save_at], np.float64),
         info=info,
     )
+
+
+def cached_training(
+    fit, cache: ArtifactCache | None, cache_config: dict
+) -> tuple[TrainedModel, bool]:
+    """`fit()` (returning a `TrainedModel`), reusing an artifact cached under
+    `cache_config` when a valid one exists.
+
+    `cache_config` must identify everything upstream of the parameters: data (a content
+    fingerprint), noise, model, training settings and seed.
+
+    Returns:
+      (trained model, whether it came from the cache).
+    """
+    if cache is not None:
+        hit = cache.load(cache_config)
+        if hit is not None:
+            log.info("Reusing the trained model cached at %s", cache.path(cache_config))
+            return TrainedModel.from_arrays(*hit), True
+    trained = fit()
+    if cache is not None:
+        folder = cache.save(cache_config, trained.to_arrays(), trained.info)
+        log.info("Cached the trained model at %s", folder)
+    return trained, False
 
 
 def train_cached(
@@ -284,21 +354,9 @@ def train_cached(
     y_test: np.ndarray | None = None,
     progress: bool = True,
 ) -> tuple[TrainedModel, bool]:
-    """`train`, reusing an artifact cached under `cache_config` when a valid one exists.
-
-    `cache_config` must identify everything upstream of the parameters: data (a content
-    fingerprint), noise, model, training settings and seed.
-
-    Returns:
-      (trained model, whether it came from the cache).
-    """
-    if cache is not None:
-        hit = cache.load(cache_config)
-        if hit is not None:
-            log.info("Reusing the trained model cached at %s", cache.path(cache_config))
-            return TrainedModel.from_arrays(*hit), True
-    trained = train(model, x_train, y_train, cfg, seed, x_test, y_test, progress)
-    if cache is not None:
-        folder = cache.save(cache_config, trained.to_arrays(), trained.info)
-        log.info("Cached the trained model at %s", folder)
-    return trained, False
+    """`train` an image classifier through `cached_training`."""
+    return cached_training(
+        lambda: train(model, x_train, y_train, cfg, seed, x_test, y_test, progress),
+        cache,
+        cache_config,
+    )

@@ -47,11 +47,26 @@ def npz_file(tmp_path_factory):
     return path
 
 
+TEXT_DATASETS = ("multi30k", "parallel_text", "wmt17", "wmt_sample")
+# What a translation option is composed with (a text option alone fails validation on
+# purpose: a Transformer on MNIST, or permutation noise on images, is a config error).
+TEXT_SETTING = ("dataset=multi30k", "model=transformer_small", "noise=permute")
+
+
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_group_option_composes_and_validates(group, option, npz_file):
     overrides = [f"{group}={option}"]
     if group == "dataset" and option == "images_npz":
         overrides.append(f"dataset.path={npz_file}")
+    text = (
+        (group == "dataset" and option in TEXT_DATASETS)
+        or (group == "model" and option.startswith("transformer"))
+        or (group == "noise" and option == "permute")
+    )
+    if text:
+        overrides = [o for o in TEXT_SETTING if not o.startswith(f"{group}=")] + overrides
+    if option == "parallel_text":
+        overrides.append(f"dataset.path={ROOT.parent / 'shared' / 'data' / 'multi30k'}")
     cfg = RunConfig.from_dict(_compose(overrides))  # raises on any invalid value
     chosen = {
         "experiment": cfg.name,
@@ -110,6 +125,7 @@ def _sweep_rows(experiment: str) -> list[str]:
         ("table1_check", {"+table1_check"}),
         ("figures", {"+figures", "method.pbar"}),
         ("figures_baselines", {"+figures"}),  # no p̄: LISSA and TracIn have none
+        ("table2", {"++method.layers", "+table2", "++method.pbar"}),
     ],
 )
 def test_multirun_experiments_sweep_exactly_their_grid(experiment, params):
@@ -168,11 +184,34 @@ def test_every_figure_run_composes_on_the_small_model(experiment, row):
         ("train.epochs=0", "train.epochs"),
         ("train.learning_rate=abc", "train.learning_rate"),
         ("dataset.source=s3", "dataset.source"),
+        # Modalities do not mix: each of these names what does not fit.
+        ("model=transformer_tiny", "model.name"),
+        ("dataset=multi30k", "model.name"),
+        ("noise=permute", "noise.kind"),
+        ("model.width=64", "model.width"),
+        ("method.layers=last3_decoder", "method.layers"),
     ],
 )
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         RunConfig.from_dict(_compose([override]))
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("noise=mislabel", "noise.kind"),
+        ("model.heads=5", "model.heads"),
+        ("model.dropout=1.0", "model.dropout"),
+        ("dataset.vocab_size=4", "dataset.vocab_size"),
+        ("dataset.max_length=1", "dataset.max_length"),
+        ("dataset.path=/nonexistent", "dataset.path"),
+        ("dataset.source=hub", "dataset.source"),
+    ],
+)
+def test_bad_translation_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        RunConfig.from_dict(_compose([*TEXT_SETTING, override]))
 
 
 def _run_cli(*overrides, tmp_path, data_dir):

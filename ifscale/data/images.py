@@ -53,6 +53,10 @@ class ImageData:
     def n_train(self) -> int:
         return len(self.y_train)
 
+    def train_batch(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(images, labels) of the training examples at `index`."""
+        return self.x_train[index], self.y_train[index]
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])

@@ -10,7 +10,7 @@ import numpy as np
 from ifscale.data.images import ImageData
 from ifscale.utils import check, stream_rng
 
-KINDS = ("none", "mislabel")
+KINDS = ("none", "mislabel", "permute")  # mislabel: images; permute: translation pairs
 
 
 def mislabel(
@@ -46,7 +46,8 @@ def mislabel(
 
 def apply_label_noise(data: ImageData, kind: str, rate: float, seed: int) -> ImageData:
     """Returns a copy of `data` with noisy training labels and its `is_noisy` mask."""
-    check(kind in KINDS, "noise.kind", f"must be one of {KINDS} for images, got {kind!r}")
+    image_kinds = ("none", "mislabel")
+    check(kind in image_kinds, "noise.kind", f"images take {image_kinds}, got {kind!r}")
     if kind == "none":
         return data
     noisy, is_noisy = mislabel(data.y_train_clean, data.num_classes, rate, seed)

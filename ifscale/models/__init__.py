@@ -7,15 +7,41 @@ import jax
 import jax.numpy as jnp
 
 from ifscale.models.cnn import CNNLarge, CNNSmall
+from ifscale.models.transformer import Transformer
 from ifscale.utils import ConfigError
 
+# Image classifiers: [b, h, w, c] images -> [b, classes] logits.
 MODELS: dict[str, type[nn.Module]] = {"cnn_small": CNNSmall, "cnn_large": CNNLarge}
+# Translation models: (source ids, target ids) -> [b, T, vocab] logits. The presets differ
+# only in their hyperparameters, which `conf/model/<name>.yaml` spells out.
+TRANSLATION_MODELS: dict[str, type[nn.Module]] = {
+    "transformer_tiny": Transformer,
+    "transformer_small": Transformer,
+}
 
 
-def build_model(name: str, num_classes: int = 10) -> nn.Module:
-    """Returns the Flax module registered as `name`."""
+def is_translation_model(name: str) -> bool:
+    return name in TRANSLATION_MODELS
+
+
+def build_model(name: str, num_classes: int = 10, vocab_size: int | None = None, **hyper):
+    """Returns the Flax module registered as `name`.
+
+    Args:
+      name: a key of `MODELS` or `TRANSLATION_MODELS`.
+      num_classes: classes of an image classifier.
+      vocab_size: vocabulary of a translation model (required for those).
+      hyper: a translation model's hyperparameters (width, heads, hidden, encoder_layers,
+        decoder_layers, dropout); None values keep the module's defaults.
+    """
+    if name in TRANSLATION_MODELS:
+        if vocab_size is None:
+            raise ConfigError(f"model.name: {name} needs the data's vocabulary size")
+        given = {k: v for k, v in hyper.items() if v is not None}
+        return TRANSLATION_MODELS[name](vocab_size=vocab_size, **given)
     if name not in MODELS:
-        raise ConfigError(f"model.name: unknown model {name!r}; choose from {sorted(MODELS)}")
+        known = sorted([*MODELS, *TRANSLATION_MODELS])
+        raise ConfigError(f"model.name: unknown model {name!r}; choose from {known}")
     return MODELS[name](num_classes=num_classes)
 
 
@@ -28,4 +54,14 @@ def count_params(params) -> int:
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
 
 
-__all__ = ["MODELS", "CNNLarge", "CNNSmall", "build_model", "count_params", "init_params"]
+__all__ = [
+    "MODELS",
+    "TRANSLATION_MODELS",
+    "CNNLarge",
+    "CNNSmall",
+    "Transformer",
+    "build_model",
+    "count_params",
+    "init_params",
+    "is_translation_model",
+]
