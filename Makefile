@@ -7,9 +7,12 @@ DATA_DIR ?= .cache/data
 MNIST  := $(DATA_DIR)/mnist.pkl.gz
 # Extra Hydra overrides, e.g. `make train ARGS="train.epochs=1 seed=3"`.
 ARGS   ?=
+# Corpus of `make table2`: wmt17 (tensorflow-datasets, internet access) or, offline,
+# multi30k / wmt_sample (../shared/data) or parallel_text with ARGS="dataset.path=...".
+DATA   ?= wmt17
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow lint format train train-small table1 table1-check figures bench clean
+.PHONY: help setup test test-slow lint format train train-small table1 table1-check figures table2 bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -59,6 +62,10 @@ figures: setup ## Figures 1-2: cnn_small on the 10% subset -> results/figures/
 	$(PY) experiments/run.py experiment=figures $(ARGS)
 	$(PY) experiments/run.py experiment=figures_baselines $(ARGS)
 	$(PY) experiments/report.py figures
+
+table2: setup ## Table 2: Transformer, 6% permuted references -> results/table2.{md,csv} (DATA=multi30k: offline)
+	$(PY) experiments/run.py experiment=table2 dataset=$(DATA) $(if $(FULL),score.max_examples=null) $(ARGS)
+	$(PY) experiments/report.py table2
 
 bench: setup ## Speed of self-influence on cnn_large (examples/s, ratio to forward+backward)
 	$(PY) experiments/bench.py $(ARGS)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ifscale.reports import (
+    TABLE2_ROWS,
     check_section,
     figure1_frame,
     figure2_frame,
@@ -31,6 +32,7 @@ from ifscale.reports import (
     table2_frame,
     table2_notes,
     top_examples,
+    top_pairs,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,6 +127,10 @@ def write_table2(sweep: Path, results: Path) -> None:
         *table2_notes(table, runs),
     ]
     (results / "table2.md").write_text("\n".join(text) + "\n")
+    found_at_k(runs, TABLE2_ROWS).to_csv(results / "table2_found_at_k.csv", index=False)
+    top = top_pairs(runs)
+    if top is not None:
+        top.to_csv(results / "table2_top_pairs.csv", index=False)
     print((results / "table2.md").read_text())
 
 

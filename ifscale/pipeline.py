@@ -336,6 +336,7 @@ def score_table(data: ImageData | TextData, index: np.ndarray, scores: np.ndarra
             "carries_reference_of": data.source_of[index],
             "source": [data.train_pairs.source[i] for i in index],
             "target": [data.train_pairs.target[i] for i in index],
+            "clean_target": [data.clean_targets[i] for i in index],
         }
     else:
         columns |= {"label": data.y_train[index], "clean_label": data.y_train_clean[index]}

@@ -764,3 +764,21 @@ def table2_notes(table: pd.DataFrame, runs: list[dict[str, Any]]) -> list[str]:
         *table2_findings(table),
     ]
     return notes
+
+
+# The row whose most self-influential pairs are listed: the paper's best row first.
+TOP_PAIRS_ROWS = ("all_arnoldi_20", "all_arnoldi_10", "all_randproj_20", "all_randproj_10")
+
+
+def top_pairs(runs: list[dict[str, Any]], count: int = 20) -> pd.DataFrame | None:
+    """The `count` most self-influential training pairs of the first row of
+    `TOP_PAIRS_ROWS` that has a run: source, the reference trained on, its own reference."""
+    matched = match_rows(TABLE2_ROWS, runs)
+    row = next((key for key in TOP_PAIRS_ROWS if key in matched), None)
+    if row is None:
+        return None
+    scores = scores_of(matched[row]).sort_values("self_influence", ascending=False, kind="stable")
+    top = scores.head(count)[
+        ["example", "self_influence", "is_noisy", "source", "target", "clean_target"]
+    ]
+    return top.assign(row=row).reset_index(drop=True)

@@ -184,3 +184,52 @@ def test_report_draws_both_figures(sweep, tmp_path):
     assert fig2["method"].unique().tolist() == ["arnoldi"] and len(fig2) == 10
     for name in ("figure1.png", "figure2.png"):
         assert (tmp_path / "figures" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def _table2_run(layers, method, pbar, auc, ap, tmp_path):
+    run_dir = tmp_path / f"{layers}_{method}_{pbar}"
+    return {
+        "method": method,
+        "method_options": {"pbar": pbar},
+        "layers": layers,
+        "pbar": pbar,
+        "auc": auc,
+        "ap": ap,
+        "n_scored": 100,
+        "n_noisy_scored": 6,
+        "n_perturbed_params": 1000 if layers in ("all", None) else 300,
+        "t_fit_s": 1.0,
+        "t_score_s": 1.0,
+        "examples_per_s": 100.0,
+        "bleu": 20.0,
+        "test_accuracy": 0.5,
+        "run_dir": str(run_dir),
+    }
+
+
+def test_table2_rows_match_layer_sets_and_findings_are_counted(tmp_path):
+    from ifscale.reports import TABLE2_ROWS, table2_findings, table2_frame
+
+    runs = [
+        # Arnoldi better than RandProj everywhere but one comparison; all layers better
+        # than the last three decoder layers everywhere. `layers: None` counts as all.
+        _table2_run(None, "randproj", 10, 0.80, 0.20, tmp_path),
+        _table2_run("all", "randproj", 20, 0.82, 0.25, tmp_path),
+        _table2_run("all", "arnoldi", 10, 0.90, 0.40, tmp_path),
+        _table2_run("all", "arnoldi", 20, 0.91, 0.45, tmp_path),
+        _table2_run("last3_decoder", "randproj", 10, 0.70, 0.15, tmp_path),
+        _table2_run("last3_decoder", "randproj", 20, 0.72, 0.19, tmp_path),
+        _table2_run("last3_decoder", "arnoldi", 10, 0.71, 0.16, tmp_path),
+        _table2_run("last3_decoder", "arnoldi", 20, 0.70, 0.18, tmp_path),
+    ]
+    table = table2_frame(runs)
+    assert list(table["row"]) == [r.key for r in TABLE2_ROWS]
+    line = table.set_index("row").loc["last3_decoder_arnoldi_20"]
+    assert (line["AUC"], line["AP"], line["paper AUC"], line["paper AP"]) == (70, 18, 83.7, 28.5)
+    text = "\n".join(table2_findings(table))
+    assert "Arnoldi beats RandProj at equal p̄: holds in 3 of 4" in text
+    assert "all layers beat the last three decoder layers: **holds** in 4 of 4" in text
+    assert "Arnoldi against RandProj, last 3 decoder layers, p̄=20: AUC -2.0, AP -1.0" in text
+    # Missing rows are reported as such, not as a verdict.
+    partial = table2_frame(runs[:2])
+    assert "not measured" in "\n".join(table2_findings(partial))

@@ -123,6 +123,7 @@ class TextData:
       source_train, target_train: [n, max_length] int32 ids (EOS-terminated, 0-padded).
       source_test, target_test: the same for the test split (long sentences truncated).
       train_pairs: the (noisy) training text behind the ids.
+      clean_targets: each training pair's own reference, before the noise.
       test_pairs: the clean test text (references for BLEU).
       is_noisy: [n] which training pairs carry another pair's reference.
       source_of: [n] the training row whose reference each pair carries.
@@ -136,6 +137,7 @@ class TextData:
     source_test: np.ndarray
     target_test: np.ndarray
     train_pairs: ParallelSplit
+    clean_targets: list[str]
     test_pairs: ParallelSplit
     is_noisy: np.ndarray
     source_of: np.ndarray
@@ -183,7 +185,18 @@ def read_corpus(
 ) -> dict[str, ParallelSplit]:
     check(source in TEXT_SOURCES, "dataset.source", f"must be one of {TEXT_SOURCES}")
     if source == "tfds":
-        splits = load_wmt17_tfds(data_dir, train_size)
+        try:
+            splits = load_wmt17_tfds(data_dir, train_size)
+        except ConfigError:
+            raise
+        except Exception as e:  # no network, no TensorFlow to prepare it, a full disk...
+            raise ConfigError(
+                f"dataset: could not load wmt17_translate/de-en with tensorflow-datasets "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). It needs "
+                "internet access on first use and TensorFlow to prepare it (pip install "
+                "'ifscale[wmt]'). Offline, use a parallel_text corpus instead, e.g. "
+                "`make table2 DATA=multi30k`."
+            ) from e
     else:
         check(path is not None, "dataset.path", "source 'parallel_text' needs a folder")
         splits = read_parallel_text(path, required=("train",))
@@ -270,6 +283,7 @@ def load_translation(
         source_test=src_test,
         target_test=tgt_test,
         train_pairs=ParallelSplit([train.source[i] for i in keep], [targets[i] for i in keep]),
+        clean_targets=[train.target[i] for i in keep],
         test_pairs=test,
         is_noisy=is_noisy[keep],
         source_of=row_of[source_of[keep]],

@@ -1,0 +1,68 @@
+"""`experiment=table2` end to end on a slice of the real Multi30k (slow: `make test-slow`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ifscale.reports import TABLE2_ROWS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_table2_multirun_and_report_on_a_multi30k_slice(tmp_path):
+    env = {**os.environ, "IFSCALE_CACHE_DIR": str(tmp_path / "cache")}
+    sweep = tmp_path / "sweep"
+    tiny = [
+        "dataset=multi30k",
+        "dataset.train_size=400",
+        "dataset.test_size=20",
+        "dataset.vocab_size=500",
+        "dataset.max_length=40",
+        "model=transformer_tiny",
+        "train.epochs=2",
+        "train.batch_size=32",
+        "train.warmup_steps=5",
+        "method.fit_batch_size=16",
+        "method.fit_batches=2",
+        "score.batch_size=32",
+        "score.max_examples=150",
+        "progress=false",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "experiment=table2", *tiny]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+    assert len(runs) == 8
+    # One training and one Arnoldi fit per layer set: the rest came from the caches.
+    assert sum(not r["train_cache_hit"] for r in runs) == 1
+    arnoldi = [r for r in runs if r["method"] == "arnoldi"]
+    assert sorted(r["fit_cache_hit"] for r in arnoldi) == [False, False, True, True]
+
+    results = tmp_path / "results"
+    report = [sys.executable, str(ROOT / "experiments" / "report.py"), "table2"]
+    done = subprocess.run(
+        [*report, "--sweep", str(sweep), "--results", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_csv(results / "table2.csv")
+    assert list(table["row"]) == [r.key for r in TABLE2_ROWS]  # every row, the paper's order
+    assert table["AUC"].between(0, 100).all() and table["AP"].between(0, 100).all()
+    assert (table["n scored"] == 150).all() and table["BLEU"].notna().all()
+    all_layers = table["Layers"] == "all layers"
+    assert table.loc[all_layers, "parameters"].min() > table.loc[~all_layers, "parameters"].max()
+    md = (results / "table2.md").read_text()
+    assert "Finding 1, Arnoldi beats RandProj at equal p̄" in md
+    assert "Finding 2, all layers beat the last three decoder layers" in md
+    assert "multi30k" in md
