@@ -12,7 +12,7 @@ ARGS   ?=
 DATA   ?= wmt17
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow lint format train train-small table1 table1-check figures table2 bench clean
+.PHONY: help setup test test-slow lint format train train-small table1 table1-check figures table2 table2-check bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -65,6 +65,10 @@ figures: setup ## Figures 1-2: cnn_small on the 10% subset -> results/figures/
 
 table2: setup ## Table 2: Transformer, 6% permuted references -> results/table2.{md,csv} (DATA=multi30k: offline)
 	$(PY) experiments/run.py experiment=table2 dataset=$(DATA) $(if $(FULL),score.max_examples=null) $(ARGS)
+	$(PY) experiments/report.py table2
+
+table2-check: setup ## After table2: TracIn [1] and a larger Arnoldi per layer set, added to results/table2.md
+	$(PY) experiments/run.py experiment=table2_check dataset=$(DATA) $(ARGS)
 	$(PY) experiments/report.py table2
 
 bench: setup ## Speed of self-influence on cnn_large (examples/s, ratio to forward+backward)

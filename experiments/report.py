@@ -29,6 +29,7 @@ from ifscale.reports import (
     plot_figure2,
     table1_frame,
     table1_notes,
+    table2_check_section,
     table2_frame,
     table2_notes,
     top_examples,
@@ -104,7 +105,7 @@ def write_table1(sweep: Path, results: Path, check: Path | None = None) -> None:
     print((results / "table1.md").read_text())
 
 
-def write_table2(sweep: Path, results: Path) -> None:
+def write_table2(sweep: Path, results: Path, check: Path | None = None) -> None:
     runs = load_runs(sweep)
     table = table2_frame(runs)
     if table.empty:
@@ -125,6 +126,7 @@ def write_table2(sweep: Path, results: Path) -> None:
         markdown_table(table[columns]),
         "",
         *table2_notes(table, runs),
+        *(table2_check_section(load_runs(check), table) if check else []),
     ]
     (results / "table2.md").write_text("\n".join(text) + "\n")
     found_at_k(runs, TABLE2_ROWS).to_csv(results / "table2_found_at_k.csv", index=False)
@@ -151,7 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["table1", "table2", "figures"])
     parser.add_argument("--sweep", type=Path, nargs="*", help="multirun folder(s) to read")
-    parser.add_argument("--check", type=Path, help="table1_check multirun folder to add")
+    parser.add_argument("--check", type=Path, help="table1_check / table2_check folder to add")
     parser.add_argument("--outputs", type=Path, default=ROOT / "outputs")
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     args = parser.parse_args()
@@ -162,7 +164,8 @@ def main() -> None:
         write_table1(sweep.resolve(), args.results, check)
     elif args.what == "table2":
         sweep = args.sweep[0] if args.sweep else latest_sweep("table2", args.outputs)
-        write_table2(sweep.resolve(), args.results)
+        check = args.check or latest_sweep("table2_check", args.outputs, required=False)
+        write_table2(sweep.resolve(), args.results, check)
     else:
         sweeps = args.sweep or [
             latest_sweep("figures", args.outputs),
