@@ -10,9 +10,11 @@ ARGS   ?=
 # Corpus of `make table2`: wmt17 (tensorflow-datasets, internet access) or, offline,
 # multi30k / wmt_sample (../shared/data) or parallel_text with ARGS="dataset.path=...".
 DATA   ?= wmt17
+# Corpus of `make table3`: paracrawl (internet access) or, offline, noisy_parallel_text.
+DATA3  ?= paracrawl
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow lint format train train-small table1 table1-check figures table2 table2-check bench clean
+.PHONY: help setup test test-slow lint format train train-small table1 table1-check figures table2 table2-check table3 bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -70,6 +72,10 @@ table2: setup ## Table 2: Transformer, 6% permuted references -> results/table2.
 table2-check: setup ## After table2: TracIn [1] and a larger Arnoldi per layer set, added to results/table2.md
 	$(PY) experiments/run.py experiment=table2_check dataset=$(DATA) $(ARGS)
 	$(PY) experiments/report.py table2
+
+table3: setup ## Table 3: data cleaning by self-influence, judged by BLEU -> results/table3.{md,csv} (DATA3=noisy_parallel_text: offline)
+	$(PY) experiments/run.py experiment=table3 dataset=$(DATA3) $(ARGS)
+	$(PY) experiments/report.py table3
 
 bench: setup ## Speed of self-influence on cnn_large (examples/s, ratio to forward+backward)
 	$(PY) experiments/bench.py $(ARGS)

@@ -3,6 +3,7 @@
     python experiments/report.py table1    # newest outputs/multirun/table1/*, -> results/table1.*
     python experiments/report.py figures   # newest figures + figures_baselines sweeps
     python experiments/report.py table2    # newest outputs/multirun/table2/*, -> results/table2.*
+    python experiments/report.py table3    # newest outputs/multirun/table3/*, -> results/table3.*
     python experiments/report.py table1 --sweep outputs/multirun/table1/2026-11-26_04-00-00
 
 Every number written comes from a run's `metrics.json` / `scores.csv`; nothing is typed in
@@ -32,6 +33,8 @@ from ifscale.reports import (
     table2_check_section,
     table2_frame,
     table2_notes,
+    table3_frame,
+    table3_notes,
     top_examples,
     top_pairs,
 )
@@ -136,6 +139,42 @@ def write_table2(sweep: Path, results: Path, check: Path | None = None) -> None:
     print((results / "table2.md").read_text())
 
 
+def write_table3(sweep: Path, results: Path) -> None:
+    runs = load_runs(sweep)
+    table = table3_frame(runs)
+    if table.empty:
+        raise SystemExit(f"No Table 3 runs (runs with select.method) under {sweep}")
+    table["run_dir"] = [_relative(d) for d in table["run_dir"]]
+    results.mkdir(parents=True, exist_ok=True)
+    table.to_csv(results / "table3.csv", index=False)
+    short, long = int(table["budget short"].iloc[0]), int(table["budget long"].iloc[0])
+    shown = table[
+        [
+            "Method",
+            "% selected",
+            "BLEU short",
+            "BLEU long",
+            "paper % selected",
+            "paper BLEU@10k",
+            "paper BLEU@200k",
+            "noise % in selection",
+        ]
+    ].rename(columns={"BLEU short": f"BLEU@{short}", "BLEU long": f"BLEU@{long}"})
+    text = [
+        f"# Table 3: data cleaning by self-influence, judged by BLEU ({table['dataset'].iloc[0]})",
+        "",
+        f"Produced by `make table3` from `{_relative(sweep)}`"
+        " (`python experiments/report.py table3`); do not edit by hand. The paper's values "
+        "are for 100M ParaCrawl pairs and a full-size Transformer trained 10k and 200k steps.",
+        "",
+        markdown_table(shown),
+        "",
+        *table3_notes(table, runs),
+    ]
+    (results / "table3.md").write_text("\n".join(text) + "\n")
+    print((results / "table3.md").read_text())
+
+
 def write_figures(sweeps: Sequence[Path], results: Path) -> None:
     runs = [r for s in sweeps for r in load_runs(s)]
     out = results / "figures"
@@ -151,7 +190,7 @@ def write_figures(sweeps: Sequence[Path], results: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["table1", "table2", "figures"])
+    parser.add_argument("what", choices=["table1", "table2", "table3", "figures"])
     parser.add_argument("--sweep", type=Path, nargs="*", help="multirun folder(s) to read")
     parser.add_argument("--check", type=Path, help="table1_check / table2_check folder to add")
     parser.add_argument("--outputs", type=Path, default=ROOT / "outputs")
@@ -166,6 +205,9 @@ def main() -> None:
         sweep = args.sweep[0] if args.sweep else latest_sweep("table2", args.outputs)
         check = args.check or latest_sweep("table2_check", args.outputs, required=False)
         write_table2(sweep.resolve(), args.results, check)
+    elif args.what == "table3":
+        sweep = args.sweep[0] if args.sweep else latest_sweep("table3", args.outputs)
+        write_table3(sweep.resolve(), args.results)
     else:
         sweeps = args.sweep or [
             latest_sweep("figures", args.outputs),

@@ -142,17 +142,26 @@ def pre_clean(
     return keep, reasons
 
 
-def lowest_scores(scores: np.ndarray, fraction: float) -> np.ndarray:
-    """Sorted indices of the round(fraction · n) lowest scores (ties: the earlier index)."""
-    check(0 < fraction <= 1, "select.fraction", f"must be in (0, 1], got {fraction}")
-    k = round(fraction * len(scores))
-    check(k >= 1, "select.fraction", f"{fraction} of {len(scores)} pairs selects none")
-    return np.sort(np.argsort(scores, kind="stable")[:k])
-
-
-def random_selection(n: int, fraction: float, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded random round(fraction · n) of n: the control."""
+def _count(n: int, fraction: float) -> int:
     check(0 < fraction <= 1, "select.fraction", f"must be in (0, 1], got {fraction}")
     k = round(fraction * n)
     check(k >= 1, "select.fraction", f"{fraction} of {n} pairs selects none")
+    return k
+
+
+def lowest_scores(scores: np.ndarray, fraction: float | None = None, count: int | None = None):
+    """Sorted indices of the `count` (or round(fraction · n)) lowest scores; ties go to
+    the earlier index."""
+    k = count if count is not None else _count(len(scores), fraction)
+    check(1 <= k <= len(scores), "select.fraction", f"cannot select {k} of {len(scores)}")
+    return np.sort(np.argsort(scores, kind="stable")[:k])
+
+
+def random_selection(
+    n: int, fraction: float | None = None, seed: int = 0, count: int | None = None
+) -> np.ndarray:
+    """Sorted indices of a seeded random `count` (or round(fraction · n)) of n: the
+    control."""
+    k = count if count is not None else _count(n, fraction)
+    check(1 <= k <= n, "select.fraction", f"cannot select {k} of {n}")
     return np.sort(stream_rng(seed, "select-random").choice(n, k, replace=False))

@@ -13,9 +13,10 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from ifscale.data.crawl_noise import CRAWL_NOISE_KINDS
 from ifscale.data.images import SOURCES
 from ifscale.data.noise import KINDS as NOISE_KINDS
-from ifscale.data.translation import TEXT_SOURCES
+from ifscale.data.translation import LENGTH_POLICIES, TEXT_SOURCES
 from ifscale.influence.methods import METHODS as INFLUENCE_METHODS
 from ifscale.influence.methods import make_method
 from ifscale.models import MODELS, TRANSLATION_MODELS
@@ -41,6 +42,9 @@ class DatasetConfig:
       subset_fraction, subset_size, scale: image options.
       train_size, test_size, vocab_size, max_length: text options (first pairs kept,
         SentencePiece vocabulary, tokens per sentence).
+      extra_path, extra_train_size: text: another corpus folder whose first training
+        pairs are appended (mixed domains, Table 3).
+      length_policy: text: training pairs over max_length are "drop"ped or "truncate"d.
     """
 
     name: str = "mnist"
@@ -55,6 +59,9 @@ class DatasetConfig:
     test_size: int | None = None
     vocab_size: int = 4000
     max_length: int = 64
+    extra_path: str | None = None
+    extra_train_size: int | None = None
+    length_policy: str = "drop"
 
     def validate(self) -> None:
         check(self.kind in DATA_KINDS, "dataset.kind", f"must be one of {DATA_KINDS}")
@@ -72,6 +79,17 @@ class DatasetConfig:
             if self.source == "parallel_text":
                 check(self.path is not None, "dataset.path", "parallel_text needs a folder")
                 check(Path(self.path).is_dir(), "dataset.path", f"{self.path} is not a folder")
+            if self.extra_path is not None:
+                check(
+                    Path(self.extra_path).is_dir(),
+                    "dataset.extra_path",
+                    f"{self.extra_path} is not a folder",
+                )
+            check(
+                self.length_policy in LENGTH_POLICIES,
+                "dataset.length_policy",
+                f"must be one of {LENGTH_POLICIES}, got {self.length_policy!r}",
+            )
             return
         check(
             self.source in SOURCES,
@@ -102,8 +120,12 @@ class DatasetConfig:
 
 @dataclasses.dataclass(frozen=True)
 class NoiseConfig:
+    """Synthetic noise: `kind` with a `rate` (mislabel, permute), or for kind "crawl" a
+    share per crawl-noise kind in `shares` (`ifscale.data.crawl_noise`)."""
+
     kind: str = "none"
     rate: float = 0.0
+    shares: dict | None = None
 
     def validate(self) -> None:
         check(
@@ -111,6 +133,17 @@ class NoiseConfig:
             "noise.kind",
             f"must be one of {NOISE_KINDS}, got {self.kind!r}",
         )
+        if self.kind == "crawl":
+            check(bool(self.shares), "noise.shares", "crawl noise needs a share per kind")
+            unknown = set(self.shares) - set(CRAWL_NOISE_KINDS)
+            check(not unknown, "noise.shares", f"unknown kinds {sorted(unknown)}")
+            for kind, share in self.shares.items():
+                check(
+                    isinstance(share, int | float) and 0 <= share < 1,
+                    f"noise.shares.{kind}",
+                    f"must be in [0, 1), got {share!r}",
+                )
+            check(sum(self.shares.values()) < 1, "noise.shares", "must sum to less than 1")
         check(self.rate >= 0, "noise.rate", f"must be >= 0, got {self.rate}")
         check(self.rate < 1, "noise.rate", f"must be < 1, got {self.rate}")
 
@@ -250,6 +283,44 @@ class ScoreConfig:
         )
 
 
+SELECTIONS = ("all", "precleaning", "random", "influence")
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectConfig:
+    """Data cleaning (Table 3): select part of the noisy training set, train a fresh model
+    on it, report BLEU after a short and a long budget.
+
+    Attributes:
+      method: null (no cleaning stage), "all" (no cleaning), "precleaning" (heuristic
+        filters, `ifscale.cleaning`), "random" (the control), "influence" (lowest
+        self-influence under `method`, from the model trained on the whole noisy set).
+      fraction: share of the whole training set to keep (random, influence).
+      after_precleaning: select from the pre-cleaned pairs only (random, influence).
+      budget_short, budget_long: training steps of the fresh model at which BLEU is
+        measured.
+    """
+
+    method: str | None = None
+    fraction: float = 1.0
+    after_precleaning: bool = False
+    budget_short: int = 300
+    budget_long: int = 1500
+
+    def validate(self) -> None:
+        check(
+            self.method is None or self.method in SELECTIONS,
+            "select.method",
+            f"must be null or one of {SELECTIONS}, got {self.method!r}",
+        )
+        check(0 < self.fraction <= 1, "select.fraction", f"must be in (0, 1], got {self.fraction}")
+        check(
+            1 <= self.budget_short <= self.budget_long,
+            "select.budget_short",
+            f"must be in [1, budget_long={self.budget_long}], got {self.budget_short}",
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class PathsConfig:
     cache_dir: str = ".cache"
@@ -266,6 +337,7 @@ class RunConfig:
     train: TrainConfig = TrainConfig()
     method: MethodConfig = MethodConfig()
     score: ScoreConfig = ScoreConfig()
+    select: SelectConfig = SelectConfig()
     paths: PathsConfig = PathsConfig()
     name: str = "default"
     seed: int = 0
@@ -275,7 +347,15 @@ class RunConfig:
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
         """Builds and validates a config; raises `ConfigError` naming a bad key."""
         cfg = _build(cls, raw, "")
-        for part in (cfg.dataset, cfg.noise, cfg.model, cfg.train, cfg.method, cfg.score):
+        for part in (
+            cfg.dataset,
+            cfg.noise,
+            cfg.model,
+            cfg.train,
+            cfg.method,
+            cfg.score,
+            cfg.select,
+        ):
             part.validate()
         check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", "must be an integer >= 0")
         text = cfg.dataset.kind == "text"
@@ -286,7 +366,7 @@ class RunConfig:
             f"{'translation' if text else 'image'} models: "
             f"{sorted(TRANSLATION_MODELS if text else MODELS)}",
         )
-        noise_kinds = ("none", "permute") if text else ("none", "mislabel")
+        noise_kinds = ("none", "permute", "crawl") if text else ("none", "mislabel")
         check(
             cfg.noise.kind in noise_kinds,
             "noise.kind",
@@ -297,6 +377,13 @@ class RunConfig:
             "method.layers",
             "named subsets are defined for translation models; give path prefixes",
         )
+        if cfg.select.method is not None:
+            check(text, "select.method", "data cleaning is defined for translation data")
+            check(
+                cfg.select.method != "influence" or cfg.method.name in ("arnoldi", "randproj"),
+                "method.name",
+                f"selection by influence needs arnoldi or randproj, got {cfg.method.name!r}",
+            )
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -348,5 +435,7 @@ def _coerce(value: Any, hint: Any, key: str):
             return float(value)
         if typ is str and isinstance(value, str):
             return value
+        if typ is dict and isinstance(value, dict):
+            return dict(value)
     names = " or ".join(getattr(t, "__name__", str(t)) for t in options)
     raise ConfigError(f"{key}: expected {names}, got {value!r}")

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ifscale.artifacts import ArtifactCache
+from ifscale.cleaning import lowest_scores, pre_clean, random_selection
 from ifscale.config import RunConfig
 from ifscale.data import ImageData, apply_label_noise, load_images, stratified_subset
 from ifscale.data.translation import TextData, load_translation
@@ -72,6 +74,10 @@ def load_data(cfg: RunConfig) -> ImageData | TextData:
             noise_rate=cfg.noise.rate,
             seed=cfg.seed,
             cache_dir=cfg.paths.cache_dir,
+            noise_shares=cfg.noise.shares,
+            extra_path=d.extra_path,
+            extra_train_size=d.extra_train_size,
+            length_policy=d.length_policy,
         )
     data = load_images(
         d.source,
@@ -99,18 +105,37 @@ def training_key(cfg: RunConfig, data: ImageData | TextData) -> dict[str, Any]:
     folder reuses the cache while changed data (or labels) never do.
     """
     dataset = dataclasses.asdict(cfg.dataset)
-    for path_key in ("data_dir", "path"):
+    for path_key in ("data_dir", "path", "extra_path"):
         dataset.pop(path_key)
     train = dataclasses.asdict(cfg.train)
     train.pop("log_every")  # cosmetic
-    return {
-        "dataset": dataset,
-        "data_fingerprint": fingerprint_arrays(*data_arrays(data)),
-        "noise": dataclasses.asdict(cfg.noise),
-        "model": dataclasses.asdict(cfg.model),
-        "train": train,
-        "seed": cfg.seed,
-    }
+    return _without_unset(
+        {
+            "dataset": dataset,
+            "data_fingerprint": fingerprint_arrays(*data_arrays(data)),
+            "noise": dataclasses.asdict(cfg.noise),
+            "model": dataclasses.asdict(cfg.model),
+            "train": train,
+            "seed": cfg.seed,
+        }
+    )
+
+
+# Options added after caches existed, left out of cache keys while they are off, so that
+# artifacts made before the option existed stay valid. (Their data still enter by content.)
+_UNSET = {
+    ("dataset", "extra_train_size"): None,
+    ("dataset", "length_policy"): "drop",
+    ("noise", "shares"): None,
+    ("train", "steps"): None,
+}
+
+
+def _without_unset(key: dict[str, Any]) -> dict[str, Any]:
+    for (part, name), off in _UNSET.items():
+        if name in key.get(part, {}) and key[part][name] == off:
+            key[part].pop(name)
+    return key
 
 
 def reproducible_config(cfg: RunConfig) -> dict[str, Any]:
@@ -118,7 +143,7 @@ def reproducible_config(cfg: RunConfig) -> dict[str, Any]:
     d = cfg.to_dict()
     for key in ("paths", "progress"):
         d.pop(key)
-    for key in ("data_dir", "path"):
+    for key in ("data_dir", "path", "extra_path"):
         d["dataset"].pop(key)
     return d
 
@@ -283,14 +308,17 @@ def detection_metrics(is_noisy: np.ndarray, scores: np.ndarray) -> dict[str, flo
     }
 
 
-def influence_stage(cfg: RunConfig, prep: Prepared) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Fits the method (cached), scores the training set, evaluates against `is_noisy`."""
+def influence_stage(
+    cfg: RunConfig, prep: Prepared, index: np.ndarray | None = None
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Fits the method (cached), scores the training set (`index`, default
+    `scored_subset`), evaluates against `is_noisy`."""
     method = make_method(cfg.method.name, **_method_options(cfg))
     task = make_task(cfg, prep)
     data = prep.data
     state, t_fit, hit = fit_method(cfg, prep, method, task)
 
-    index = scored_subset(cfg, data)
+    index = scored_subset(cfg, data) if index is None else index
     result = self_influence_scores(
         method,
         state,
@@ -328,11 +356,95 @@ def influence_stage(cfg: RunConfig, prep: Prepared) -> tuple[dict[str, Any], pd.
     return metrics, score_table(data, index, result.scores)
 
 
+def selection_stage(cfg: RunConfig, prep: Prepared) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Data cleaning (Table 3): selects training pairs by `cfg.select`, trains a fresh model
+    on them for `select.budget_long` steps and reports BLEU after both budgets, with the
+    share of each noise kind the selection kept."""
+    sel, data = cfg.select, prep.data
+    n = data.n_train
+    pool = np.arange(n)
+    reasons = None
+    if sel.method == "precleaning" or sel.after_precleaning:
+        keep, reasons = pre_clean(data.train_pairs.source, data.train_pairs.target)
+        pool = np.flatnonzero(keep)
+    metrics: dict[str, Any] = {}
+    scores = None
+    start = time.perf_counter()
+    if sel.method in ("random", "influence"):
+        k = round(sel.fraction * n)
+        check(
+            1 <= k <= len(pool),
+            "select.fraction",
+            f"{sel.fraction} of {n} pairs is {k}, but {len(pool)} are available to select from",
+        )
+        if sel.method == "random":
+            chosen = pool[random_selection(len(pool), seed=cfg.seed, count=k)]
+        else:
+            metrics, scores = influence_stage(cfg, prep, index=pool)
+            chosen = pool[lowest_scores(scores["self_influence"].to_numpy(), count=k)]
+            scores["selected"] = np.isin(pool, chosen)
+    else:  # all, or every pair pre-cleaning keeps
+        chosen = pool
+    t_select = time.perf_counter() - start
+
+    selected = data.subset(chosen)
+    judge = dataclasses.replace(cfg.train, steps=sel.budget_long, checkpoints=1)
+    model = build_model(
+        cfg.model.name, vocab_size=data.tokenizer.vocab_size, **cfg.model.hyperparameters()
+    )
+    key = {
+        "scoring_model": config_hash(prep.train_key),
+        "selection": fingerprint_arrays(chosen),
+        "train": dataclasses.asdict(judge),
+        "budgets": [sel.budget_short, sel.budget_long],
+    }
+    trained, hit = cached_training(
+        lambda: train_translation(
+            model,
+            selected,
+            judge,
+            cfg.seed,
+            progress=cfg.progress,
+            evaluate_at=(sel.budget_short, sel.budget_long),
+        ),
+        ArtifactCache(Path(cfg.paths.cache_dir), "selected"),
+        key,
+    )
+    bleu = {e["step"]: e["bleu"] for e in trained.info["evaluations"]}
+    kinds = sorted(set(data.noise_kind))
+    metrics |= {
+        "select": dataclasses.asdict(sel),
+        "n_selected": len(chosen),
+        "selected_percent": 100.0 * len(chosen) / n,
+        "n_pool": len(pool),
+        "t_select_s": t_select,
+        "kept_percent_by_kind": {
+            k: 100.0 * float(np.isin(np.flatnonzero(data.noise_kind == k), chosen).mean())
+            for k in kinds
+        },
+        "selection_percent_by_kind": {
+            k: 100.0 * float(np.mean(selected.noise_kind == k)) for k in kinds
+        },
+        # How many pairs pre-cleaning kept and why it dropped the others.
+        "precleaning_reasons": (
+            None if reasons is None else dict(Counter(r or "kept" for r in reasons))
+        ),
+        "bleu_short": bleu.get(sel.budget_short),
+        "bleu_long": bleu.get(sel.budget_long),
+        "budget_short": sel.budget_short,
+        "budget_long": sel.budget_long,
+        "selected_train_time_s": trained.info["train_time_s"],
+        "selected_train_cache_hit": hit,
+    }
+    return metrics, scores
+
+
 def score_table(data: ImageData | TextData, index: np.ndarray, scores: np.ndarray):
     """scores.csv: one row per scored example, with what is needed to inspect it."""
     columns = {"example": index, "source_index": data.train_index[index]}
     if isinstance(data, TextData):
         columns |= {
+            "noise_kind": data.noise_kind[index],
             "carries_reference_of": data.source_of[index],
             "source": [data.train_pairs.source[i] for i in index],
             "target": [data.train_pairs.target[i] for i in index],
@@ -381,7 +493,22 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
         }
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.method.name != "none":
+    if cfg.select.method is not None:
+        select_metrics, scores = selection_stage(cfg, prep)
+        metrics.update(select_metrics)
+        metrics["method_options"] = dict(cfg.method.options)
+        if scores is not None:
+            scores.to_csv(run_dir / "scores.csv", index=False)
+        log.info(
+            "selection %s (%.0f%% of the pairs): BLEU %.1f after %d steps, %.1f after %d",
+            cfg.select.method,
+            metrics["selected_percent"],
+            metrics["bleu_short"],
+            metrics["budget_short"],
+            metrics["bleu_long"],
+            metrics["budget_long"],
+        )
+    elif cfg.method.name != "none":
         method_metrics, scores = influence_stage(cfg, prep)
         metrics.update(method_metrics)
         metrics["method_options"] = dict(cfg.method.options)

@@ -39,6 +39,8 @@ class TrainConfig:
       batch_size: examples per step; the remainder of each shuffled epoch is dropped so
         every step has the same shape (one compilation).
       epochs: passes over the training set.
+      steps: if set, train exactly this many steps instead (epochs as needed, the last
+        one cut short): equal budgets on training sets of different sizes.
       checkpoints: K evenly spaced checkpoints kept, the last being the final parameters
         (TracIn[K] uses them).
       l2: coefficient of 0.5 * l2 * ||params||^2 added to the training loss.
@@ -52,6 +54,7 @@ class TrainConfig:
     warmup_steps: int = 0
     batch_size: int = 128
     epochs: int = 2
+    steps: int | None = None
     checkpoints: int = 100
     l2: float = 0.0
     log_every: int = 20
@@ -72,6 +75,7 @@ class TrainConfig:
         check(self.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
         check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        check(self.steps is None or self.steps >= 1, "train.steps", "must be >= 1 or null")
         check(self.checkpoints >= 1, "train.checkpoints", "must be >= 1")
         check(self.l2 >= 0, "train.l2", "must be >= 0")
         check(self.log_every >= 1, "train.log_every", "must be >= 1")
@@ -215,6 +219,7 @@ def train_loop(
     seed: int,
     evaluate=None,
     progress: bool = True,
+    evaluate_at: tuple[int, ...] = (),
 ) -> TrainedModel:
     """The training loop every model shares: shuffled equal batches, one jitted Optax step,
     K evenly spaced checkpoints, a divergence check.
@@ -228,6 +233,8 @@ def train_loop(
       seed: seeds shuffling ("shuffle" stream) and dropout ("dropout" stream).
       evaluate: `params -> dict` of test metrics merged into `info` (e.g. accuracy, BLEU).
       progress: show a progress bar with the loss.
+      evaluate_at: steps after which `evaluate` also runs; `info["evaluations"]` lists
+        them as {"step": s, **metrics} (e.g. BLEU after a short and a long budget).
 
     Returns:
       A `TrainedModel`.
@@ -243,7 +250,9 @@ def train_loop(
         "train.batch_size",
         f"{cfg.batch_size} is larger than the {n} training examples",
     )
-    total = steps_per_epoch * cfg.epochs
+    total = cfg.steps or steps_per_epoch * cfg.epochs
+    epochs = -(-total // steps_per_epoch)
+    evaluations = []
     save_at = checkpoint_steps(total, cfg.checkpoints)
     schedule = make_schedule(cfg, total)
     tx = make_optimizer(cfg, schedule)
@@ -270,15 +279,17 @@ def train_loop(
     start = time.perf_counter()
     bar = tqdm(total=total, desc="train", unit="step", disable=not progress, mininterval=1.0)
     done = 0
-    for epoch in range(cfg.epochs):
+    for epoch in range(epochs):
         order = rng.permutation(n)
-        for i in range(steps_per_epoch):
+        for i in range(min(steps_per_epoch, total - done)):
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             state, loss = step(state, tuple(a[idx] for a in arrays))
             recent.append(loss)
             done += 1
             if done in save_at:
                 saved.append(jax.device_get(state[0]))
+            if done in evaluate_at and evaluate is not None and done != total:
+                evaluations.append({"step": done, **evaluate(state[0])})
             if done % cfg.log_every == 0 or done == total:
                 first_bad = int(state[3])
                 if first_bad >= 0:
@@ -308,7 +319,11 @@ def train_loop(
         "steps_per_epoch": steps_per_epoch,
     }
     if evaluate is not None:
-        info.update(evaluate(params))
+        final = evaluate(params)
+        info.update(final)
+        if evaluate_at:
+            evaluations.append({"step": total, **final})
+            info["evaluations"] = [e for e in evaluations if e["step"] in evaluate_at]
     return TrainedModel(
         params=params,
         checkpoints=jax.tree_util.tree_map(lambda *xs: np.stack(xs), *saved),

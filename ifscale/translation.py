@@ -118,10 +118,15 @@ def test_metrics(model: Transformer, params, data: TextData, batch_size: int = 2
 
 
 def train_translation(
-    model: Transformer, data: TextData, cfg: TrainConfig, seed: int, progress: bool = True
+    model: Transformer,
+    data: TextData,
+    cfg: TrainConfig,
+    seed: int,
+    progress: bool = True,
+    evaluate_at: tuple[int, ...] = (),
 ) -> TrainedModel:
     """Trains on the (noisy) training pairs with the mean token cross-entropy (dropout
-    on), then measures `test_metrics`."""
+    on), then measures `test_metrics` (also after each step count in `evaluate_at`)."""
 
     def loss_fn(params, batch, key):
         source, target = batch
@@ -138,4 +143,5 @@ def train_translation(
         seed,
         evaluate=lambda p: test_metrics(model, p, data),
         progress=progress,
+        evaluate_at=evaluate_at,
     )

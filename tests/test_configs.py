@@ -20,7 +20,7 @@ from ifscale.utils import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 OmegaConf.register_new_resolver("project_root", lambda: str(ROOT), replace=True)
-GROUPS = ("dataset", "model", "noise", "method", "train", "experiment")
+GROUPS = ("dataset", "model", "noise", "method", "train", "select", "experiment")
 
 
 def _options(group):
@@ -47,7 +47,14 @@ def npz_file(tmp_path_factory):
     return path
 
 
-TEXT_DATASETS = ("multi30k", "parallel_text", "wmt17", "wmt_sample")
+TEXT_DATASETS = (
+    "multi30k",
+    "noisy_parallel_text",
+    "paracrawl",
+    "parallel_text",
+    "wmt17",
+    "wmt_sample",
+)
 # What a translation option is composed with (a text option alone fails validation on
 # purpose: a Transformer on MNIST, or permutation noise on images, is a config error).
 TEXT_SETTING = ("dataset=multi30k", "model=transformer_small", "noise=permute")
@@ -61,7 +68,7 @@ def test_every_group_option_composes_and_validates(group, option, npz_file):
     text = (
         (group == "dataset" and option in TEXT_DATASETS)
         or (group == "model" and option.startswith("transformer"))
-        or (group == "noise" and option == "permute")
+        or (group == "noise" and option in ("permute", "crawl"))
     )
     if text:
         overrides = [o for o in TEXT_SETTING if not o.startswith(f"{group}=")] + overrides
@@ -126,6 +133,8 @@ def _sweep_rows(experiment: str) -> list[str]:
         ("figures", {"+figures", "method.pbar"}),
         ("figures_baselines", {"+figures"}),  # no p̄: LISSA and TracIn have none
         ("table2", {"++method.layers", "+table2", "++method.pbar"}),
+        ("table2_check", {"++method.layers", "+table2_check"}),
+        ("table3", {"+table3"}),
     ],
 )
 def test_multirun_experiments_sweep_exactly_their_grid(experiment, params):
@@ -188,8 +197,9 @@ def test_every_figure_run_composes_on_the_small_model(experiment, row):
         ("model=transformer_tiny", "model.name"),
         ("dataset=multi30k", "model.name"),
         ("noise=permute", "noise.kind"),
-        ("model.width=64", "model.width"),
-        ("method.layers=last3_decoder", "method.layers"),
+        ("++model.width=64", "model.width"),
+        ("select.method=all", "select.method"),
+        ("++method.layers=last3_decoder", "method.layers"),
     ],
 )
 def test_bad_values_name_the_key(override, key):
@@ -207,11 +217,32 @@ def test_bad_values_name_the_key(override, key):
         ("dataset.max_length=1", "dataset.max_length"),
         ("dataset.path=/nonexistent", "dataset.path"),
         ("dataset.source=hub", "dataset.source"),
+        ("dataset.length_policy=cut", "dataset.length_policy"),
+        ("select.method=best", "select.method"),
+        ("select.fraction=0", "select.fraction"),
+        ("select.budget_short=2000", "select.budget_short"),
     ],
 )
 def test_bad_translation_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         RunConfig.from_dict(_compose([*TEXT_SETTING, override]))
+
+
+@pytest.mark.parametrize(
+    "shares, key",
+    [
+        ({"spam": 0.1}, "noise.shares"),
+        ({"garbage": 1.5}, "noise.shares.garbage"),
+        ({"garbage": 0.6, "misaligned": 0.5}, "noise.shares"),
+        ({}, "noise.shares"),
+    ],
+)
+def test_bad_crawl_shares_name_the_key(shares, key):
+    raw = _compose(["dataset=noisy_parallel_text", "model=transformer_small", "noise=crawl"])
+    RunConfig.from_dict(raw)  # the preset is valid
+    raw["noise"]["shares"] = shares
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        RunConfig.from_dict(raw)
 
 
 def _run_cli(*overrides, tmp_path, data_dir):

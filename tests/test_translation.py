@@ -285,3 +285,68 @@ def test_pipeline_scores_permuted_pairs_on_real_multi30k(multi30k, tmp_path):
     again = run(RunConfig.from_dict(raw), tmp_path / "again")
     assert again["train_cache_hit"] and again["fit_cache_hit"]
     assert again["auc"] == metrics["auc"] and again["bleu"] == metrics["bleu"]
+
+
+def test_selection_stage_keeps_the_lowest_self_influence_of_the_precleaned_pairs(
+    multi30k, tmp_path
+):
+    """Table 3's cleaning stage on 400 real pairs with crawl noise: pre-cleaning, then
+    Arnoldi's lowest scores, a fresh model judged after two budgets."""
+    import pandas as pd
+
+    from ifscale.cleaning import pre_clean
+    from ifscale.pipeline import load_data
+
+    raw = {
+        "dataset": {
+            "name": "noisy_parallel_text",
+            "kind": "text",
+            "source": "parallel_text",
+            "path": str(multi30k),
+            "train_size": 400,
+            "test_size": 16,
+            "vocab_size": 400,
+            "max_length": 32,
+            "length_policy": "truncate",
+        },
+        "noise": {"kind": "crawl", "shares": {"garbage": 0.1, "misaligned": 0.1}},
+        "model": {"name": "transformer_tiny", **TINY, "dropout": 0.0},
+        "train": {
+            "optimizer": "adam",
+            "learning_rate": 3e-3,
+            "batch_size": 32,
+            "epochs": 1,
+            "checkpoints": 1,
+        },
+        "method": {"name": "arnoldi", "n": 8, "pbar": 4, "fit_batch_size": 16, "fit_batches": 1},
+        "select": {
+            "method": "influence",
+            "fraction": 0.5,
+            "after_precleaning": True,
+            "budget_short": 4,
+            "budget_long": 8,
+        },
+        "score": {"batch_size": 32},
+        "paths": {"cache_dir": str(tmp_path / "cache")},
+        "progress": False,
+    }
+    cfg = RunConfig.from_dict(raw)
+    metrics = run(cfg, tmp_path / "run")
+    assert metrics["n_train"] == 400  # truncate: no pair dropped, noise included
+    assert metrics["n_selected"] == 200 and metrics["selected_percent"] == 50.0
+    scores = pd.read_csv(tmp_path / "run" / "scores.csv")
+    data = load_data(cfg)
+    keep, _ = pre_clean(data.train_pairs.source, data.train_pairs.target)
+    # Scored: exactly the pre-cleaned pool; selected: its 200 lowest self-influences.
+    np.testing.assert_array_equal(scores["example"], np.flatnonzero(keep))
+    assert metrics["n_pool"] == keep.sum() == metrics["precleaning_reasons"]["kept"]
+    chosen = scores[scores["selected"]]
+    assert len(chosen) == 200
+    assert chosen["self_influence"].max() <= scores.loc[~scores["selected"], "self_influence"].min()
+    # The kept shares per kind agree with the selection.
+    for kind, kept in metrics["kept_percent_by_kind"].items():
+        total = (data.noise_kind == kind).sum()
+        assert kept == pytest.approx(100 * (chosen["noise_kind"] == kind).sum() / total)
+    assert metrics["kept_percent_by_kind"]["garbage"] < 20  # pre-cleaning drops garbage
+    assert 0 <= metrics["bleu_short"] <= 100 and 0 <= metrics["bleu_long"] <= 100
+    assert (metrics["budget_short"], metrics["budget_long"]) == (4, 8)

@@ -10,7 +10,8 @@ import numpy as np
 from ifscale.data.images import ImageData
 from ifscale.utils import check, stream_rng
 
-KINDS = ("none", "mislabel", "permute")  # mislabel: images; permute: translation pairs
+# mislabel: images; permute, crawl: translation pairs (crawl: ifscale.data.crawl_noise)
+KINDS = ("none", "mislabel", "permute", "crawl")
 
 
 def mislabel(

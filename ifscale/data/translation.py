@@ -4,7 +4,9 @@ Sources:
   * "parallel_text": a folder of `{train,val,test}.{de,en}` files (`ifscale.data.text`),
     how users bring their own corpus and how local runs read `../shared/data/multi30k`;
   * "tfds": the tensorflow-datasets `wmt17_translate/de-en` loader (internet access on
-    first use).
+    first use);
+  * "paracrawl": tensorflow-datasets `para_crawl/ende` (web-crawled training pairs; the
+    test split is WMT17's newstest2017).
 
 The pipeline: read -> take the first `train_size` training pairs -> permute a `rate` share
 of the references (the noise whose pairs self-influence should find) -> train (or reuse) a
@@ -22,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ifscale.data.crawl_noise import add_crawl_noise
 from ifscale.data.noise import permute_references
 from ifscale.data.text import ParallelSplit, read_parallel_text
 from ifscale.utils import ConfigError, check, config_hash
 
 log = logging.getLogger(__name__)
 
-TEXT_SOURCES = ("parallel_text", "tfds")
+TEXT_SOURCES = ("parallel_text", "tfds", "paracrawl")
 # Token ids shared with `ifscale.models.transformer`.
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
@@ -125,8 +128,10 @@ class TextData:
       train_pairs: the (noisy) training text behind the ids.
       clean_targets: each training pair's own reference, before the noise.
       test_pairs: the clean test text (references for BLEU).
-      is_noisy: [n] which training pairs carry another pair's reference.
-      source_of: [n] the training row whose reference each pair carries.
+      is_noisy: [n] which training pairs are noisy (their reference is not their own).
+      noise_kind: [n] "clean", "permuted", or the crawl-noise kind of each pair.
+      source_of: [n] the training row whose reference each pair carries (permutation
+        noise; -1 where that row was dropped).
       train_index: [n] position of each pair in the corpus's training split.
       tokenizer: the SentencePiece model.
       stats: counts of dropped and truncated pairs.
@@ -140,6 +145,7 @@ class TextData:
     clean_targets: list[str]
     test_pairs: ParallelSplit
     is_noisy: np.ndarray
+    noise_kind: np.ndarray
     source_of: np.ndarray
     train_index: np.ndarray
     tokenizer: Tokenizer
@@ -152,31 +158,64 @@ class TextData:
     def train_batch(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.source_train[index], self.target_train[index]
 
+    def subset(self, index: np.ndarray) -> TextData:
+        """The same data with only the training pairs at `index` (a selection)."""
+        index = np.asarray(index)
+        return dataclasses.replace(
+            self,
+            source_train=self.source_train[index],
+            target_train=self.target_train[index],
+            train_pairs=ParallelSplit(
+                [self.train_pairs.source[i] for i in index],
+                [self.train_pairs.target[i] for i in index],
+            ),
+            clean_targets=[self.clean_targets[i] for i in index],
+            is_noisy=self.is_noisy[index],
+            noise_kind=self.noise_kind[index],
+            source_of=np.full(len(index), -1),
+            train_index=self.train_index[index],
+        )
+
+
+def _tfds_pairs(name: str, split: str, data_dir: str | None, size: int | None = None):
+    """German/English pairs of a tensorflow-datasets translation dataset."""
+    import tensorflow_datasets as tfds
+
+    source = tfds.data_source(name, split=split, data_dir=data_dir)
+    n = len(source) if size is None else min(size, len(source))
+    # Item by item: tfds' batched __getitems__ is broken under tfds.testing.mock_data.
+    items = [source[i] for i in range(n)]
+
+    def text(x):
+        return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+    return ParallelSplit([text(e["de"]) for e in items], [text(e["en"]) for e in items])
+
 
 def load_wmt17_tfds(data_dir: str | None, train_size: int | None) -> dict[str, ParallelSplit]:
     """`wmt17_translate/de-en` from tensorflow-datasets (downloads and prepares it on first
     use; preparing WMT needs TensorFlow installed: `pip install tensorflow-cpu`)."""
-    import tensorflow_datasets as tfds
-
     # The builder module is not imported by `import tensorflow_datasets`.
     import tensorflow_datasets.translate.wmt17  # noqa: F401
 
-    def read(split: str, size: int | None = None) -> ParallelSplit:
-        source = tfds.data_source("wmt17_translate/de-en", split=split, data_dir=data_dir)
-        n = len(source) if size is None else min(size, len(source))
-        # Item by item: tfds' batched __getitems__ is broken under tfds.testing.mock_data.
-        items = [source[i] for i in range(n)]
+    name = "wmt17_translate/de-en"
+    train = "train" if train_size is None else f"train[:{train_size}]"
+    return {
+        "train": _tfds_pairs(name, train, data_dir, train_size),
+        "val": _tfds_pairs(name, "validation", data_dir),
+        "test": _tfds_pairs(name, "test", data_dir),
+    }
 
-        def text(x):
-            return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
-        return ParallelSplit([text(e["de"]) for e in items], [text(e["en"]) for e in items])
+def load_paracrawl_tfds(data_dir: str | None, train_size: int | None) -> dict[str, ParallelSplit]:
+    """`para_crawl/ende` (train only) from tensorflow-datasets, with WMT17's newstest2017
+    as the clean test split."""
+    import tensorflow_datasets.translate.wmt17  # noqa: F401
 
     train = "train" if train_size is None else f"train[:{train_size}]"
     return {
-        "train": read(train, train_size),
-        "val": read("validation"),
-        "test": read("test"),
+        "train": _tfds_pairs("para_crawl/ende", train, data_dir, train_size),
+        "test": _tfds_pairs("wmt17_translate/de-en", "test", data_dir),
     }
 
 
@@ -184,14 +223,16 @@ def read_corpus(
     source: str, path: str | None, data_dir: str | None, train_size: int | None
 ) -> dict[str, ParallelSplit]:
     check(source in TEXT_SOURCES, "dataset.source", f"must be one of {TEXT_SOURCES}")
-    if source == "tfds":
+    if source in ("tfds", "paracrawl"):
+        name = {"tfds": "wmt17_translate/de-en", "paracrawl": "para_crawl/ende"}[source]
+        load = {"tfds": load_wmt17_tfds, "paracrawl": load_paracrawl_tfds}[source]
         try:
-            splits = load_wmt17_tfds(data_dir, train_size)
+            splits = load(data_dir, train_size)
         except ConfigError:
             raise
         except Exception as e:  # no network, no TensorFlow to prepare it, a full disk...
             raise ConfigError(
-                f"dataset: could not load wmt17_translate/de-en with tensorflow-datasets "
+                f"dataset: could not load {name} with tensorflow-datasets "
                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). It needs "
                 "internet access on first use and TensorFlow to prepare it (pip install "
                 "'ifscale[wmt]'). Offline, use a parallel_text corpus instead, e.g. "
@@ -208,6 +249,9 @@ def read_corpus(
     return splits
 
 
+LENGTH_POLICIES = ("drop", "truncate")
+
+
 def load_translation(
     source: str = "parallel_text",
     path: str | None = None,
@@ -220,8 +264,12 @@ def load_translation(
     noise_rate: float = 0.0,
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
+    noise_shares: dict[str, float] | None = None,
+    extra_path: str | None = None,
+    extra_train_size: int | None = None,
+    length_policy: str = "drop",
 ) -> TextData:
-    """Reads a German→English corpus, permutes references, tokenises.
+    """Reads a German→English corpus, adds noise, tokenises.
 
     Args:
       source, path, data_dir: see the module docstring.
@@ -229,32 +277,54 @@ def load_translation(
       test_size: keep the first this many test pairs (null: all). The test split is
         `test`, or `val` when the corpus has no test split.
       vocab_size: SentencePiece vocabulary (joint German/English).
-      max_length: tokens per sentence including EOS; longer training pairs are dropped,
-        longer test sources truncated.
-      noise_kind: "none" or "permute"; noise_rate: the share of pairs permuted.
+      max_length: tokens per sentence including EOS; longer test sources are truncated.
+      noise_kind: "none", "permute" (a `noise_rate` share of references permuted) or
+        "crawl" (`ifscale.data.crawl_noise`, a share per kind in `noise_shares`).
       seed: seeds the noise.
       cache_dir: where the SentencePiece model is cached (None: not cached).
+      extra_path, extra_train_size: another `parallel_text` folder whose first
+        `extra_train_size` training pairs are appended (a corpus of mixed domains).
+      length_policy: training pairs over `max_length` tokens are dropped ("drop") or cut
+        ("truncate": noise that makes pairs long stays in the corpus).
     """
-    check(noise_kind in ("none", "permute"), "noise.kind", "text data takes none or permute")
+    kinds = ("none", "permute", "crawl")
+    check(noise_kind in kinds, "noise.kind", f"text data take {kinds}, got {noise_kind!r}")
     check(max_length >= 2, "dataset.max_length", f"must be >= 2, got {max_length}")
+    check(
+        length_policy in LENGTH_POLICIES,
+        "dataset.length_policy",
+        f"must be one of {LENGTH_POLICIES}, got {length_policy!r}",
+    )
     splits = read_corpus(source, path, data_dir, train_size)
     train = splits["train"]
     if train_size is not None:
         check(train_size >= 1, "dataset.train_size", "must be >= 1")
         train = ParallelSplit(train.source[:train_size], train.target[:train_size])
+    if extra_path is not None:
+        extra = read_parallel_text(extra_path, splits=("train",))["train"]
+        size = len(extra) if extra_train_size is None else extra_train_size
+        train = ParallelSplit(
+            train.source + extra.source[:size], train.target + extra.target[:size]
+        )
     test = splits.get("test") or splits["val"]
     if test_size is not None:
         test = ParallelSplit(test.source[:test_size], test.target[:test_size])
     n = len(train)
     if noise_kind == "permute":
         targets, is_noisy, source_of = permute_references(train.target, noise_rate, seed)
+        kind = np.where(is_noisy, "permuted", "clean")
+    elif noise_kind == "crawl":
+        crawl = add_crawl_noise(train.source, train.target, noise_shares or {}, seed)
+        targets, is_noisy, kind, source_of = crawl.target, crawl.is_noisy, crawl.kind, np.arange(n)
     else:
         targets, is_noisy, source_of = list(train.target), np.zeros(n, bool), np.arange(n)
+        kind = np.full(n, "clean")
 
     tokenizer = cached_tokenizer([*train.source, *targets], vocab_size, cache_dir)
     src, src_len = to_ids(tokenizer, train.source, max_length)
     tgt, tgt_len = to_ids(tokenizer, targets, max_length)
-    keep = np.flatnonzero((src_len <= max_length) & (tgt_len <= max_length))
+    too_long = (src_len > max_length) | (tgt_len > max_length)
+    keep = np.flatnonzero(~too_long) if length_policy == "drop" else np.arange(n)
     if len(keep) == 0:
         raise ConfigError(f"dataset.max_length: every training pair is over {max_length} tokens")
     src_test, src_test_len = to_ids(tokenizer, test.source, max_length)
@@ -263,6 +333,7 @@ def load_translation(
         "train_pairs_read": n,
         "train_pairs_dropped_too_long": int(n - len(keep)),
         "noisy_pairs_dropped_too_long": int(is_noisy.sum() - is_noisy[keep].sum()),
+        "train_pairs_truncated": int(too_long.sum()) if length_policy == "truncate" else 0,
         "test_pairs": len(test),
         "test_sources_truncated": int((src_test_len > max_length).sum()),
         "test_targets_truncated": int((tgt_test_len > max_length).sum()),
@@ -286,6 +357,7 @@ def load_translation(
         clean_targets=[train.target[i] for i in keep],
         test_pairs=test,
         is_noisy=is_noisy[keep],
+        noise_kind=np.asarray(kind)[keep].astype(str),
         source_of=row_of[source_of[keep]],
         train_index=keep,
         tokenizer=tokenizer,
