@@ -30,8 +30,6 @@ def test_table3_multirun_and_report_on_a_small_noisy_corpus(tmp_path):
         "train.warmup_steps=5",
         "method.fit_batch_size=16",
         "method.fit_batches=2",
-        "++method.n=10",
-        "++method.pbar=5",
         "select.budget_short=10",
         "select.budget_long=30",
         "score.batch_size=32",
