@@ -23,7 +23,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ifscale.artifacts import ArtifactCache
 from ifscale.cleaning import lowest_scores, pre_clean, random_selection
-from ifscale.config import RunConfig
+from ifscale.config import ModelConfig, RunConfig
 from ifscale.data import ImageData, apply_label_noise, load_images, stratified_subset
 from ifscale.data.translation import TextData, load_translation
 from ifscale.influence import METHODS, Checkpoints, Task, make_method, self_influence_scores
@@ -128,10 +128,18 @@ _UNSET = {
     ("dataset", "length_policy"): "drop",
     ("noise", "shares"): None,
     ("train", "steps"): None,
+    ("train", "warmup_steps"): 0,
+    # Fields of text data and Transformers, unset for images and CNNs.
+    ("dataset", "kind"): "image",
+    **{("model", name): None for name in ModelConfig.HYPER},
 }
+_TEXT_ONLY = ("train_size", "test_size", "vocab_size", "max_length")
 
 
 def _without_unset(key: dict[str, Any]) -> dict[str, Any]:
+    if key["dataset"].get("kind") == "image":
+        for name in _TEXT_ONLY:
+            key["dataset"].pop(name, None)
     for (part, name), off in _UNSET.items():
         if name in key.get(part, {}) and key[part][name] == off:
             key[part].pop(name)
