@@ -718,8 +718,8 @@ def table2_findings(table: pd.DataFrame) -> list[str]:
         elif not any(wins):
             held = "**does not hold**"
         else:
-            held = "**holds only in part**:"
-        return f"- {claim}: {held} true in {sum(wins)} of {len(wins)} comparisons (AP)."
+            held = "**holds only in part**"
+        return f"- {claim}: {held} (true in {sum(wins)} of {len(wins)} comparisons, AP)."
 
     return [
         verdict(arnoldi_wins, "Finding 1, Arnoldi beats RandProj at equal p̄"),
@@ -977,9 +977,9 @@ def table3_findings(table: pd.DataFrame) -> list[str]:
             if all(wins)
             else "**does not hold**"
             if not any(wins)
-            else ("**holds only in part**:")
+            else "**holds only in part**"
         )
-        return f"- {claim}: {held} true in {sum(wins)} of {len(wins)} shares ({long_col})."
+        return f"- {claim}: {held} (true in {sum(wins)} of {len(wins)} shares, {long_col})."
 
     return [
         verdict(wins_rp, "Arnoldi's selection beats RandProj's at equal share"),

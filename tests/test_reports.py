@@ -227,8 +227,8 @@ def test_table2_rows_match_layer_sets_and_findings_are_counted(tmp_path):
     line = table.set_index("row").loc["last3_decoder_arnoldi_20"]
     assert (line["AUC"], line["AP"], line["paper AUC"], line["paper AP"]) == (70, 18, 83.7, 28.5)
     text = "\n".join(table2_findings(table))
-    assert "Arnoldi beats RandProj at equal p̄: **holds only in part**: true in 3 of 4" in text
-    assert "all layers beat the last three decoder layers: **holds** true in 4 of 4" in text
+    assert "Arnoldi beats RandProj at equal p̄: **holds only in part** (true in 3 of 4" in text
+    assert "all layers beat the last three decoder layers: **holds** (true in 4 of 4" in text
     assert "Arnoldi against RandProj, last 3 decoder layers, p̄=20: AUC -2.0, AP -1.0" in text
     # Missing rows are reported as such, not as a verdict.
     partial = table2_frame(runs[:2])
