@@ -681,6 +681,19 @@ def _compare(table: pd.DataFrame, better: str, worse: str) -> tuple[float, float
     return a["AUC"] - b["AUC"], a["AP"] - b["AP"]
 
 
+def _verdict(wins: list[bool], claim: str, unit: str) -> str:
+    """Whether a paper's claim held in each of the comparisons that were measured."""
+    if not wins:
+        return f"- {claim}: not measured (rows missing)."
+    if all(wins):
+        held = "**holds**"
+    elif not any(wins):
+        held = "**does not hold**"
+    else:
+        held = "**holds only in part**"
+    return f"- {claim}: {held} (true in {sum(wins)} of {len(wins)} {unit})."
+
+
 def table2_findings(table: pd.DataFrame) -> list[str]:
     """The paper's two findings, checked on every pair of rows that has both runs:
     Arnoldi beats RandProj at equal p̄ in AP; all layers beat the last three decoder
@@ -710,20 +723,10 @@ def table2_findings(table: pd.DataFrame) -> list[str]:
                 f"{diff[0]:+.1f}, AP {diff[1]:+.1f} points."
             )
 
-    def verdict(wins: list[bool], claim: str) -> str:
-        if not wins:
-            return f"- {claim}: not measured (rows missing)."
-        if all(wins):
-            held = "**holds**"
-        elif not any(wins):
-            held = "**does not hold**"
-        else:
-            held = "**holds only in part**"
-        return f"- {claim}: {held} (true in {sum(wins)} of {len(wins)} comparisons, AP)."
-
+    unit = "comparisons, AP"
     return [
-        verdict(arnoldi_wins, "Finding 1, Arnoldi beats RandProj at equal p̄"),
-        verdict(layer_wins, "Finding 2, all layers beat the last three decoder layers"),
+        _verdict(arnoldi_wins, "Finding 1, Arnoldi beats RandProj at equal p̄", unit),
+        _verdict(layer_wins, "Finding 2, all layers beat the last three decoder layers", unit),
         "",
         *out,
     ]
@@ -969,21 +972,11 @@ def table3_findings(table: pd.DataFrame) -> list[str]:
                 f"({short_col} {d_short:+.1f})."
             )
 
-    def verdict(wins, claim):
-        if not wins:
-            return f"- {claim}: not measured."
-        held = (
-            "**holds**"
-            if all(wins)
-            else "**does not hold**"
-            if not any(wins)
-            else "**holds only in part**"
-        )
-        return f"- {claim}: {held} (true in {sum(wins)} of {len(wins)} shares, {long_col})."
-
     return [
-        verdict(wins_rp, "Arnoldi's selection beats RandProj's at equal share"),
-        verdict(wins_none, "Arnoldi's selection beats no cleaning"),
+        _verdict(
+            wins_rp, "Arnoldi's selection beats RandProj's at equal share", f"shares, {long_col}"
+        ),
+        _verdict(wins_none, "Arnoldi's selection beats no cleaning", f"shares, {long_col}"),
         "",
         *out,
     ]
