@@ -14,7 +14,7 @@ DATA   ?= wmt17
 DATA3  ?= paracrawl
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow lint format train train-small table1 table1-check figures table2 table2-check table3 bench clean
+.PHONY: help setup test test-slow lint format train train-small table1 table1-check figures table2 table2-check table3 table3-check bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -75,6 +75,10 @@ table2-check: setup ## After table2: TracIn [1] and a larger Arnoldi per layer s
 
 table3: setup ## Table 3: data cleaning by self-influence, judged by BLEU -> results/table3.{md,csv} (DATA3=noisy_parallel_text: offline)
 	$(PY) experiments/run.py experiment=table3 dataset=$(DATA3) $(ARGS)
+	$(PY) experiments/report.py table3
+
+table3-check: setup ## After table3: influence rows with a length-normalised pair loss, added to results/table3.md
+	$(PY) experiments/run.py experiment=table3_check dataset=$(DATA3) $(ARGS)
 	$(PY) experiments/report.py table3
 
 bench: setup ## Speed of self-influence on cnn_large (examples/s, ratio to forward+backward)

@@ -33,6 +33,8 @@ from ifscale.reports import (
     table2_check_section,
     table2_frame,
     table2_notes,
+    table3_bias_frame,
+    table3_bias_section,
     table3_frame,
     table3_notes,
     top_examples,
@@ -139,8 +141,11 @@ def write_table2(sweep: Path, results: Path, check: Path | None = None) -> None:
     print((results / "table2.md").read_text())
 
 
-def write_table3(sweep: Path, results: Path) -> None:
+def write_table3(sweep: Path, results: Path, check: Path | None = None) -> None:
     runs = load_runs(sweep)
+    check_runs = load_runs(check) if check else []
+    # Influence rows of both sweeps: what they favour besides cleanliness (length, repeats).
+    bias = table3_bias_frame(runs + check_runs)
     table = table3_frame(runs)
     if table.empty:
         raise SystemExit(f"No Table 3 runs (runs with select.method) under {sweep}")
@@ -170,7 +175,17 @@ def write_table3(sweep: Path, results: Path) -> None:
         markdown_table(shown),
         "",
         *table3_notes(table, runs),
+        "",
+        *table3_bias_section(bias, short, long),
     ]
+    if check_runs:
+        text.insert(
+            4, f"The pair-loss investigation comes from `make table3-check` (`{_relative(check)}`)."
+        )
+        text.insert(5, "")
+    if not bias.empty:
+        bias["run_dir"] = [_relative(d) for d in bias["run_dir"]]
+        bias.to_csv(results / "table3_selection_bias.csv", index=False)
     (results / "table3.md").write_text("\n".join(text) + "\n")
     print((results / "table3.md").read_text())
 
@@ -192,7 +207,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["table1", "table2", "table3", "figures"])
     parser.add_argument("--sweep", type=Path, nargs="*", help="multirun folder(s) to read")
-    parser.add_argument("--check", type=Path, help="table1_check / table2_check folder to add")
+    parser.add_argument(
+        "--check", type=Path, help="table1_check / table2_check / table3_check folder to add"
+    )
     parser.add_argument("--outputs", type=Path, default=ROOT / "outputs")
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     args = parser.parse_args()
@@ -207,7 +224,8 @@ def main() -> None:
         write_table2(sweep.resolve(), args.results, check)
     elif args.what == "table3":
         sweep = args.sweep[0] if args.sweep else latest_sweep("table3", args.outputs)
-        write_table3(sweep.resolve(), args.results)
+        check = args.check or latest_sweep("table3_check", args.outputs, required=False)
+        write_table3(sweep.resolve(), args.results, check)
     else:
         sweeps = args.sweep or [
             latest_sweep("figures", args.outputs),

@@ -20,6 +20,7 @@ from ifscale.data.translation import LENGTH_POLICIES, TEXT_SOURCES
 from ifscale.influence.methods import METHODS as INFLUENCE_METHODS
 from ifscale.influence.methods import make_method
 from ifscale.models import MODELS, TRANSLATION_MODELS
+from ifscale.models.transformer import SEQUENCE_REDUCTIONS
 from ifscale.train import TrainConfig
 from ifscale.utils import ConfigError, check
 
@@ -199,6 +200,10 @@ class MethodConfig:
       fit_batch_size: examples per fit batch (the HVP micro-batch; LISSA's HVP batch).
       fit_batches: number of fit batches; H is the Hessian of the mean training loss over
         fit_batch_size * fit_batches seeded training examples.
+      sequence_loss: how a sentence pair's token losses make its loss, the one whose
+        influence is scored (translation only): "sum" (the summed token cross-entropy, as
+        trained per token) or "mean" (divided by the target's length: long pairs no longer
+        get larger gradients, hence larger self-influence, for their length alone).
       options: the method's own hyperparameters (`method.pbar`, `method.n`, ...), checked
         against its dataclass.
     """
@@ -207,9 +212,10 @@ class MethodConfig:
     layers: tuple[str, ...] | str | None = None
     fit_batch_size: int = 128
     fit_batches: int = 20
+    sequence_loss: str = "sum"
     options: dict = dataclasses.field(default_factory=dict)
 
-    PIPELINE_KEYS = ("name", "layers", "fit_batch_size", "fit_batches")
+    PIPELINE_KEYS = ("name", "layers", "fit_batch_size", "fit_batches", "sequence_loss")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> MethodConfig:
@@ -221,7 +227,11 @@ class MethodConfig:
                 f"must be a list of parameter path prefixes, got {layers!r}",
             )
             layers = tuple(layers)
-        values = {k: raw[k] for k in ("name", "fit_batch_size", "fit_batches") if k in raw}
+        values = {
+            k: raw[k]
+            for k in ("name", "fit_batch_size", "fit_batches", "sequence_loss")
+            if k in raw
+        }
         for key in ("fit_batch_size", "fit_batches"):
             if key in values:
                 values[key] = _coerce(values[key], int, f"method.{key}")
@@ -236,6 +246,11 @@ class MethodConfig:
         )
         check(self.fit_batch_size >= 1, "method.fit_batch_size", "must be >= 1")
         check(self.fit_batches >= 1, "method.fit_batches", "must be >= 1")
+        check(
+            self.sequence_loss in SEQUENCE_REDUCTIONS,
+            "method.sequence_loss",
+            f"must be one of {SEQUENCE_REDUCTIONS}, got {self.sequence_loss!r}",
+        )
         if self.name != "none":
             make_method(self.name, **self.options)  # raises ConfigError naming the key
 
@@ -376,6 +391,11 @@ class RunConfig:
             not isinstance(cfg.method.layers, str) or text,
             "method.layers",
             "named subsets are defined for translation models; give path prefixes",
+        )
+        check(
+            cfg.method.sequence_loss == "sum" or text,
+            "method.sequence_loss",
+            "a per-token mean is defined for translation data; image classifiers have one loss",
         )
         if cfg.select.method is not None:
             check(text, "select.method", "data cleaning is defined for translation data")

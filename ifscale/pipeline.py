@@ -196,7 +196,9 @@ def prepare(cfg: RunConfig) -> Prepared:
 def make_task(cfg: RunConfig, prep: Prepared) -> Task:
     """The influence task of the run's model and data."""
     if isinstance(prep.data, TextData):
-        return translation_task(prep.model, cfg.method.layers, cfg.train.l2)
+        return translation_task(
+            prep.model, cfg.method.layers, cfg.train.l2, cfg.method.sequence_loss
+        )
     return classification_task(prep.model, cfg.method.layers, cfg.train.l2)
 
 
@@ -271,6 +273,10 @@ def fit_key(cfg: RunConfig, prep: Prepared, method) -> dict[str, Any]:
         "fit_batches": cfg.method.fit_batches,
         "l2": cfg.train.l2,
         "seed": cfg.seed,
+        # Left out while "sum", the only loss when fits were first cached.
+        **(
+            {} if cfg.method.sequence_loss == "sum" else {"sequence_loss": cfg.method.sequence_loss}
+        ),
     }
 
 
@@ -364,6 +370,31 @@ def influence_stage(
     return metrics, score_table(data, index, result.scores)
 
 
+def pool_scores(
+    cfg: RunConfig, prep: Prepared, pool: np.ndarray
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """`influence_stage` on the selection pool, cached under `<cache_dir>/scores/`: selections
+    of several shares from the same scores (Table 3's 25% and 50% rows) score the corpus once.
+    """
+    cache = ArtifactCache(Path(cfg.paths.cache_dir), "scores")
+    key = {
+        "trained": config_hash(prep.train_key),
+        "method": cfg.to_dict()["method"],  # every option, p̄ included
+        "l2": cfg.train.l2,
+        "seed": cfg.seed,
+        "pool": fingerprint_arrays(pool),
+    }
+    hit = cache.load(key)
+    if hit is not None:
+        arrays, info = hit
+        log.info("Reusing the self-influence scores cached at %s", cache.path(key))
+        metrics = info["metrics"] | {"score_cache_hit": True}
+        return metrics, score_table(prep.data, pool, arrays["self_influence"])
+    metrics, scores = influence_stage(cfg, prep, index=pool)
+    cache.save(key, {"self_influence": scores["self_influence"].to_numpy()}, {"metrics": metrics})
+    return metrics | {"score_cache_hit": False}, scores
+
+
 def selection_stage(cfg: RunConfig, prep: Prepared) -> tuple[dict[str, Any], pd.DataFrame]:
     """Data cleaning (Table 3): selects training pairs by `cfg.select`, trains a fresh model
     on them for `select.budget_long` steps and reports BLEU after both budgets, with the
@@ -388,7 +419,7 @@ def selection_stage(cfg: RunConfig, prep: Prepared) -> tuple[dict[str, Any], pd.
         if sel.method == "random":
             chosen = pool[random_selection(len(pool), seed=cfg.seed, count=k)]
         else:
-            metrics, scores = influence_stage(cfg, prep, index=pool)
+            metrics, scores = pool_scores(cfg, prep, pool)
             chosen = pool[lowest_scores(scores["self_influence"].to_numpy(), count=k)]
             scores["selected"] = np.isin(pool, chosen)
     else:  # all, or every pair pre-cleaning keeps
@@ -499,6 +530,8 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
             "vocab_size": prep.data.tokenizer.vocab_size,
             "data_stats": prep.data.stats,
         }
+        if cfg.method.name != "none":
+            metrics["sequence_loss"] = cfg.method.sequence_loss
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.select.method is not None:

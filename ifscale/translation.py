@@ -1,9 +1,10 @@
 """Translation with the Transformer: training, greedy translation, BLEU, and the influence
 task of a sentence pair.
 
-The per-example loss whose self-influence is scored is the summed token cross-entropy of
-the reference given the source (padding masked), the same `Task` interface as the image
-classifiers: every influence method and the scoring engine are shared.
+The per-example loss whose self-influence is scored is the summed (or, optionally, the
+mean) token cross-entropy of the reference given the source (padding masked), the same
+`Task` interface as the image classifiers: every influence method and the scoring engine
+are shared.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ifscale.data.translation import TextData
 from ifscale.influence.task import Task
 from ifscale.models.transformer import (
     PAD_ID,
+    SEQUENCE_REDUCTIONS,
     Transformer,
     greedy_decode,
     named_subsets,
@@ -37,13 +39,21 @@ def resolve_layers(model: Transformer, layers) -> tuple[str, ...] | None:
     return subsets[layers]
 
 
-def translation_task(model: Transformer, layers=None, l2: float = 0.0) -> Task:
-    """Per-example loss of a sentence pair batch (source ids, target ids): the summed
-    token cross-entropy of the target (dropout off)."""
+def translation_task(
+    model: Transformer, layers=None, l2: float = 0.0, sequence_reduce: str = "sum"
+) -> Task:
+    """Per-example loss of a sentence pair batch (source ids, target ids): the token
+    cross-entropy of the target (dropout off), summed over its tokens or their "mean"
+    (length-normalised)."""
+    if sequence_reduce not in SEQUENCE_REDUCTIONS:
+        raise ConfigError(
+            f"sequence_reduce must be one of {SEQUENCE_REDUCTIONS}, got {sequence_reduce!r}"
+        )
 
     def loss(params, batch):
         source, target = batch
-        return sequence_loss(model.apply({"params": params}, source, target), target)
+        logits = model.apply({"params": params}, source, target)
+        return sequence_loss(logits, target, sequence_reduce)
 
     return Task(loss=loss, layers=resolve_layers(model, layers), l2=l2)
 

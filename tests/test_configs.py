@@ -200,6 +200,7 @@ def test_every_figure_run_composes_on_the_small_model(experiment, row):
         ("++model.width=64", "model.width"),
         ("select.method=all", "select.method"),
         ("++method.layers=last3_decoder", "method.layers"),
+        ("++method.sequence_loss=mean", "method.sequence_loss"),
     ],
 )
 def test_bad_values_name_the_key(override, key):
@@ -221,6 +222,7 @@ def test_bad_values_name_the_key(override, key):
         ("select.method=best", "select.method"),
         ("select.fraction=0", "select.fraction"),
         ("select.budget_short=2000", "select.budget_short"),
+        ("++method.sequence_loss=max", "method.sequence_loss"),
     ],
 )
 def test_bad_translation_values_name_the_key(override, key):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import types
 from pathlib import Path
 
 import jax
@@ -23,10 +24,11 @@ from ifscale.data.translation import (
     to_ids,
     train_tokenizer,
 )
+from ifscale.influence.methods import make_method
 from ifscale.influence.task import ParamView
 from ifscale.models import build_model
 from ifscale.models.transformer import greedy_decode, sequence_loss
-from ifscale.pipeline import run
+from ifscale.pipeline import fit_key, run
 from ifscale.translation import bleu, resolve_layers, translation_task
 from ifscale.utils import ConfigError
 
@@ -193,6 +195,36 @@ def test_padded_batch_loss_equals_each_pair_alone(small_corpus):
         np.testing.assert_allclose(together[i], float(task.loss(params, (src_p, tgt_p))[0]), 2e-5)
     # The per-pair loss is the summed token cross-entropy: more tokens, more loss.
     assert np.all(together > 0)
+    # The length-normalised option divides each pair's sum by its target tokens (EOS
+    # included, padding not).
+    mean = translation_task(model, sequence_reduce="mean").loss(params, (src, tgt))
+    np.testing.assert_allclose(np.asarray(mean), together / (tgt > 0).sum(axis=1), rtol=1e-6)
+
+
+def test_sequence_loss_option_is_checked_and_keyed_only_when_set(small_corpus, multi30k):
+    model = _tiny(small_corpus.tokenizer.vocab_size)
+    with pytest.raises(ConfigError, match="sequence_reduce"):
+        translation_task(model, sequence_reduce="max")
+    # Fits cached before the option existed ("sum") keep their key; "mean" gets its own.
+    prep = types.SimpleNamespace(train_key={"any": "model"})
+    method = make_method("arnoldi", n=8, pbar=2)
+    keys = {}
+    for reduce in ("sum", "mean"):
+        cfg = RunConfig.from_dict(
+            {
+                "dataset": {
+                    "name": "multi30k",
+                    "kind": "text",
+                    "source": "parallel_text",
+                    "path": str(multi30k),
+                },
+                "model": {"name": "transformer_tiny", **TINY},
+                "method": {"name": "arnoldi", "n": 8, "pbar": 2, "sequence_loss": reduce},
+            }
+        )
+        keys[reduce] = fit_key(cfg, prep, method)
+    assert "sequence_loss" not in keys["sum"]
+    assert keys["mean"] == {**keys["sum"], "sequence_loss": "mean"}
 
 
 def test_last3_decoder_selects_exactly_those_parameters(small_corpus):

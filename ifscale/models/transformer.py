@@ -182,10 +182,18 @@ def token_losses(logits: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
     return ce * (target != PAD_ID)
 
 
-def sequence_loss(logits: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
-    """[b] summed token cross-entropy of each target sentence (padding masked): the
-    per-example loss whose self-influence is scored."""
-    return token_losses(logits, target).sum(axis=1)
+SEQUENCE_REDUCTIONS = ("sum", "mean")
+
+
+def sequence_loss(logits: jnp.ndarray, target: jnp.ndarray, reduce: str = "sum") -> jnp.ndarray:
+    """[b] cross-entropy of each target sentence (padding masked): the per-example loss
+    whose self-influence is scored; "sum" over its tokens, or their "mean"."""
+    total = token_losses(logits, target).sum(axis=1)
+    if reduce == "sum":
+        return total
+    if reduce == "mean":
+        return total / jnp.maximum((target != PAD_ID).sum(axis=1), 1)
+    raise ValueError(f"reduce must be one of {SEQUENCE_REDUCTIONS}, got {reduce!r}")
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_length"))
