@@ -135,6 +135,7 @@ def _sweep_rows(experiment: str) -> list[str]:
         ("table2", {"++method.layers", "+table2", "++method.pbar"}),
         ("table2_check", {"++method.layers", "+table2_check"}),
         ("table3", {"+table3"}),
+        ("table3_check", {"+table3", "++method.sequence_loss"}),
     ],
 )
 def test_multirun_experiments_sweep_exactly_their_grid(experiment, params):
@@ -142,6 +143,19 @@ def test_multirun_experiments_sweep_exactly_their_grid(experiment, params):
         cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
     assert cfg.hydra.mode.name == "MULTIRUN"
     assert set(cfg.hydra.sweeper.params) == params
+
+
+def test_table3_check_varies_only_the_pair_loss_of_table3_rows():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        main = compose("config", overrides=["experiment=table3"], return_hydra_config=True)
+        check = compose("config", overrides=["experiment=table3_check"], return_hydra_config=True)
+    rows = str(check.hydra.sweeper.params["+table3"]).split(",")
+    assert set(rows) < set(str(main.hydra.sweeper.params["+table3"]).split(","))
+    assert all(r.startswith(("arnoldi", "randproj")) for r in rows)
+    assert check.hydra.sweeper.params["++method.sequence_loss"] == "mean"
+    # Same data, scoring model and budgets: the check reuses the table's trained model.
+    for part in ("dataset", "noise", "model", "train", "select", "score", "seed"):
+        assert check[part] == main[part], part
 
 
 @pytest.mark.parametrize("row", _sweep_rows("table1"))

@@ -233,3 +233,70 @@ def test_table2_rows_match_layer_sets_and_findings_are_counted(tmp_path):
     # Missing rows are reported as such, not as a verdict.
     partial = table2_frame(runs[:2])
     assert "not measured" in "\n".join(table2_findings(partial))
+
+
+def _table3_run(tmp_path, row, select, sequence_loss, bleu_long, kept_short):
+    """A Table 3 influence run whose scores.csv has 8 clean pairs (lengths 1..8 words) and
+    2 noisy ones; `kept_short` selects the shortest clean pairs, else the longest."""
+    run_dir = tmp_path / f"{row}_{sequence_loss}"
+    run_dir.mkdir()
+    targets = [" ".join(["w"] * k) for k in range(1, 9)] + ["Add to cart", "Add to cart"]
+    scores = pd.DataFrame(
+        {
+            "target": targets,
+            "is_noisy": [False] * 8 + [True, True],
+            # Sum: scores grow with length; mean: reversed.
+            "self_influence": ([*range(1, 9), 0, 0] if kept_short else [*range(8, 0, -1), 9, 9]),
+        }
+    )
+    scores["selected"] = scores["self_influence"].rank(method="first") <= 4
+    scores.to_csv(run_dir / "scores.csv", index=False)
+    method = row.split("_")[0]
+    return {
+        "method": method,
+        "select": select,
+        "sequence_loss": sequence_loss,
+        "selected_percent": 100.0 * select["fraction"],
+        "bleu_short": bleu_long / 2,
+        "bleu_long": bleu_long,
+        "selection_percent_by_kind": {"clean": 50.0 if kept_short else 100.0},
+        "kept_percent_by_kind": {"garbage": 100.0 if kept_short else 0.0},
+        "auc": 0.5,
+        "run_dir": str(run_dir),
+    }
+
+
+def test_table3_bias_measures_length_and_repeats_and_compares_pair_losses(tmp_path):
+    from ifscale.reports import selection_bias, table3_bias_frame, table3_bias_section
+
+    quarter = {"method": "influence", "fraction": 0.25, "after_precleaning": False}
+    runs = [
+        _table3_run(tmp_path, "arnoldi_25", quarter, "sum", 10.0, kept_short=True),
+        _table3_run(tmp_path, "randproj_25", quarter, "sum", 11.0, kept_short=True),
+        _table3_run(tmp_path, "arnoldi_25", quarter, "mean", 14.0, kept_short=False),
+        _table3_run(tmp_path, "randproj_25", quarter, "mean", 12.0, kept_short=False),
+    ]
+    # Shortest-first selection: the two repeated noisy targets (score 0) and the two
+    # shortest clean pairs; ρ = 1 on the clean pairs.
+    bias = selection_bias(runs[0])
+    assert bias["ρ(score, length)"] == pytest.approx(1.0)
+    assert bias["kept % shortest clean"] == 100.0 and bias["kept % longest clean"] == 0.0
+    assert bias["kept % repeated targets"] == 100.0
+    reverse = selection_bias(runs[2])
+    assert reverse["ρ(score, length)"] == pytest.approx(-1.0)
+    assert reverse["kept % longest clean"] == 100.0 and reverse["kept % repeated targets"] == 0
+
+    frame = table3_bias_frame(runs)
+    assert list(zip(frame["row"], frame["pair loss"], strict=True)) == [
+        ("arnoldi_25", "mean"),
+        ("arnoldi_25", "sum"),
+        ("randproj_25", "mean"),
+        ("randproj_25", "sum"),
+    ]
+    text = "\n".join(table3_bias_section(frame, 200, 600))
+    assert "| BLEU@600 |" in text
+    assert "Arnoldi 25%, mean against summed pair loss: BLEU long +4.0 (short +2.0)" in text
+    assert "ρ 1.00 → -1.00" in text
+    assert "Arnoldi's selection beats RandProj's at equal share: **holds** (true in 1 of 1" in text
+    # Without mean rows: the table, no verdict.
+    assert "beats RandProj" not in "\n".join(table3_bias_section(table3_bias_frame(runs[:2]), 1, 2))

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 from ifscale.reports import TABLE1_ROWS
 
-ROOT = Path(__file__).resolve().parents[1]
+from .sweeps import multirun_and_report
 
 
 @pytest.mark.slow
 def test_table1_multirun_and_report_on_a_tiny_setting(tmp_path, mnist_dir):
-    env = {
-        **os.environ,
-        "IFSCALE_CACHE_DIR": str(tmp_path / "cache"),
-        "IFSCALE_DATA_DIR": str(mnist_dir),
-    }
-    sweep = tmp_path / "sweep"
     tiny = [
         "model=cnn_small",
         "dataset.subset_size=600",
@@ -31,21 +20,9 @@ def test_table1_multirun_and_report_on_a_tiny_setting(tmp_path, mnist_dir):
         "++method.fit_batch_size=50",  # ++: the base config (method=none) lacks the key
         "++method.fit_batches=2",
         "score.compare_examples=100",
-        "progress=false",
-        f"hydra.sweep.dir={sweep}",
     ]
-    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "experiment=table1", *tiny]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = tmp_path / "results"
-    report = [sys.executable, str(ROOT / "experiments" / "report.py"), "table1"]
-    done = subprocess.run(
-        [*report, "--sweep", str(sweep), "--results", str(results)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    env = {"IFSCALE_DATA_DIR": str(mnist_dir)}
+    _, results = multirun_and_report("table1", tiny, tmp_path, env)
 
     table = pd.read_csv(results / "table1.csv")
     assert list(table["row"]) == [r.key for r in TABLE1_ROWS]  # every row, the paper's order

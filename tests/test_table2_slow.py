@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 from ifscale.reports import TABLE2_ROWS
 
-ROOT = Path(__file__).resolve().parents[1]
+from .sweeps import multirun_and_report
 
 
 @pytest.mark.slow
 def test_table2_multirun_and_report_on_a_multi30k_slice(tmp_path):
-    env = {**os.environ, "IFSCALE_CACHE_DIR": str(tmp_path / "cache")}
-    sweep = tmp_path / "sweep"
     tiny = [
         "dataset=multi30k",
         "dataset.train_size=400",
@@ -34,28 +26,14 @@ def test_table2_multirun_and_report_on_a_multi30k_slice(tmp_path):
         "method.fit_batches=2",
         "score.batch_size=32",
         "score.max_examples=150",
-        "progress=false",
-        f"hydra.sweep.dir={sweep}",
     ]
-    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "experiment=table2", *tiny]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
-    assert done.returncode == 0, done.stderr[-3000:]
-    runs = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+    runs, results = multirun_and_report("table2", tiny, tmp_path)
     assert len(runs) == 8
     # One training and one Arnoldi fit per layer set: the rest came from the caches.
     assert sum(not r["train_cache_hit"] for r in runs) == 1
     arnoldi = [r for r in runs if r["method"] == "arnoldi"]
     assert sorted(r["fit_cache_hit"] for r in arnoldi) == [False, False, True, True]
 
-    results = tmp_path / "results"
-    report = [sys.executable, str(ROOT / "experiments" / "report.py"), "table2"]
-    done = subprocess.run(
-        [*report, "--sweep", str(sweep), "--results", str(results)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
     table = pd.read_csv(results / "table2.csv")
     assert list(table["row"]) == [r.key for r in TABLE2_ROWS]  # every row, the paper's order
     assert table["AUC"].between(0, 100).all() and table["AP"].between(0, 100).all()

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .sweeps import multirun_and_report
 
 
 @pytest.mark.slow
 def test_table3_multirun_and_report_on_a_small_noisy_corpus(tmp_path):
-    env = {**os.environ, "IFSCALE_CACHE_DIR": str(tmp_path / "cache")}
-    sweep = tmp_path / "sweep"
     tiny = [
         "dataset=noisy_parallel_text",
         "dataset.train_size=500",
@@ -33,13 +25,8 @@ def test_table3_multirun_and_report_on_a_small_noisy_corpus(tmp_path):
         "select.budget_short=10",
         "select.budget_long=30",
         "score.batch_size=32",
-        "progress=false",
-        f"hydra.sweep.dir={sweep}",
     ]
-    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "experiment=table3", *tiny]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3000)
-    assert done.returncode == 0, done.stderr[-3000:]
-    runs = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+    runs, results = multirun_and_report("table3", tiny, tmp_path, timeout=3000)
     assert len(runs) == 8
     # One scoring model for all rows; one fit per method (Arnoldi's serves both pools).
     assert sum(not r["train_cache_hit"] for r in runs) == 1
@@ -59,15 +46,6 @@ def test_table3_multirun_and_report_on_a_small_noisy_corpus(tmp_path):
         assert quarter["auc"] == half["auc"] and quarter["ap"] == half["ap"]
     assert not by_row["arnoldi", 0.5, True]["score_cache_hit"]
 
-    results = tmp_path / "results"
-    report = [sys.executable, str(ROOT / "experiments" / "report.py"), "table3"]
-    done = subprocess.run(
-        [*report, "--sweep", str(sweep), "--results", str(results)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
     table = pd.read_csv(results / "table3.csv")
     assert len(table) == 8 and table["row"].iloc[0] == "none"
     assert (table.loc[table["row"] == "none", "% selected"] == 100).all()
