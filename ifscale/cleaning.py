@@ -157,6 +157,33 @@ def lowest_scores(scores: np.ndarray, fraction: float | None = None, count: int 
     return np.sort(np.argsort(scores, kind="stable")[:k])
 
 
+def length_strata(lengths: np.ndarray, bins: int = 10) -> np.ndarray:
+    """[n] stratum (0 to bins - 1) of each length: its quantile bin, equal lengths in one
+    bin (so a bin can be empty or hold more than n / bins)."""
+    edges = np.quantile(lengths, np.linspace(0, 1, bins + 1)[1:-1])
+    return np.searchsorted(edges, lengths, side="right")
+
+
+def lowest_scores_by_stratum(scores: np.ndarray, strata: np.ndarray, count: int) -> np.ndarray:
+    """Sorted indices of `count` low scores taken stratum by stratum: each stratum keeps its
+    share of `count` (largest remainders; ties to the earlier stratum) and, within it, its
+    lowest scores. The selection keeps the strata's proportions (e.g. the corpus's length
+    distribution), so a score that grows with length cannot pick short pairs for it."""
+    scores, strata = np.asarray(scores), np.asarray(strata)
+    n = len(scores)
+    check(1 <= count <= n, "select.fraction", f"cannot select {count} of {n}")
+    labels, sizes = np.unique(strata, return_counts=True)
+    quota = sizes * count / n
+    take = np.floor(quota).astype(int)
+    largest_remainders = np.argsort(-(quota - take), kind="stable")
+    take[largest_remainders[: count - take.sum()]] += 1
+    chosen = []
+    for label, k in zip(labels, take, strict=True):
+        members = np.flatnonzero(strata == label)
+        chosen.append(members[np.argsort(scores[members], kind="stable")[:k]])
+    return np.sort(np.concatenate(chosen))
+
+
 def random_selection(
     n: int, fraction: float | None = None, seed: int = 0, count: int | None = None
 ) -> np.ndarray:

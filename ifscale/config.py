@@ -312,6 +312,9 @@ class SelectConfig:
         self-influence under `method`, from the model trained on the whole noisy set).
       fraction: share of the whole training set to keep (random, influence).
       after_precleaning: select from the pre-cleaned pairs only (random, influence).
+      by_length: (influence) keep `fraction` of each target-length decile, its lowest
+        scores, instead of the lowest scores overall: the selection keeps the corpus's
+        length distribution whatever the scores' length bias.
       budget_short, budget_long: training steps of the fresh model at which BLEU is
         measured.
     """
@@ -319,6 +322,7 @@ class SelectConfig:
     method: str | None = None
     fraction: float = 1.0
     after_precleaning: bool = False
+    by_length: bool = False
     budget_short: int = 300
     budget_long: int = 1500
 
@@ -329,6 +333,11 @@ class SelectConfig:
             f"must be null or one of {SELECTIONS}, got {self.method!r}",
         )
         check(0 < self.fraction <= 1, "select.fraction", f"must be in (0, 1], got {self.fraction}")
+        check(
+            not self.by_length or self.method == "influence",
+            "select.by_length",
+            f"stratifies selection by influence, not select.method={self.method!r}",
+        )
         check(
             1 <= self.budget_short <= self.budget_long,
             "select.budget_short",

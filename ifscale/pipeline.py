@@ -22,10 +22,16 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ifscale.artifacts import ArtifactCache
-from ifscale.cleaning import lowest_scores, pre_clean, random_selection
+from ifscale.cleaning import (
+    length_strata,
+    lowest_scores,
+    lowest_scores_by_stratum,
+    pre_clean,
+    random_selection,
+)
 from ifscale.config import ModelConfig, RunConfig
 from ifscale.data import ImageData, apply_label_noise, load_images, stratified_subset
-from ifscale.data.translation import TextData, load_translation
+from ifscale.data.translation import PAD_ID, TextData, load_translation
 from ifscale.influence import METHODS, Checkpoints, Task, make_method, self_influence_scores
 from ifscale.influence.hvp import device_batches
 from ifscale.influence.layerwise import FlaxLayerwise
@@ -420,7 +426,13 @@ def selection_stage(cfg: RunConfig, prep: Prepared) -> tuple[dict[str, Any], pd.
             chosen = pool[random_selection(len(pool), seed=cfg.seed, count=k)]
         else:
             metrics, scores = pool_scores(cfg, prep, pool)
-            chosen = pool[lowest_scores(scores["self_influence"].to_numpy(), count=k)]
+            values = scores["self_influence"].to_numpy()
+            if sel.by_length:
+                lengths = (data.target_train[pool] != PAD_ID).sum(axis=1)
+                picked = lowest_scores_by_stratum(values, length_strata(lengths), k)
+            else:
+                picked = lowest_scores(values, count=k)
+            chosen = pool[picked]
             scores["selected"] = np.isin(pool, chosen)
     else:  # all, or every pair pre-cleaning keeps
         chosen = pool

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 # ------------------------------------------------------------------------------ runs
 
@@ -893,12 +894,26 @@ def _table3_key(run: dict[str, Any]) -> tuple[str, str, int | None]:
     return f"{run['method']}_{share}", label, share
 
 
+# How an influence selection was made besides its row: the pair loss whose self-influence
+# was scored, and whether the lowest scores were taken per target-length decile.
+TABLE3_BASE_VARIANT = "sum"
+
+
+def _table3_variant(run: dict[str, Any]) -> str:
+    variant = run.get("sequence_loss", "sum")
+    if (run.get("select") or {}).get("by_length"):
+        variant += ", by length"
+    return variant
+
+
 def table3_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
-    """One line per selection (the newest run of each): BLEU after both budgets, what the
-    selection kept of each noise kind, and the paper's row at the matching share."""
+    """One line per selection (the newest run of each; influence rows with the summed pair
+    loss and overall lowest scores): BLEU after both budgets, what the selection kept of
+    each noise kind, and the paper's row at the matching share."""
     newest = {}
     for run in runs:
-        if run.get("select") and run["select"].get("method"):
+        selection = (run.get("select") or {}).get("method")
+        if selection and _table3_variant(run) == TABLE3_BASE_VARIANT:
             newest[_table3_key(run)[0]] = run
     order = ["none", "precleaning"]
     lines = []
@@ -984,108 +999,148 @@ def table3_findings(table: pd.DataFrame) -> list[str]:
 
 
 def selection_bias(run: dict[str, Any]) -> dict[str, float]:
-    """What an influence selection favours besides cleanliness: Spearman's ρ between
-    self-influence and target length (words) over the clean pairs, the share of the
-    shortest and the longest quarter of clean pairs it kept, and the share of pairs whose
-    target occurs more than once in the corpus (boilerplate) it kept."""
+    """What an influence selection favours besides cleanliness, from its scores.csv.
+
+    ρ: Spearman's correlation of self-influence and target length (words) over the clean
+    pairs; the share of the shortest and the longest quarter of clean pairs it kept; the
+    share of pairs whose target occurs more than once among the scored ones (boilerplate)
+    it kept; and per noise kind, the AUC of that kind against the clean pairs by
+    self-influence (50: indistinguishable; under 50: the kind looks more typical than
+    clean pairs, so keeping the lowest scores keeps it)."""
     scores = scores_of(run)
-    clean = scores[~scores["is_noisy"].astype(bool)]
+    clean = scores[scores["noise_kind"] == "clean"]
     words = clean["target"].str.split().str.len()
     quarter = words.rank(method="first") / len(words)  # ties broken by position
     repeated = scores["target"].duplicated(keep=False)
-    return {
+    bias = {
         "ρ(score, length)": float(clean["self_influence"].corr(words, method="spearman")),
         "kept % shortest clean": 100.0 * float(clean["selected"][quarter <= 0.25].mean()),
         "kept % longest clean": 100.0 * float(clean["selected"][quarter > 0.75].mean()),
         "kept % repeated targets": 100.0 * float(scores["selected"][repeated].mean()),
     }
+    for kind in NOISE_KIND_ORDER[1:]:
+        part = scores.loc[scores["noise_kind"] == kind, "self_influence"]
+        both = pd.concat([clean["self_influence"], part])
+        labels = np.r_[np.zeros(len(clean)), np.ones(len(part))]
+        found = len(part) and len(clean)
+        bias[f"AUC % {kind}"] = 100.0 * roc_auc_score(labels, both) if found else float("nan")
+    return bias
 
 
 def table3_bias_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
     """One line per influence selection (the newest run of each row and pair loss), with
-    `selection_bias` and BLEU."""
+    BLEU, what it kept of each noise kind and `selection_bias`."""
     newest = {}
     for run in runs:
         if (run.get("select") or {}).get("method") == "influence":
-            newest[_table3_key(run)[0], run.get("sequence_loss", "sum")] = run
+            newest[_table3_key(run)[0], _table3_variant(run)] = run
     lines = []
-    for (key, loss), run in newest.items():
+    for (key, variant), run in newest.items():
         lines.append(
             {
                 "row": key,
                 "Method": _table3_key(run)[1],
-                "pair loss": loss,
+                "variant": variant,
                 "% selected": run["selected_percent"],
                 "BLEU short": run["bleu_short"],
                 "BLEU long": run["bleu_long"],
                 "noise % in selection": 100.0
                 - (run.get("selection_percent_by_kind") or {}).get("clean", 100.0),
-                **selection_bias(run),
                 **{
                     f"kept % {k}": (run.get("kept_percent_by_kind") or {}).get(k)
-                    for k in NOISE_KIND_ORDER[1:]
+                    for k in NOISE_KIND_ORDER
                 },
                 "AUC (noisy)": _pct(run.get("auc")),
+                **selection_bias(run),
                 "run_dir": run["run_dir"],
             }
         )
+    if not lines:
+        return pd.DataFrame()
     frame = pd.DataFrame(lines)
-    return frame.sort_values(["% selected", "row", "pair loss"], kind="stable", ignore_index=True)
+    return frame.sort_values(["% selected", "row", "variant"], kind="stable", ignore_index=True)
 
 
 def table3_bias_section(frame: pd.DataFrame, short: int, long: int) -> list[str]:
     """Why the influence selections keep what they keep, and (after `make table3-check`)
-    the length-normalised pair loss beside the summed one."""
+    the variants (length-normalised pair loss, length-stratified selection) beside the
+    table's rows."""
     if frame.empty:
         return []
-    shown = frame.drop(columns=["row", "run_dir"]).rename(
-        columns={"BLEU short": f"BLEU@{short}", "BLEU long": f"BLEU@{long}"}
-    )
+    label = frame["Method"] + " " + frame["% selected"].round().astype(int).astype(str) + "%"
+    frame = frame.assign(Selection=label, loss=frame["variant"].str.split(",").str[0])
+    selection = ["Selection", "variant", "BLEU short", "BLEU long", "noise % in selection"]
+    selection += ["ρ(score, length)", "kept % shortest clean", "kept % longest clean"]
+    selection += ["kept % repeated targets"]
+    kept = ["Selection", "variant"] + [f"kept % {k}" for k in NOISE_KIND_ORDER]
+    # Selections of several shares (or by length) from one pool share their scores.
+    scoring = frame.rename(columns={"Method": "Scores", "loss": "pair loss"})
+    scoring = scoring.drop_duplicates(["Scores", "pair loss"])
+    ranking = ["Scores", "pair loss", "AUC (noisy)"]
+    ranking += [f"AUC % {k}" for k in NOISE_KIND_ORDER[1:]]
+    budgets = {"BLEU short": f"BLEU@{short}", "BLEU long": f"BLEU@{long}"}
     out = [
-        "## Length and repetition in the influence selections",
+        "## Why the influence selections keep what they keep",
         "",
-        "Under the summed token loss a pair's gradient, hence its self-influence, tends to "
-        "grow with the target's length, and a target the corpus repeats (boilerplate) is "
-        "learned by heart and gets almost none: keeping the lowest scores can then favour "
-        "short and repeated targets, noisy or not. The columns measure it. ρ: "
-        "Spearman's correlation of self-influence and target words over the clean pairs; "
-        "kept % shortest / longest clean: of the shortest and longest quarter of clean pairs; "
-        "repeated targets: pairs whose target occurs more than once among the scored pairs. "
-        "Pair loss `mean` "
-        "(`make table3-check`, `method.sequence_loss=mean`) divides each pair's loss by its "
-        "target tokens.",
+        "Keeping the lowest self-influence keeps what the scoring model finds typical. Under "
+        "the summed token loss a pair's gradient, hence its self-influence, tends to grow with "
+        "the target's length; a target the corpus repeats (boilerplate) is learned by heart; "
+        "a copied source is easy to reproduce. Variants (`make table3-check`): `mean` scores "
+        "each pair's loss divided by its target tokens (`method.sequence_loss=mean`); `by "
+        "length` keeps the share from each target-length decile, its lowest scores "
+        "(`select.by_length=true`), so the selection has the corpus's length distribution.",
         "",
-        markdown_table(shown),
+        "Selections (ρ: Spearman's correlation of self-influence and target words over the "
+        "clean pairs; kept % shortest / longest clean: of the shortest and the longest quarter "
+        "of clean pairs; repeated targets: pairs whose target occurs more than once among the "
+        "scored pairs):",
+        "",
+        markdown_table(frame[selection].rename(columns=budgets)),
+        "",
+        "What they kept, by noise kind (percent of the pairs of that kind):",
+        "",
+        markdown_table(frame[kept]),
+        "",
+        "How self-influence ranks each noise kind against the clean pairs (AUC, %: 50 is "
+        "chance; under 50 the kind scores lower than clean pairs, so a selection of the lowest "
+        "scores prefers it):",
+        "",
+        markdown_table(scoring[ranking]),
         "",
     ]
-    mean = frame[frame["pair loss"] == "mean"]
-    if mean.empty:
+    variants = [v for v in dict.fromkeys(frame["variant"]) if v != TABLE3_BASE_VARIANT]
+    if not variants:
         return out
-    line = {(r["row"], r["pair loss"]): r for _, r in frame.iterrows()}
-    wins = []
-    for _, m in mean.iterrows():
-        summed = line.get((m["row"], "sum"))
-        if summed is not None:
-            out.append(
-                f"- {m['Method']} {m['% selected']:.0f}%, mean against summed pair loss: "
-                f"BLEU long {m['BLEU long'] - summed['BLEU long']:+.1f} "
-                f"(short {m['BLEU short'] - summed['BLEU short']:+.1f}); ρ "
-                f"{summed['ρ(score, length)']:.2f} → {m['ρ(score, length)']:.2f}; noise in "
-                f"the selection {summed['noise % in selection']:.1f}% → "
-                f"{m['noise % in selection']:.1f}%."
+    line = {(r["row"], r["variant"]): r for _, r in frame.iterrows()}
+    verdicts = []
+    for variant in variants:
+        wins = []
+        for _, v in frame[frame["variant"] == variant].iterrows():
+            base = line.get((v["row"], TABLE3_BASE_VARIANT))
+            if base is not None:
+                out.append(
+                    f"- {v['Selection']}, {variant} against the table's row: BLEU long "
+                    f"{v['BLEU long'] - base['BLEU long']:+.1f} (short "
+                    f"{v['BLEU short'] - base['BLEU short']:+.1f}); ρ "
+                    f"{base['ρ(score, length)']:.2f} → {v['ρ(score, length)']:.2f}; noise in "
+                    f"the selection {base['noise % in selection']:.1f}% → "
+                    f"{v['noise % in selection']:.1f}%."
+                )
+            rival = line.get((v["row"].replace("arnoldi", "randproj"), variant))
+            if (
+                v["row"].startswith("arnoldi_")
+                and "precleaned" not in v["row"]
+                and rival is not None
+            ):
+                wins.append(v["BLEU long"] > rival["BLEU long"])
+        verdicts.append(
+            _verdict(
+                wins,
+                f"With `{variant}`, Arnoldi's selection beats RandProj's at equal share",
+                "shares, BLEU long",
             )
-        rival = line.get((m["row"].replace("arnoldi", "randproj"), "mean"))
-        if m["row"].startswith("arnoldi_") and "precleaned" not in m["row"] and rival is not None:
-            wins.append(m["BLEU long"] > rival["BLEU long"])
-    out += [
-        "",
-        _verdict(
-            wins,
-            "With the mean pair loss, Arnoldi's selection beats RandProj's at equal share",
-            "shares, BLEU long",
-        ),
-    ]
-    return out
+        )
+    return [*out, "", *verdicts]
 
 
 def table3_notes(table: pd.DataFrame, runs: list[dict[str, Any]]) -> list[str]:

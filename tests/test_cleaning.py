@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ifscale.cleaning import PreCleaning, lowest_scores, pre_clean, random_selection
+from ifscale.cleaning import (
+    PreCleaning,
+    length_strata,
+    lowest_scores,
+    lowest_scores_by_stratum,
+    pre_clean,
+    random_selection,
+)
 from ifscale.data.crawl_noise import CRAWL_NOISE_KINDS, add_crawl_noise
 from ifscale.data.text import read_parallel_text
 from ifscale.utils import ConfigError
@@ -142,3 +149,30 @@ def test_selection_keeps_exactly_the_lowest_scores():
         lowest_scores(scores, 0.0001)
     with pytest.raises(ConfigError, match="select.fraction"):
         random_selection(10, 1.5, seed=0)
+
+
+def test_stratified_selection_keeps_each_strata_share_and_its_lowest_scores():
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(1, 40, 1000)
+    scores = lengths + rng.normal(size=1000)  # a score with a strong length bias
+    strata = length_strata(lengths)
+    assert set(np.unique(strata)) <= set(range(10))
+    # Equal lengths share a stratum; longer pairs never sit in a lower one.
+    order = np.argsort(lengths, kind="stable")
+    assert np.all(np.diff(strata[order]) >= 0)
+    chosen = lowest_scores_by_stratum(scores, strata, 250)
+    assert len(chosen) == 250 and np.all(np.diff(chosen) > 0)
+    for label in np.unique(strata):
+        members = np.flatnonzero(strata == label)
+        kept = np.intersect1d(members, chosen)
+        # Each stratum keeps its share (to within the rounding of one pair)...
+        assert abs(len(kept) - 250 * len(members) / 1000) < 1
+        # ...and, within it, its lowest scores.
+        rest = np.setdiff1d(members, kept)
+        if len(kept) and len(rest):
+            assert scores[kept].max() <= scores[rest].min()
+    # The overall lowest scores would take short pairs only; the strata keep the lengths.
+    assert lengths[lowest_scores(scores, count=250)].mean() < 0.6 * lengths.mean()
+    assert abs(lengths[chosen].mean() - lengths.mean()) < 0.1 * lengths.mean()
+    with pytest.raises(ConfigError, match="select.fraction"):
+        lowest_scores_by_stratum(scores, strata, 0)

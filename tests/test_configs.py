@@ -237,6 +237,7 @@ def test_bad_values_name_the_key(override, key):
         ("select.fraction=0", "select.fraction"),
         ("select.budget_short=2000", "select.budget_short"),
         ("++method.sequence_loss=max", "method.sequence_loss"),
+        ("select.by_length=true", "select.by_length"),  # without selection by influence
     ],
 )
 def test_bad_translation_values_name_the_key(override, key):

@@ -238,13 +238,14 @@ def test_table2_rows_match_layer_sets_and_findings_are_counted(tmp_path):
 def _table3_run(tmp_path, row, select, sequence_loss, bleu_long, kept_short):
     """A Table 3 influence run whose scores.csv has 8 clean pairs (lengths 1..8 words) and
     2 noisy ones; `kept_short` selects the shortest clean pairs, else the longest."""
-    run_dir = tmp_path / f"{row}_{sequence_loss}"
+    run_dir = tmp_path / f"{row}_{sequence_loss}_{len(list(tmp_path.iterdir()))}"
     run_dir.mkdir()
     targets = [" ".join(["w"] * k) for k in range(1, 9)] + ["Add to cart", "Add to cart"]
     scores = pd.DataFrame(
         {
             "target": targets,
             "is_noisy": [False] * 8 + [True, True],
+            "noise_kind": ["clean"] * 8 + ["garbage"] * 2,
             # Sum: scores grow with length; mean: reversed.
             "self_influence": ([*range(1, 9), 0, 0] if kept_short else [*range(8, 0, -1), 9, 9]),
         }
@@ -259,6 +260,9 @@ def _table3_run(tmp_path, row, select, sequence_loss, bleu_long, kept_short):
         "selected_percent": 100.0 * select["fraction"],
         "bleu_short": bleu_long / 2,
         "bleu_long": bleu_long,
+        "n_selected": 4,
+        "budget_short": 200,
+        "budget_long": 600,
         "selection_percent_by_kind": {"clean": 50.0 if kept_short else 100.0},
         "kept_percent_by_kind": {"garbage": 100.0 if kept_short else 0.0},
         "auc": 0.5,
@@ -267,7 +271,12 @@ def _table3_run(tmp_path, row, select, sequence_loss, bleu_long, kept_short):
 
 
 def test_table3_bias_measures_length_and_repeats_and_compares_pair_losses(tmp_path):
-    from ifscale.reports import selection_bias, table3_bias_frame, table3_bias_section
+    from ifscale.reports import (
+        selection_bias,
+        table3_bias_frame,
+        table3_bias_section,
+        table3_frame,
+    )
 
     quarter = {"method": "influence", "fraction": 0.25, "after_precleaning": False}
     runs = [
@@ -282,12 +291,15 @@ def test_table3_bias_measures_length_and_repeats_and_compares_pair_losses(tmp_pa
     assert bias["ρ(score, length)"] == pytest.approx(1.0)
     assert bias["kept % shortest clean"] == 100.0 and bias["kept % longest clean"] == 0.0
     assert bias["kept % repeated targets"] == 100.0
+    # The garbage pairs score under every clean pair; kinds absent from the pool: no AUC.
+    assert bias["AUC % garbage"] == 0.0 and np.isnan(bias["AUC % misaligned"])
     reverse = selection_bias(runs[2])
     assert reverse["ρ(score, length)"] == pytest.approx(-1.0)
     assert reverse["kept % longest clean"] == 100.0 and reverse["kept % repeated targets"] == 0
+    assert reverse["AUC % garbage"] == 100.0
 
     frame = table3_bias_frame(runs)
-    assert list(zip(frame["row"], frame["pair loss"], strict=True)) == [
+    assert list(zip(frame["row"], frame["variant"], strict=True)) == [
         ("arnoldi_25", "mean"),
         ("arnoldi_25", "sum"),
         ("randproj_25", "mean"),
@@ -295,8 +307,17 @@ def test_table3_bias_measures_length_and_repeats_and_compares_pair_losses(tmp_pa
     ]
     text = "\n".join(table3_bias_section(frame, 200, 600))
     assert "| BLEU@600 |" in text
-    assert "Arnoldi 25%, mean against summed pair loss: BLEU long +4.0 (short +2.0)" in text
+    assert "Arnoldi 25%, mean against the table's row: BLEU long +4.0 (short +2.0)" in text
     assert "ρ 1.00 → -1.00" in text
-    assert "Arnoldi's selection beats RandProj's at equal share: **holds** (true in 1 of 1" in text
-    # Without mean rows: the table, no verdict.
+    verdict = "With `mean`, Arnoldi's selection beats RandProj's at equal share: **holds**"
+    assert f"{verdict} (true in 1 of 1" in text
+    # A length-stratified selection is a variant of its own, kept out of the main table.
+    by_length = {**quarter, "by_length": True}
+    runs.append(_table3_run(tmp_path, "arnoldi_25", by_length, "sum", 13.0, kept_short=True))
+    assert "sum, by length" in set(table3_bias_frame(runs)["variant"])
+    assert list(table3_frame(runs)["BLEU long"]) == [10.0, 11.0]
+    text = "\n".join(table3_bias_section(table3_bias_frame(runs), 200, 600))
+    assert "Arnoldi 25%, sum, by length against the table's row: BLEU long +3.0" in text
+    assert "With `sum, by length`, Arnoldi's selection beats RandProj's at equal share: not" in text
+    # Without variants: the tables, no verdict.
     assert "beats RandProj" not in "\n".join(table3_bias_section(table3_bias_frame(runs[:2]), 1, 2))
