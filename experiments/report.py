@@ -180,7 +180,8 @@ def write_table3(sweep: Path, results: Path, check: Path | None = None) -> None:
     ]
     if check_runs:
         text.insert(
-            4, f"The pair-loss investigation comes from `make table3-check` (`{_relative(check)}`)."
+            4,
+            f"The variants in the last section: `make table3-check` (`{_relative(check)}`).",
         )
         text.insert(5, "")
     if not bias.empty:
