@@ -77,7 +77,7 @@ table3: setup ## Table 3: data cleaning by self-influence, judged by BLEU -> res
 	$(PY) experiments/run.py experiment=table3 dataset=$(DATA3) $(ARGS)
 	$(PY) experiments/report.py table3
 
-table3-check: setup ## After table3: influence rows with a length-normalised pair loss, added to results/table3.md
+table3-check: setup ## After table3: influence rows with a length-normalised loss or length-stratified selection -> results/table3.md
 	$(PY) experiments/run.py experiment=table3_check dataset=$(DATA3) $(ARGS)
 	$(PY) experiments/report.py table3
 
