@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -150,9 +151,24 @@ def test_report_writes_table_curves_and_top_images(results, sweep):
 
 
 def test_notebook_runs_on_the_results(results, tmp_path):
+    from ifscale.reports import table3_bias_frame, table3_frame
+
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     notebook = nbformat.read(ROOT / "notebooks" / "inspect_results.ipynb", as_version=4)
+    # The Table 1 fixture's results plus Table 3 files made by the report's functions.
+    shown = tmp_path / "results"
+    shutil.copytree(results, shown)
+    quarter = {"method": "influence", "fraction": 0.25, "after_precleaning": False}
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    runs = [
+        _table3_run(runs_dir, "arnoldi_25", quarter, "sum", 10.0, kept_short=True),
+        _table3_run(runs_dir, "arnoldi_25", quarter, "mean", 12.0, kept_short=False),
+    ]
+    table3_frame(runs).to_csv(shown / "table3.csv", index=False)
+    table3_bias_frame(runs).to_csv(shown / "table3_selection_bias.csv", index=False)
+    results = shown
     os.environ["IFSCALE_RESULTS_DIR"] = str(results)
     try:
         nbclient.NotebookClient(
@@ -163,7 +179,8 @@ def test_notebook_runs_on_the_results(results, tmp_path):
     outputs = json.dumps([c.get("outputs", []) for c in notebook.cells])
     assert "Error" not in outputs
     assert "paper AUC" in outputs  # the table was shown
-    assert outputs.count("image/png") >= 2  # the recall curves and the image grid
+    assert outputs.count("image/png") >= 3  # recall curves, image grid, Table 3 kinds
+    assert "kept % shortest clean" in outputs  # the Table 3 selection bias was listed
     assert "make figures" in outputs  # no figures in this fixture: says how to make them
 
 
