@@ -144,11 +144,11 @@ def write_table2(sweep: Path, results: Path, check: Path | None = None) -> None:
 def write_table3(sweep: Path, results: Path, check: Path | None = None) -> None:
     runs = load_runs(sweep)
     check_runs = load_runs(check) if check else []
-    # Influence rows of both sweeps: what they favour besides cleanliness (length, repeats).
-    bias = table3_bias_frame(runs + check_runs)
     table = table3_frame(runs)
     if table.empty:
         raise SystemExit(f"No Table 3 runs (runs with select.method) under {sweep}")
+    # Influence rows of both sweeps: what they favour besides cleanliness (length, repeats).
+    bias = table3_bias_frame(runs + check_runs)
     table["run_dir"] = [_relative(d) for d in table["run_dir"]]
     results.mkdir(parents=True, exist_ok=True)
     table.to_csv(results / "table3.csv", index=False)
@@ -172,18 +172,17 @@ def write_table3(sweep: Path, results: Path, check: Path | None = None) -> None:
         " (`python experiments/report.py table3`); do not edit by hand. The paper's values "
         "are for 100M ParaCrawl pairs and a full-size Transformer trained 10k and 200k steps.",
         "",
+        *(
+            [f"The variants in the last section: `make table3-check` (`{_relative(check)}`).", ""]
+            if check_runs
+            else []
+        ),
         markdown_table(shown),
         "",
         *table3_notes(table, runs),
         "",
         *table3_bias_section(bias, short, long),
     ]
-    if check_runs:
-        text.insert(
-            4,
-            f"The variants in the last section: `make table3-check` (`{_relative(check)}`).",
-        )
-        text.insert(5, "")
     if not bias.empty:
         bias["run_dir"] = [_relative(d) for d in bias["run_dir"]]
         bias.to_csv(results / "table3_selection_bias.csv", index=False)

@@ -1041,6 +1041,7 @@ def table3_bias_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
                 "row": key,
                 "Method": _table3_key(run)[1],
                 "variant": variant,
+                "pair loss": run.get("sequence_loss", "sum"),
                 "% selected": run["selected_percent"],
                 "BLEU short": run["bleu_short"],
                 "BLEU long": run["bleu_long"],
@@ -1071,14 +1072,13 @@ def table3_bias_section(frame: pd.DataFrame, short: int, long: int) -> list[str]
     if frame.empty:
         return []
     label = frame["Method"] + " " + frame["% selected"].round().astype(int).astype(str) + "%"
-    frame = frame.assign(Selection=label, loss=frame["variant"].str.split(",").str[0])
+    frame = frame.assign(Selection=label)
     selection = ["Selection", "variant", "BLEU short", "BLEU long", "noise % in selection"]
     selection += ["ρ(score, length)", "kept % shortest clean", "kept % longest clean"]
     selection += ["kept % repeated targets"]
     kept = ["Selection", "variant"] + [f"kept % {k}" for k in NOISE_KIND_ORDER]
     # Selections of several shares (or by length) from one pool share their scores.
-    scoring = frame.rename(columns={"Method": "Scores", "loss": "pair loss"})
-    scoring = scoring.drop_duplicates(["Scores", "pair loss"])
+    scoring = frame.rename(columns={"Method": "Scores"}).drop_duplicates(["Scores", "pair loss"])
     ranking = ["Scores", "pair loss", "AUC (noisy)"]
     ranking += [f"AUC % {k}" for k in NOISE_KIND_ORDER[1:]]
     budgets = {"BLEU short": f"BLEU@{short}", "BLEU long": f"BLEU@{long}"}
