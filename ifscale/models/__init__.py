@@ -20,10 +20,6 @@ TRANSLATION_MODELS: dict[str, type[nn.Module]] = {
 }
 
 
-def is_translation_model(name: str) -> bool:
-    return name in TRANSLATION_MODELS
-
-
 def build_model(name: str, num_classes: int = 10, vocab_size: int | None = None, **hyper):
     """Returns the Flax module registered as `name`.
 
@@ -63,5 +59,4 @@ __all__ = [
     "build_model",
     "count_params",
     "init_params",
-    "is_translation_model",
 ]

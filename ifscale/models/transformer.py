@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ifscale.data.translation import BOS_ID, EOS_ID, PAD_ID
+from ifscale.data.text import BOS_ID, EOS_ID, PAD_ID
 
 
 def sinusoids(length: int, width: int) -> np.ndarray:
@@ -182,18 +182,19 @@ def token_losses(logits: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
     return ce * (target != PAD_ID)
 
 
-SEQUENCE_REDUCTIONS = ("sum", "mean")
+SEQUENCE_LOSSES = ("sum", "mean")
 
 
-def sequence_loss(logits: jnp.ndarray, target: jnp.ndarray, reduce: str = "sum") -> jnp.ndarray:
+def pair_losses(
+    logits: jnp.ndarray, target: jnp.ndarray, sequence_loss: str = "sum"
+) -> jnp.ndarray:
     """[b] cross-entropy of each target sentence (padding masked): the per-example loss
-    whose self-influence is scored; "sum" over its tokens, or their "mean"."""
+    whose self-influence is scored; `sequence_loss` "sum" over its tokens, or their
+    "mean"."""
     total = token_losses(logits, target).sum(axis=1)
-    if reduce == "sum":
-        return total
-    if reduce == "mean":
+    if sequence_loss == "mean":
         return total / jnp.maximum((target != PAD_ID).sum(axis=1), 1)
-    raise ValueError(f"reduce must be one of {SEQUENCE_REDUCTIONS}, got {reduce!r}")
+    return total
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_length"))
@@ -217,8 +218,12 @@ def greedy_decode(model: Transformer, params, source: jnp.ndarray, max_length: i
     return out
 
 
+SUBSET_NAMES = ("all", "last3_decoder")
+
+
 def named_subsets(model: Transformer) -> dict[str, tuple[str, ...] | None]:
-    """Parameter subsets by name (the paper's Table 2 rows), as path prefixes."""
+    """Parameter subsets by name (`SUBSET_NAMES`, the paper's Table 2 rows), as path
+    prefixes."""
     last = range(max(model.decoder_layers - 3, 0), model.decoder_layers)
     return {
         "all": None,

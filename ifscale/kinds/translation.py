@@ -1,31 +1,35 @@
-"""Translation with the Transformer: training, greedy translation, BLEU, and the influence
-task of a sentence pair.
+"""German→English translation with the Transformer: the data kind of Tables 2 and 3.
 
-The per-example loss whose self-influence is scored is the summed (or, optionally, the
-mean) token cross-entropy of the reference given the source (padding masked), the same
-`Task` interface as the image classifiers: every influence method and the scoring engine
-are shared.
+Training, greedy translation, BLEU, and the influence task of a sentence pair: the summed
+(or, with `sequence_loss="mean"`, the mean) token cross-entropy of the reference given the
+source (padding masked), the same `Task` interface as the image classifiers, so every
+influence method and the scoring engine are shared.
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifscale.data.translation import TextData
+from ifscale.data.text import TextData, load_translation
 from ifscale.influence.task import Task
+from ifscale.kinds import DataKind
+from ifscale.models import TRANSLATION_MODELS, build_model
 from ifscale.models.transformer import (
     PAD_ID,
-    SEQUENCE_REDUCTIONS,
+    SUBSET_NAMES,
     Transformer,
     greedy_decode,
     named_subsets,
-    sequence_loss,
+    pair_losses,
     token_losses,
 )
 from ifscale.train import TrainConfig, TrainedModel, train_loop
-from ifscale.utils import ConfigError, stream_key
+from ifscale.utils import ConfigError, check, stream_key
 
 
 def resolve_layers(model: Transformer, layers) -> tuple[str, ...] | None:
@@ -40,20 +44,16 @@ def resolve_layers(model: Transformer, layers) -> tuple[str, ...] | None:
 
 
 def translation_task(
-    model: Transformer, layers=None, l2: float = 0.0, sequence_reduce: str = "sum"
+    model: Transformer, layers=None, l2: float = 0.0, sequence_loss: str = "sum"
 ) -> Task:
     """Per-example loss of a sentence pair batch (source ids, target ids): the token
-    cross-entropy of the target (dropout off), summed over its tokens or their "mean"
-    (length-normalised)."""
-    if sequence_reduce not in SEQUENCE_REDUCTIONS:
-        raise ConfigError(
-            f"sequence_reduce must be one of {SEQUENCE_REDUCTIONS}, got {sequence_reduce!r}"
-        )
+    cross-entropy of the target (dropout off), summed over its tokens ("sum") or their
+    "mean" (length-normalised)."""
 
     def loss(params, batch):
         source, target = batch
         logits = model.apply({"params": params}, source, target)
-        return sequence_loss(logits, target, sequence_reduce)
+        return pair_losses(logits, target, sequence_loss)
 
     return Task(loss=loss, layers=resolve_layers(model, layers), l2=l2)
 
@@ -155,3 +155,82 @@ def train_translation(
         progress=progress,
         evaluate_at=evaluate_at,
     )
+
+
+class TranslationKind(DataKind):
+    """Sentence pairs (source ids, target ids); noise permutes references or adds crawl
+    noise."""
+
+    name: ClassVar[str] = "translation"
+    models: ClassVar[tuple[str, ...]] = tuple(TRANSLATION_MODELS)
+    noise_kinds: ClassVar[tuple[str, ...]] = ("none", "permute", "crawl")
+
+    def check(self, cfg) -> None:
+        super().check(cfg)
+        check(
+            not isinstance(cfg.method.layers, str)
+            or cfg.method.layers in SUBSET_NAMES,
+            "method.layers",
+            f"unknown subset {cfg.method.layers!r}; choose from {list(SUBSET_NAMES)} or give "
+            "path prefixes",
+        )
+
+    def load(self, cfg) -> TextData:
+        d = cfg.dataset
+        return load_translation(
+            d.source,
+            path=d.path,
+            data_dir=d.data_dir,
+            train_size=d.train_size,
+            test_size=d.test_size,
+            vocab_size=d.vocab_size,
+            max_length=d.max_length,
+            noise_kind=cfg.noise.kind,
+            noise_rate=cfg.noise.rate,
+            seed=cfg.seed,
+            cache_dir=cfg.paths.cache_dir,
+            noise_shares=cfg.noise.shares,
+            extra_path=d.extra_path,
+            extra_train_size=d.extra_train_size,
+            length_policy=d.length_policy,
+        )
+
+    def arrays(self, data: TextData) -> tuple[np.ndarray, ...]:
+        return data.source_train, data.target_train, data.source_test, data.target_test
+
+    def n_test(self, data: TextData) -> int:
+        return len(data.source_test)
+
+    def build_model(self, cfg, data: TextData) -> nn.Module:
+        return build_model(
+            cfg.model.name, vocab_size=data.tokenizer.vocab_size, **cfg.model.hyperparameters()
+        )
+
+    def train(self, model, data: TextData, train_cfg, seed, progress=True, evaluate_at=()):
+        return train_translation(model, data, train_cfg, seed, progress, evaluate_at)
+
+    def task(self, model: Transformer, cfg) -> Task:
+        return translation_task(
+            model, cfg.method.layers, cfg.train.l2, cfg.method.sequence_loss
+        )
+
+    def score_columns(self, data: TextData, index: np.ndarray) -> dict[str, Any]:
+        return {
+            "noise_kind": data.noise_kind[index],
+            "carries_reference_of": data.source_of[index],
+            "source": [data.train_pairs.source[i] for i in index],
+            "target": [data.train_pairs.target[i] for i in index],
+            "clean_target": [data.clean_targets[i] for i in index],
+        }
+
+    def run_metrics(self, cfg, data: TextData, info: dict[str, Any]) -> dict[str, Any]:
+        metrics = {
+            "bleu": info.get("bleu"),
+            "test_loss_per_token": info.get("test_loss_per_token"),
+            "test_examples": info.get("test_examples"),
+            "vocab_size": data.tokenizer.vocab_size,
+            "data_stats": data.stats,
+        }
+        if cfg.method.name != "none":
+            metrics["sequence_loss"] = cfg.method.sequence_loss
+        return metrics

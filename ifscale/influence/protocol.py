@@ -1,0 +1,124 @@
+"""What every influence method offers, and all that the pipeline and the scoring engine may
+rely on.
+
+A method is a frozen dataclass of hyperparameters that subclasses `InfluenceMethod`:
+
+    fit(task, params, batches, key, checkpoints=None) -> state   # one-time work, a pytree
+    self_influence(state, batch) -> [b]                          # <g_x, H⁻¹ g_x>
+    influence(state, train_batch, test_batch) -> [n_test, n_train]  # <g_z, H⁻¹ g_x>
+
+and may override the optional members, which have working defaults here:
+
+    prepare(state, batch) -> state      # fix choices before scoring many batches
+    fitted_metrics(state) -> dict       # numbers of the fit worth reporting
+
+Methods whose one-time work is a curvature spectrum that can be stored and reused
+(Arnoldi, RandProj, Exact) subclass `SpectralMethod`, which splits `fit` into
+`spectrum` (the expensive, cacheable part) and `from_spectrum` (cheap), and names in
+`fit_fields` the hyperparameters the spectrum depends on.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ifscale.influence.task import Batch, ParamView, Task
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoints:
+    """Training checkpoints for TracIn: params stacked on a leading [K] axis, and the
+    learning rate in force at each ([K])."""
+
+    params: Any
+    lrs: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Spectrum:
+    """The one-time, cacheable artifact of a spectral method: curvature values and their
+    directions, sorted by decreasing |λ|. Selecting p̄ of them (and inverting) is cheap, so
+    one fit serves every p̄ (Arnoldi, Exact).
+
+    Attributes:
+      values: [m] eigenvalues of H (Exact), Ritz values (Arnoldi) or eigenvalues of H̃
+        (RandProj), float64.
+      vectors: [m, p] the matching directions in parameter space, as rows.
+    """
+
+    values: np.ndarray
+    vectors: Any
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"values": np.asarray(self.values), "vectors": np.asarray(self.vectors)}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> Spectrum:
+        import jax.numpy as jnp
+
+        return cls(np.asarray(arrays["values"], np.float64), jnp.asarray(arrays["vectors"]))
+
+
+class InfluenceMethod(abc.ABC):
+    """The interface of every influence method (see the module docstring)."""
+
+    #: the registered name (`method.name` in configs).
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def fit(
+        self,
+        task: Task,
+        params: Any,
+        batches: list[Batch],
+        key: Any,
+        checkpoints: Checkpoints | None = None,
+    ) -> Any:
+        """The fitted state (a pytree) from the trained `params`, the equally sized fit
+        `batches` whose mean loss defines H, a PRNG `key`, and the training checkpoints
+        (used by TracIn only)."""
+
+    @abc.abstractmethod
+    def self_influence(self, state: Any, batch: Batch) -> Any:
+        """[b] self-influence of each example of `batch`."""
+
+    @abc.abstractmethod
+    def influence(self, state: Any, train_batch: Batch, test_batch: Batch) -> Any:
+        """[n_test, n_train] influence of each training example on each test example."""
+
+    def prepare(self, state: Any, batch: Batch) -> Any:
+        """The state, ready to score many batches shaped like `batch` (e.g. a projection
+        route chosen and directions laid out); by default unchanged."""
+        return state
+
+    def fitted_metrics(self, state: Any) -> dict[str, Any]:
+        """Numbers of the fitted state worth reporting (e.g. eigenvalues); by default none."""
+        return {}
+
+
+class SpectralMethod(InfluenceMethod):
+    """A method whose one-time work is a `Spectrum`, cached by the pipeline."""
+
+    #: the hyperparameters `spectrum` depends on: a cached spectrum is reused by every
+    #: setting that agrees on these (e.g. Arnoldi's n, but not p̄).
+    fit_fields: ClassVar[tuple[str, ...]] = ()
+
+    @abc.abstractmethod
+    def spectrum(self, view: ParamView, batches: list[Batch], key: Any) -> Spectrum:
+        """The expensive part of the fit: curvature values and directions."""
+
+    @abc.abstractmethod
+    def from_spectrum(self, view: ParamView, spectrum: Spectrum) -> Any:
+        """The fitted state for this method's settings from a (possibly cached) spectrum."""
+
+    def fit(self, task, params, batches, key, checkpoints=None):
+        from ifscale.influence.hvp import device_batches
+        from ifscale.influence.task import ParamView
+
+        view = ParamView.create(task, params, example=batches[0])
+        return self.from_spectrum(view, self.spectrum(view, device_batches(batches), key))

@@ -1,0 +1,143 @@
+"""Kinds of data: one object per kind owns everything the pipeline must not ask about.
+
+A kind (images, translation, ...) loads its data with their noise, builds and trains its
+models, gives the influence `Task` of a model, and says which columns describe a scored
+example. `ifscale.pipeline` runs its stages over a kind and never asks which one it has, so
+a new kind is a new `DataKind` subclass, its dataset schema and one `register` call.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import numpy as np
+
+from ifscale.utils import check
+
+if TYPE_CHECKING:
+    import flax.linen as nn
+
+    from ifscale.config import DataConfig, RunConfig
+    from ifscale.influence.task import Batch, Task
+    from ifscale.train import TrainConfig, TrainedModel
+
+
+class Dataset(Protocol):
+    """What the pipeline reads from a kind's loaded data."""
+
+    #: [n] True where noise changed the training example (the ground truth of detection).
+    is_noisy: np.ndarray
+    #: [n] each training example's position in its source.
+    train_index: np.ndarray
+
+    @property
+    def n_train(self) -> int: ...
+
+    def train_batch(self, index: np.ndarray) -> Batch:
+        """The training examples at `index`, as the model's batch."""
+        ...
+
+
+class DataKind(abc.ABC):
+    """One kind of data and the models trained on it."""
+
+    #: `dataset.kind` of its configs.
+    name: ClassVar[str]
+    #: the models it can train (`model.name`).
+    models: ClassVar[tuple[str, ...]]
+    #: the noise it can add (`noise.kind`).
+    noise_kinds: ClassVar[tuple[str, ...]]
+
+    def check(self, cfg: RunConfig) -> None:
+        """Refuses (ConfigError naming the key) a run whose other parts do not fit this kind;
+        a kind extends it for its own options."""
+        check(
+            cfg.model.name in self.models,
+            "model.name",
+            f"{cfg.model.name} does not fit {self.name} data ({cfg.dataset.name}); "
+            f"{self.name} models: {list(self.models)}",
+        )
+        check(
+            cfg.noise.kind in self.noise_kinds,
+            "noise.kind",
+            f"{self.name} data take noise {self.noise_kinds}, got {cfg.noise.kind!r}",
+        )
+
+    @abc.abstractmethod
+    def load(self, cfg: RunConfig) -> Dataset:
+        """The training and test data of `cfg.dataset` with `cfg.noise` applied."""
+
+    @abc.abstractmethod
+    def arrays(self, data: Dataset) -> tuple[np.ndarray, ...]:
+        """The arrays a model is trained and tested on (content-fingerprinted for caches)."""
+
+    @abc.abstractmethod
+    def n_test(self, data: Dataset) -> int:
+        """The number of test examples."""
+
+    @abc.abstractmethod
+    def build_model(self, cfg: RunConfig, data: Dataset) -> nn.Module:
+        """The untrained Flax module of `cfg.model` for `data`."""
+
+    @abc.abstractmethod
+    def train(
+        self,
+        model: nn.Module,
+        data: Dataset,
+        train: TrainConfig,
+        seed: int,
+        progress: bool = True,
+        evaluate_at: tuple[int, ...] = (),
+    ) -> TrainedModel:
+        """Trains `model` on `data`'s training set; `info` carries its test metrics (also
+        after each step count in `evaluate_at`)."""
+
+    @abc.abstractmethod
+    def task(self, model: nn.Module, cfg: RunConfig) -> Task:
+        """The influence task of a trained `model` under `cfg.method`."""
+
+    def strata(self, data: Dataset) -> np.ndarray:
+        """[n] labels within which scored subsets are stratified; by default one stratum."""
+        return np.zeros(data.n_train, np.int64)
+
+    @abc.abstractmethod
+    def score_columns(self, data: Dataset, index: np.ndarray) -> dict[str, Any]:
+        """Columns of `scores.csv` that describe the training examples at `index`."""
+
+    def run_metrics(self, cfg: RunConfig, data: Dataset, info: dict[str, Any]) -> dict[str, Any]:
+        """Metrics of the kind beyond test accuracy, from the data and the training `info`;
+        by default none."""
+        return {}
+
+
+KINDS: dict[str, DataKind] = {}
+DATA_CONFIGS: dict[str, type[DataConfig]] = {}
+
+
+def register(kind: DataKind, config_type: type[DataConfig]) -> None:
+    """Makes `kind` the kind of datasets whose `kind` is `kind.name`, with that schema."""
+    KINDS[kind.name] = kind
+    DATA_CONFIGS[kind.name] = config_type
+
+
+def kind_of(dataset: DataConfig) -> DataKind:
+    """The registered kind of a dataset config."""
+    check(
+        dataset.kind in KINDS,
+        "dataset.kind",
+        f"unknown kind {dataset.kind!r}; registered: {sorted(KINDS)}",
+    )
+    return KINDS[dataset.kind]
+
+
+def _register_builtin() -> None:
+    from ifscale.config import ImageDataConfig, TextDataConfig
+    from ifscale.kinds.images import ImagesKind
+    from ifscale.kinds.translation import TranslationKind
+
+    register(ImagesKind(), ImageDataConfig)
+    register(TranslationKind(), TextDataConfig)
+
+
+_register_builtin()

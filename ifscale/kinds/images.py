@@ -1,0 +1,108 @@
+"""Image classification: labelled images with mislabeled examples, the MNIST CNNs."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import numpy as np
+
+from ifscale.data import ImageData, apply_label_noise, load_images
+from ifscale.influence.layerwise import FlaxLayerwise
+from ifscale.influence.task import Task
+from ifscale.kinds import DataKind
+from ifscale.models import MODELS, build_model
+from ifscale.train import TrainConfig, TrainedModel, cross_entropy, train
+from ifscale.utils import check
+
+
+def classification_task(model: nn.Module, layers=None, l2: float = 0.0) -> Task:
+    """Per-example cross-entropy of an image classifier on batches (x, y)."""
+
+    def loss(params, batch):
+        x, y = batch
+        return cross_entropy(model.apply({"params": params}, x), y)
+
+    fast = FlaxLayerwise(
+        model,
+        loss_from_outputs=lambda logits, batch: cross_entropy(logits, batch[1]),
+        inputs_of=lambda batch: batch[0],
+    )
+    return Task(loss=loss, layers=layers, l2=l2, layerwise=fast)
+
+
+class ImagesKind(DataKind):
+    """Images [n, h, w, c] with integer labels; noise relabels a share of them."""
+
+    name: ClassVar[str] = "images"
+    models: ClassVar[tuple[str, ...]] = tuple(MODELS)
+    noise_kinds: ClassVar[tuple[str, ...]] = ("none", "mislabel")
+
+    def check(self, cfg) -> None:
+        super().check(cfg)
+        check(
+            not isinstance(cfg.method.layers, str),
+            "method.layers",
+            "named subsets are defined for translation models; give path prefixes",
+        )
+        check(
+            cfg.method.sequence_loss == "sum",
+            "method.sequence_loss",
+            "a per-token mean is defined for translation data; image classifiers have one loss",
+        )
+        check(
+            cfg.select.method is None,
+            "select.method",
+            "data cleaning is defined for translation data",
+        )
+
+    def load(self, cfg) -> ImageData:
+        d = cfg.dataset
+        data = load_images(
+            d.source,
+            data_dir=d.data_dir,
+            path=d.path,
+            subset_fraction=d.subset_fraction,
+            subset_size=d.subset_size,
+            scale=d.scale,
+            seed=cfg.seed,
+        )
+        return apply_label_noise(data, cfg.noise.kind, cfg.noise.rate, cfg.seed)
+
+    def arrays(self, data: ImageData) -> tuple[np.ndarray, ...]:
+        return data.x_train, data.y_train, data.x_test, data.y_test
+
+    def n_test(self, data: ImageData) -> int:
+        return len(data.y_test)
+
+    def build_model(self, cfg, data: ImageData) -> nn.Module:
+        return build_model(cfg.model.name, data.num_classes)
+
+    def train(
+        self,
+        model: nn.Module,
+        data: ImageData,
+        train_cfg: TrainConfig,
+        seed: int,
+        progress: bool = True,
+        evaluate_at: tuple[int, ...] = (),
+    ) -> TrainedModel:
+        return train(
+            model,
+            data.x_train,
+            data.y_train,
+            train_cfg,
+            seed,
+            data.x_test,
+            data.y_test,
+            progress=progress,
+        )
+
+    def task(self, model: nn.Module, cfg) -> Task:
+        return classification_task(model, cfg.method.layers, cfg.train.l2)
+
+    def strata(self, data: ImageData) -> np.ndarray:
+        return data.y_train
+
+    def score_columns(self, data: ImageData, index: np.ndarray) -> dict[str, Any]:
+        return {"label": data.y_train[index], "clean_label": data.y_train_clean[index]}
