@@ -24,9 +24,10 @@ import numpy as np
 from ifscale.data import load_images
 from ifscale.influence import Arnoldi, Checkpoints, Lissa, ParamView, RandProj, TracIn
 from ifscale.influence.hvp import device_batches
-from ifscale.influence.scoring import resolve_route, self_influence_scores
+from ifscale.influence.methods import ProjectedState
+from ifscale.influence.scoring import self_influence_scores
+from ifscale.kinds.images import classification_task
 from ifscale.models import build_model, init_params
-from ifscale.pipeline import classification_task
 from ifscale.utils import describe_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def main() -> None:
     print(f"{report['device']}, JAX {jax.__version__}")
     print(f"plain forward+backward: {fb:8.0f} examples/s")
 
-    view = ParamView.create(task, params)
+    view = ParamView.create(task, params, example=fit[0])
     start = time.perf_counter()
     spectrum = Arnoldi(n=args.arnoldi_n, pbar=1).spectrum(view, device_batches(fit), key)
     jax.block_until_ready(spectrum.vectors)
@@ -132,20 +133,21 @@ def main() -> None:
             state = jax.block_until_ready(method.fit(task, params, batches, key, checkpoints))
             report[f"{name}_fit_s"] = time.perf_counter() - start
         # The runner's path: route chosen by timing, directions laid out once.
+        state = method.prepare(state, (x[: args.batch_size], y[: args.batch_size]))
         result = self_influence_scores(
             method, state, (x[:n], y[:n]), args.batch_size, progress=False
         )
-        m = resolve_route(method, state, (x[: args.batch_size], y[: args.batch_size]))
+        route = state.route if isinstance(state, ProjectedState) else None
         rate = result.examples_per_s
         report[name] = {
             "examples_per_s": rate,
             "ratio_to_forward_backward": fb / rate,
-            "route": getattr(m, "route", None),
+            "route": route,
             "examples": n,
         }
         print(
             f"{name:18s} {rate:8.1f} examples/s  ({fb / rate:6.1f}x forward+backward)"
-            f"  route={getattr(m, 'route', '-')}"
+            f"  route={route or '-'}"
         )
     report["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

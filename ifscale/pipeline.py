@@ -25,8 +25,14 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from ifscale.artifacts import ArtifactCache
 from ifscale.config import RunConfig
 from ifscale.data import stratified_subset
-from ifscale.influence import Checkpoints, InfluenceMethod, SpectralMethod, Spectrum, Task
-from ifscale.influence import self_influence_scores
+from ifscale.influence import (
+    Checkpoints,
+    InfluenceMethod,
+    SpectralMethod,
+    Spectrum,
+    Task,
+    self_influence_scores,
+)
 from ifscale.influence.hvp import device_batches
 from ifscale.influence.task import ParamView
 from ifscale.kinds import DataKind, Dataset, kind_of

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from ifscale.config import RunConfig
@@ -231,13 +232,22 @@ def test_every_figure_run_composes_on_the_small_model(experiment, row):
         ("noise=permute", "noise.kind"),
         ("model.width=64", "model.width"),
         ("select.method=all", "select.method"),
-        ("++method.layers=last3_decoder", "method.layers"),
-        ("++method.sequence_loss=mean", "method.sequence_loss"),
+        ("method.layers=last3_decoder", "method.layers"),
+        ("method.sequence_loss=mean", "method.sequence_loss"),
     ],
 )
 def test_bad_values_name_the_key(override, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        RunConfig.from_dict(_compose([override]))
+    assert key in _refusal([override])
+
+
+def _refusal(overrides) -> str:
+    """The error of composing and building a config: Hydra's or OmegaConf's for unknown
+    keys and wrong types (composition), `ConfigError` for values out of range."""
+    try:
+        RunConfig.from_dict(_compose(overrides))
+    except (ConfigError, HydraException) as e:
+        return str(e)
+    raise AssertionError(f"{overrides} was accepted")
 
 
 @pytest.mark.parametrize(
@@ -254,13 +264,12 @@ def test_bad_values_name_the_key(override, key):
         ("select.method=best", "select.method"),
         ("select.fraction=0", "select.fraction"),
         ("select.budget_short=2000", "select.budget_short"),
-        ("++method.sequence_loss=max", "method.sequence_loss"),
+        ("method.sequence_loss=max", "method.sequence_loss"),
         ("select.by_length=true", "select.by_length"),  # without selection by influence
     ],
 )
 def test_bad_translation_values_name_the_key(override, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        RunConfig.from_dict(_compose([*TEXT_SETTING, override]))
+    assert key in _refusal([*TEXT_SETTING, override])
 
 
 @pytest.mark.parametrize(
@@ -299,7 +308,7 @@ def _run_cli(*overrides, tmp_path, data_dir):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["noise.rate=1.5"], "Bad configuration: noise.rate: must be < 1"),
+        (["noise.rate=1.5"], "Bad configuration: noise.rate: must be in [0, 1), got 1.5"),
         (
             ["dataset=images_npz", "dataset.path=/nonexistent/x.npz"],
             "Bad configuration: dataset.path: /nonexistent/x.npz does not exist",
@@ -309,7 +318,12 @@ def _run_cli(*overrides, tmp_path, data_dir):
             "Bad configuration: dataset.subset_size: 70000 is larger than the 60000",
         ),
         (["model=resnet"], "Could not find 'model/resnet'"),
-        (["train.lerning_rate=0.1"], "Key 'lerning_rate' is not in struct"),
+        # Unknown keys and wrong types: refused by OmegaConf while Hydra composes, naming
+        # the key (Hydra's exit code 1).
+        (["train.lerning_rate=0.1"], "Key 'lerning_rate' not in 'TrainConfig'"),
+        (["train.epochs=two"], "full_key: train.epochs"),
+        (["method=arnoldi", "method.iterations=5"], "Key 'iterations' not in 'ArnoldiConfig'"),
+        (["method=arnoldi", "method.pbar=2.5"], "full_key: method.pbar"),
     ],
 )
 def test_runner_rejects_bad_config_with_one_clear_line(overrides, message, tmp_path, mnist_dir):
@@ -432,7 +446,6 @@ def test_method_fit_is_cached_and_reused(tmp_path, mnist_dir):
         (["method=arnoldi", "method.pbar=300", "method.n=200"], "method.pbar"),
         (["method=lissa", "method.scale=0"], "method.scale"),
         (["method=arnoldi", "method.layers=[Conv_9]", *TINY], "method.layers"),
-        (["method=arnoldi", "+method.iterations=5"], "method.iterations"),
     ],
 )
 def test_runner_rejects_bad_method_config(overrides, message, tmp_path, mnist_dir):

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
+from ifscale.influence import Checkpoints
 from ifscale.influence.arnoldi import arnoldi, distill
 from ifscale.influence.methods import (
     Arnoldi,
-    Checkpoints,
     Exact,
     Lissa,
     RandProj,
@@ -354,7 +354,7 @@ import json, sys, jax, numpy as np
 jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, sys.argv[1])
 from tests.influence_fixtures import mlp_problem
-from ifscale.influence.methods import Arnoldi, TracIn, Lissa, Checkpoints
+from ifscale.influence import Arnoldi, TracIn, Lissa, Checkpoints
 from ifscale.influence.scoring import self_influence_scores
 task, params, data = mlp_problem()
 ckpt = Checkpoints(jax.tree_util.tree_map(lambda a: a[None], params), np.array([0.1]))
@@ -426,12 +426,11 @@ def _mixed_problem():
 @pytest.mark.parametrize("layers", [None, ("Conv_1",), ("Dense_0/kernel", "Conv_0/bias")])
 def test_layerwise_per_example_grads_equal_vmap_of_grad(layers):
     from ifscale.influence import layerwise
-    from ifscale.influence.projection import has_layerwise
 
     task, params, data = _mixed_problem()
     task = Task(task.loss, layers=layers, layerwise=task.layerwise)
-    view = ParamView.create(task, params)
-    assert has_layerwise(view, data)
+    view = ParamView.create(task, params, example=data)
+    assert view.per_layer
     want = jax.vmap(jax.grad(view.example_loss), in_axes=(None, 0))(view.theta, data)
     np.testing.assert_allclose(
         layerwise.per_example_grads(view, data), want, rtol=1e-10, atol=1e-12
@@ -467,10 +466,9 @@ def test_layerwise_route_matches_other_routes_for_every_method():
 
 def test_layerwise_route_refuses_unsupported_layers():
     task, params, data = mlp_problem()  # a hand-written loss: no layer structure
+    method = Arnoldi(n=5, pbar=2, progress=False, route="layerwise")
     with pytest.raises(ConfigError, match="method.route"):
-        Arnoldi(n=5, pbar=2, progress=False, route="layerwise").self_influence(
-            Arnoldi(n=5, pbar=2, progress=False).fit(task, params, [data], KEY), data
-        )
+        method.self_influence(method.fit(task, params, [data], KEY), data)
 
 
 def test_scoring_runs_each_batch_once_and_times_the_steady_rate():

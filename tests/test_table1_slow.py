@@ -17,8 +17,8 @@ def test_table1_multirun_and_report_on_a_tiny_setting(tmp_path, mnist_dir):
         "dataset.subset_size=600",
         "train.epochs=9",  # 108 steps: enough for TracIn's 100 checkpoints
         "train.batch_size=50",
-        "++method.fit_batch_size=50",  # ++: the base config (method=none) lacks the key
-        "++method.fit_batches=2",
+        "method.fit_batch_size=50",  # every method schema has it, method=none too
+        "method.fit_batches=2",
         "score.compare_examples=100",
     ]
     env = {"IFSCALE_DATA_DIR": str(mnist_dir)}

@@ -15,13 +15,13 @@ from ifscale.train import (
     TrainConfig,
     TrainingDivergedError,
     accuracy,
+    cached_training,
     checkpoint_steps,
     train,
-    train_cached,
 )
 from ifscale.utils import ConfigError
 
-QUICK = TrainConfig(epochs=6, batch_size=64, checkpoints=4, log_every=10)
+QUICK = TrainConfig(epochs=6, batch_size=64, kept_checkpoints=4, log_every=10)
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +51,14 @@ def test_checkpoints_are_evenly_spaced_and_end_at_the_final_params(trained_small
     assert trained_small.checkpoint_steps[-1] == total
     np.testing.assert_allclose(np.diff(trained_small.checkpoint_steps), total / 4, atol=1)
     np.testing.assert_allclose(trained_small.checkpoint_lrs, QUICK.learning_rate)
-    last = trained_small.checkpoint(3)
+    last = jax.tree_util.tree_map(lambda x: x[3], trained_small.checkpoint_params)
     for a, b in zip(
         jax.tree_util.tree_leaves(last),
         jax.tree_util.tree_leaves(trained_small.params),
         strict=True,
     ):
         np.testing.assert_array_equal(a, b)
-    first = trained_small.checkpoint(0)
+    first = jax.tree_util.tree_map(lambda x: x[0], trained_small.checkpoint_params)
     assert any(
         not np.array_equal(a, b)
         for a, b in zip(
@@ -69,14 +69,14 @@ def test_checkpoints_are_evenly_spaced_and_end_at_the_final_params(trained_small
 
 def test_cosine_schedule_records_the_learning_rate_in_force():
     assert list(checkpoint_steps(100, 4)) == [25, 50, 75, 100]
-    with pytest.raises(ConfigError, match="train.checkpoints"):
+    with pytest.raises(ConfigError, match="train.kept_checkpoints"):
         checkpoint_steps(10, 11)
 
 
 def test_divergence_names_the_step_and_the_keys(mnist_small):
     d = mnist_small
     cfg = TrainConfig(
-        learning_rate=1e12, momentum=0.9, epochs=2, batch_size=64, checkpoints=1, log_every=5
+        learning_rate=1e12, momentum=0.9, epochs=2, batch_size=64, kept_checkpoints=1, log_every=5
     )
     with pytest.raises(TrainingDivergedError, match=r"at step \d+ of 62.*train.learning_rate"):
         train(build_model("cnn_small"), d.x_train, d.y_train, cfg, seed=0, progress=False)
@@ -94,26 +94,23 @@ def test_bad_train_config_names_the_key(mnist_small):
             progress=False,
         )
     with pytest.raises(ConfigError, match="train.optimizer"):
-        TrainConfig(optimizer="lbfgs").validate()
+        TrainConfig(optimizer="lbfgs")  # checked on construction
 
 
 def _tiny_training(mnist_small, cache, key, cfg=None):
     d = mnist_small
-    cfg = cfg or TrainConfig(epochs=1, batch_size=100, checkpoints=2)
-    return train_cached(
-        build_model("cnn_small"),
-        d.x_train[:500],
-        d.y_train[:500],
-        cfg,
-        seed=0,
-        cache=cache,
-        cache_config=key,
-        progress=False,
+    cfg = cfg or TrainConfig(epochs=1, batch_size=100, kept_checkpoints=2)
+    return cached_training(
+        lambda: train(
+            build_model("cnn_small"), d.x_train[:500], d.y_train[:500], cfg, 0, progress=False
+        ),
+        cache,
+        key,
     )
 
 
 def test_cache_is_reused_then_refused_when_config_or_file_changes(mnist_small, tmp_path):
-    cache = ArtifactCache(tmp_path, "trained")
+    cache = ArtifactCache(tmp_path, "trained", version=1)
     key = {"model": "cnn_small", "seed": 0}
     first, hit = _tiny_training(mnist_small, cache, key)
     assert not hit
@@ -134,18 +131,30 @@ def test_cache_is_reused_then_refused_when_config_or_file_changes(mnist_small, t
     folder = cache.path(key)
     # Stored config differs from the request (e.g. a hand-copied folder): refused.
     meta = json.loads((folder / "meta.json").read_text())
-    meta["config"]["seed"] = 99
+    meta["key"]["config"]["seed"] = 99
     (folder / "meta.json").write_text(json.dumps(meta))
     assert cache.load(key) is None
     _, hit = _tiny_training(mnist_small, cache, key)
     assert not hit and cache.load(key) is not None
 
-    # Truncated arrays: refused and rebuilt.
-    blob = (folder / "arrays.npz").read_bytes()
-    (folder / "arrays.npz").write_bytes(blob[: len(blob) // 2])
+    # A truncated array file: refused and rebuilt.
+    array_file = folder / "0000.npy"
+    blob = array_file.read_bytes()
+    array_file.write_bytes(blob[: len(blob) // 2])
     assert cache.load(key) is None
     _, hit = _tiny_training(mnist_small, cache, key)
     assert not hit and cache.load(key) is not None
+
+    # Same size, one byte changed (the checksum recorded at save catches it): refused.
+    blob = bytearray(array_file.read_bytes())
+    blob[-1] ^= 0xFF
+    array_file.write_bytes(bytes(blob))
+    assert cache.load(key) is None
+    _, hit = _tiny_training(mnist_small, cache, key)
+    assert not hit and cache.load(key) is not None
+
+    # Another key version (code whose keys changed): not found, so trained anew.
+    assert ArtifactCache(tmp_path, "trained", version=2).load(key) is None
 
     # Garbage meta.json: refused.
     (folder / "meta.json").write_text("{not json")
@@ -160,6 +169,6 @@ def test_accuracy_pads_the_last_batch(trained_small, mnist_small):
     assert full == pytest.approx(per_batch)
 
 
-def test_train_config_is_frozen():
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        QUICK.epochs = 3
+def test_train_config_checks_on_replace_too():
+    with pytest.raises(ConfigError, match="train.epochs"):
+        dataclasses.replace(QUICK, epochs=0)

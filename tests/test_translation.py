@@ -15,21 +15,21 @@ import optax
 import pytest
 
 from ifscale.config import RunConfig
-from ifscale.data.text import read_parallel_text
-from ifscale.data.translation import (
+from ifscale.data.text import (
     EOS_ID,
     PAD_ID,
     cached_tokenizer,
     load_translation,
+    read_parallel_text,
     to_ids,
     train_tokenizer,
 )
 from ifscale.influence.methods import make_method
 from ifscale.influence.task import ParamView
+from ifscale.kinds.translation import bleu, resolve_layers, translation_task
 from ifscale.models import build_model
-from ifscale.models.transformer import greedy_decode, sequence_loss
+from ifscale.models.transformer import greedy_decode, pair_losses
 from ifscale.pipeline import fit_key, run
-from ifscale.translation import bleu, resolve_layers, translation_task
 from ifscale.utils import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def test_load_translation_is_deterministic(small_corpus, multi30k, tmp_path):
 
 def test_wmt17_tfds_loader_under_mock_data():
     tfds = pytest.importorskip("tensorflow_datasets")
-    from ifscale.data.translation import load_wmt17_tfds
+    from ifscale.data.text import load_wmt17_tfds
 
     with tfds.testing.mock_data(num_examples=12):
         splits = load_wmt17_tfds(None, train_size=8)
@@ -163,7 +163,7 @@ def test_tiny_transformer_learns_to_copy():
     @jax.jit
     def step(params, state, src, tgt):
         loss, grads = jax.value_and_grad(
-            lambda p: sequence_loss(model.apply({"params": p}, src, tgt), tgt).mean()
+            lambda p: pair_losses(model.apply({"params": p}, src, tgt), tgt).mean()
         )(params)
         updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state, loss
@@ -197,33 +197,30 @@ def test_padded_batch_loss_equals_each_pair_alone(small_corpus):
     assert np.all(together > 0)
     # The length-normalised option divides each pair's sum by its target tokens (EOS
     # included, padding not).
-    mean = translation_task(model, sequence_reduce="mean").loss(params, (src, tgt))
+    mean = translation_task(model, sequence_loss="mean").loss(params, (src, tgt))
     np.testing.assert_allclose(np.asarray(mean), together / (tgt > 0).sum(axis=1), rtol=1e-6)
 
 
-def test_sequence_loss_option_is_checked_and_keyed_only_when_set(small_corpus, multi30k):
-    model = _tiny(small_corpus.tokenizer.vocab_size)
-    with pytest.raises(ConfigError, match="sequence_reduce"):
-        translation_task(model, sequence_reduce="max")
-    # Fits cached before the option existed ("sum") keep their key; "mean" gets its own.
-    prep = types.SimpleNamespace(train_key={"any": "model"})
-    method = make_method("arnoldi", n=8, pbar=2)
-    keys = {}
-    for reduce in ("sum", "mean"):
-        cfg = RunConfig.from_dict(
+def test_sequence_loss_is_checked_by_the_config_and_keys_the_fit(multi30k):
+    def config(sequence_loss):
+        return RunConfig.from_dict(
             {
                 "dataset": {
                     "name": "multi30k",
-                    "kind": "text",
+                    "kind": "translation",
                     "source": "parallel_text",
                     "path": str(multi30k),
                 },
                 "model": {"name": "transformer_tiny", **TINY},
-                "method": {"name": "arnoldi", "n": 8, "pbar": 2, "sequence_loss": reduce},
+                "method": {"name": "arnoldi", "n": 8, "pbar": 2, "sequence_loss": sequence_loss},
             }
         )
-        keys[reduce] = fit_key(cfg, prep, method)
-    assert "sequence_loss" not in keys["sum"]
+
+    with pytest.raises(ConfigError, match="method.sequence_loss"):
+        config("max")
+    prep = types.SimpleNamespace(train_key={"any": "model"})
+    method = make_method("arnoldi", n=8, pbar=2)
+    keys = {loss: fit_key(config(loss), prep, method) for loss in ("sum", "mean")}
     assert keys["mean"] == {**keys["sum"], "sequence_loss": "mean"}
 
 
@@ -267,7 +264,7 @@ def test_pipeline_scores_permuted_pairs_on_real_multi30k(multi30k, tmp_path):
     raw = {
         "dataset": {
             "name": "multi30k",
-            "kind": "text",
+            "kind": "translation",
             "source": "parallel_text",
             "path": str(multi30k),
             "train_size": 300,
@@ -283,7 +280,7 @@ def test_pipeline_scores_permuted_pairs_on_real_multi30k(multi30k, tmp_path):
             "warmup_steps": 5,
             "batch_size": 32,
             "epochs": 2,
-            "checkpoints": 1,
+            "kept_checkpoints": 1,
         },
         "method": {
             "name": "arnoldi",
@@ -327,12 +324,12 @@ def test_selection_stage_keeps_the_lowest_self_influence_of_the_precleaned_pairs
     import pandas as pd
 
     from ifscale.cleaning import pre_clean
-    from ifscale.pipeline import load_data
+    from ifscale.kinds import kind_of
 
     raw = {
         "dataset": {
             "name": "noisy_parallel_text",
-            "kind": "text",
+            "kind": "translation",
             "source": "parallel_text",
             "path": str(multi30k),
             "train_size": 400,
@@ -348,7 +345,7 @@ def test_selection_stage_keeps_the_lowest_self_influence_of_the_precleaned_pairs
             "learning_rate": 3e-3,
             "batch_size": 32,
             "epochs": 1,
-            "checkpoints": 1,
+            "kept_checkpoints": 1,
         },
         "method": {"name": "arnoldi", "n": 8, "pbar": 4, "fit_batch_size": 16, "fit_batches": 1},
         "select": {
@@ -367,7 +364,7 @@ def test_selection_stage_keeps_the_lowest_self_influence_of_the_precleaned_pairs
     assert metrics["n_train"] == 400  # truncate: no pair dropped, noise included
     assert metrics["n_selected"] == 200 and metrics["selected_percent"] == 50.0
     scores = pd.read_csv(tmp_path / "run" / "scores.csv")
-    data = load_data(cfg)
+    data = kind_of(cfg.dataset).load(cfg)
     keep, _ = pre_clean(data.train_pairs.source, data.train_pairs.target)
     # Scored: exactly the pre-cleaned pool; selected: its 200 lowest self-influences.
     np.testing.assert_array_equal(scores["example"], np.flatnonzero(keep))

@@ -120,7 +120,6 @@ def read_parallel_text(
     return found
 
 
-
 class Tokenizer:
     """A SentencePiece model (joint source/target vocabulary, pad 0, unk 1, bos 2, eos 3)."""
 

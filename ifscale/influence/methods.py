@@ -433,7 +433,8 @@ class TracIn(InfluenceMethod):
         check(
             self.checkpoints <= available,
             "method.checkpoints",
-            f"{self.checkpoints} requested but training kept {available} (raise train.kept_checkpoints)",
+            f"{self.checkpoints} requested but training kept {available} "
+            "(raise train.kept_checkpoints)",
         )
         chosen = (
             np.round(np.linspace(available / self.checkpoints, available, self.checkpoints)).astype(

@@ -132,9 +132,8 @@ def kind_of(dataset: DataConfig) -> DataKind:
 
 
 def _register_builtin() -> None:
-    from ifscale.config import ImageDataConfig, TextDataConfig
-    from ifscale.kinds.images import ImagesKind
-    from ifscale.kinds.translation import TranslationKind
+    from ifscale.kinds.images import ImageDataConfig, ImagesKind
+    from ifscale.kinds.translation import TextDataConfig, TranslationKind
 
     register(ImagesKind(), ImageDataConfig)
     register(TranslationKind(), TextDataConfig)

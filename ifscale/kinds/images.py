@@ -2,18 +2,68 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any, ClassVar
 
 import flax.linen as nn
 import numpy as np
 
+from ifscale.config import DataConfig
 from ifscale.data import ImageData, apply_label_noise, load_images
+from ifscale.data.images import SOURCES as IMAGE_SOURCES
 from ifscale.influence.layerwise import FlaxLayerwise
 from ifscale.influence.task import Task
 from ifscale.kinds import DataKind
 from ifscale.models import MODELS, build_model
 from ifscale.train import TrainConfig, TrainedModel, cross_entropy, train
 from ifscale.utils import check
+
+
+@dataclasses.dataclass
+class ImageDataConfig(DataConfig):
+    """Labelled images (`ifscale.data.images`).
+
+    Attributes:
+      source: "hub" (MNIST from a PyPI wheel) | "tfds" | "npz" (`path`: your own arrays).
+      subset_fraction, subset_size: a seeded, stratified training subset (one or neither).
+      scale: map pixels to [0, 1].
+    """
+
+    kind: str = "images"
+    name: str = "mnist"
+    source: str = "hub"
+    subset_fraction: float | None = None
+    subset_size: int | None = None
+    scale: bool = True
+
+    KIND: ClassVar[str] = "images"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(
+            self.source in IMAGE_SOURCES,
+            "dataset.source",
+            f"must be one of {IMAGE_SOURCES}, got {self.source!r}",
+        )
+        check(
+            self.subset_fraction is None or self.subset_size is None,
+            "dataset",
+            "give subset_fraction or subset_size, not both",
+        )
+        check(
+            self.subset_fraction is None or 0 < self.subset_fraction <= 1,
+            "dataset.subset_fraction",
+            f"must be in (0, 1], got {self.subset_fraction}",
+        )
+        check(
+            self.subset_size is None or self.subset_size >= 1,
+            "dataset.subset_size",
+            f"must be >= 1, got {self.subset_size}",
+        )
+        if self.source == "npz":
+            check(self.path is not None, "dataset.path", "source 'npz' needs a .npz path")
+            check(Path(self.path).is_file(), "dataset.path", f"{self.path} does not exist")
 
 
 def classification_task(model: nn.Module, layers=None, l2: float = 0.0) -> Task:

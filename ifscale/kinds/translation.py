@@ -8,6 +8,8 @@ influence method and the scoring engine are shared.
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -15,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifscale.data.text import TextData, load_translation
+from ifscale.config import DataConfig
+from ifscale.data.text import LENGTH_POLICIES, TEXT_SOURCES, TextData, load_translation
 from ifscale.influence.task import Task
 from ifscale.kinds import DataKind
 from ifscale.models import TRANSLATION_MODELS, build_model
@@ -30,6 +33,62 @@ from ifscale.models.transformer import (
 )
 from ifscale.train import TrainConfig, TrainedModel, train_loop
 from ifscale.utils import ConfigError, check, stream_key
+
+
+@dataclasses.dataclass
+class TextDataConfig(DataConfig):
+    """German→English sentence pairs (`ifscale.data.text`).
+
+    Attributes:
+      source: "parallel_text" (a folder `path` of {train,val,test}.{de,en}) | "tfds"
+        (WMT17) | "paracrawl".
+      train_size, test_size: keep the first pairs of each split (null: all).
+      vocab_size: joint SentencePiece vocabulary.
+      max_length: tokens per sentence, EOS included.
+      extra_path, extra_train_size: another corpus folder whose first training pairs are
+        appended (mixed domains, Table 3).
+      length_policy: training pairs over max_length are "drop"ped or "truncate"d.
+    """
+
+    kind: str = "translation"
+    name: str = "parallel_text"
+    source: str = "parallel_text"
+    train_size: int | None = None
+    test_size: int | None = None
+    vocab_size: int = 4000
+    max_length: int = 64
+    extra_path: str | None = None
+    extra_train_size: int | None = None
+    length_policy: str = "drop"
+
+    KIND: ClassVar[str] = "translation"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(
+            self.source in TEXT_SOURCES,
+            "dataset.source",
+            f"text data: must be one of {TEXT_SOURCES}, got {self.source!r}",
+        )
+        for key in ("train_size", "test_size", "extra_train_size"):
+            value = getattr(self, key)
+            check(value is None or value >= 1, f"dataset.{key}", "must be >= 1 or null")
+        check(self.vocab_size >= 8, "dataset.vocab_size", "must be >= 8")
+        check(self.max_length >= 2, "dataset.max_length", "must be >= 2")
+        check(
+            self.length_policy in LENGTH_POLICIES,
+            "dataset.length_policy",
+            f"must be one of {LENGTH_POLICIES}, got {self.length_policy!r}",
+        )
+        if self.source == "parallel_text":
+            check(self.path is not None, "dataset.path", "parallel_text needs a folder")
+            check(Path(self.path).is_dir(), "dataset.path", f"{self.path} is not a folder")
+        if self.extra_path is not None:
+            check(
+                Path(self.extra_path).is_dir(),
+                "dataset.extra_path",
+                f"{self.extra_path} is not a folder",
+            )
 
 
 def resolve_layers(model: Transformer, layers) -> tuple[str, ...] | None:
@@ -168,8 +227,7 @@ class TranslationKind(DataKind):
     def check(self, cfg) -> None:
         super().check(cfg)
         check(
-            not isinstance(cfg.method.layers, str)
-            or cfg.method.layers in SUBSET_NAMES,
+            not isinstance(cfg.method.layers, str) or cfg.method.layers in SUBSET_NAMES,
             "method.layers",
             f"unknown subset {cfg.method.layers!r}; choose from {list(SUBSET_NAMES)} or give "
             "path prefixes",
@@ -210,9 +268,7 @@ class TranslationKind(DataKind):
         return train_translation(model, data, train_cfg, seed, progress, evaluate_at)
 
     def task(self, model: Transformer, cfg) -> Task:
-        return translation_task(
-            model, cfg.method.layers, cfg.train.l2, cfg.method.sequence_loss
-        )
+        return translation_task(model, cfg.method.layers, cfg.train.l2, cfg.method.sequence_loss)
 
     def score_columns(self, data: TextData, index: np.ndarray) -> dict[str, Any]:
         return {
