@@ -14,7 +14,7 @@ DATA   ?= wmt17
 DATA3  ?= paracrawl
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow lint format train train-small table1 table1-check figures table2 table2-check table3 table3-check bench clean
+.PHONY: help setup test test-slow lint format train train-small table1 table1-check figures table2 table2-check table3 table3-check bench notebook clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -86,3 +86,6 @@ bench: setup ## Speed of self-influence on cnn_large (examples/s, ratio to forwa
 
 clean: ## Remove run folders (outputs/); keeps .venv and the cache
 	rm -rf outputs multirun
+
+notebook: setup ## Execute notebooks/inspect_results.ipynb in place on results/ (reads results/ only)
+	$(PY) experiments/notebook.py

@@ -4,10 +4,12 @@
     python experiments/report.py figures   # newest figures + figures_baselines sweeps
     python experiments/report.py table2    # newest outputs/multirun/table2/*, -> results/table2.*
     python experiments/report.py table3    # newest outputs/multirun/table3/*, -> results/table3.*
+    python experiments/report.py readme    # README.md's Table 1 block <- results/table1.md
     python experiments/report.py table1 --sweep outputs/multirun/table1/2026-11-26_04-00-00
 
 Every number written comes from a run's `metrics.json` / `scores.csv`; nothing is typed in
-except the paper's published values, which are shown beside ours.
+except the paper's published values, which are shown beside ours. `table1` ends by copying
+the new table into README.md (as `readme` does) when it writes the project's results/.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from ifscale.reports import (
     TABLE2_ROWS,
+    ReadmeSyncError,
     check_section,
     figure1_frame,
     figure2_frame,
@@ -28,6 +31,7 @@ from ifscale.reports import (
     markdown_table,
     plot_figure1,
     plot_figure2,
+    sync_readme,
     table1_frame,
     table1_notes,
     table2_check_section,
@@ -190,6 +194,18 @@ def write_table3(sweep: Path, results: Path, check: Path | None = None) -> None:
     print((results / "table3.md").read_text())
 
 
+def write_readme(readme: Path, results: Path) -> None:
+    """Copies the main table of `results/table1.md` into `readme` between its markers."""
+    try:
+        changed = sync_readme(readme, results / "table1.md")
+    except (ReadmeSyncError, FileNotFoundError) as e:
+        raise SystemExit(str(e)) from None
+    where = f"{_relative(readme)}: Table 1 block"
+    print(
+        f"{where} {'updated from' if changed else 'already equals'} {_relative(results)}/table1.md"
+    )
+
+
 def write_figures(sweeps: Sequence[Path], results: Path) -> None:
     runs = [r for s in sweeps for r in load_runs(s)]
     out = results / "figures"
@@ -205,19 +221,30 @@ def write_figures(sweeps: Sequence[Path], results: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["table1", "table2", "table3", "figures"])
+    parser.add_argument("what", choices=["table1", "table2", "table3", "figures", "readme"])
     parser.add_argument("--sweep", type=Path, nargs="*", help="multirun folder(s) to read")
     parser.add_argument(
         "--check", type=Path, help="table1_check / table2_check / table3_check folder to add"
     )
     parser.add_argument("--outputs", type=Path, default=ROOT / "outputs")
     parser.add_argument("--results", type=Path, default=ROOT / "results")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        help="README to copy Table 1 into (default: README.md when --results is the "
+        "project's results/; tables written elsewhere leave it alone)",
+    )
     args = parser.parse_args()
+    readme = args.readme
+    if readme is None and args.results.resolve() == (ROOT / "results").resolve():
+        readme = ROOT / "README.md"
     if args.what == "table1":
         sweep = args.sweep[0] if args.sweep else latest_sweep("table1", args.outputs)
         # The investigation sweep, when it was run (`make table1-check`).
         check = args.check or latest_sweep("table1_check", args.outputs, required=False)
         write_table1(sweep.resolve(), args.results, check)
+        if readme is not None:
+            write_readme(readme, args.results)
     elif args.what == "table2":
         sweep = args.sweep[0] if args.sweep else latest_sweep("table2", args.outputs)
         check = args.check or latest_sweep("table2_check", args.outputs, required=False)
@@ -226,6 +253,8 @@ def main() -> None:
         sweep = args.sweep[0] if args.sweep else latest_sweep("table3", args.outputs)
         check = args.check or latest_sweep("table3_check", args.outputs, required=False)
         write_table3(sweep.resolve(), args.results, check)
+    elif args.what == "readme":
+        write_readme(readme or ROOT / "README.md", args.results)
     else:
         sweeps = args.sweep or [
             latest_sweep("figures", args.outputs),

@@ -452,3 +452,20 @@ def test_runner_rejects_bad_method_config(overrides, message, tmp_path, mnist_di
     result = _run_cli(*overrides, tmp_path=tmp_path, data_dir=mnist_dir)
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"Bad configuration: {message}" in result.stdout + result.stderr
+
+
+def test_a_run_folder_written_before_the_schemas_is_still_read():
+    """config.json of runs made before the typed schemas ("image" data, train.checkpoints,
+    null Transformer fields on CNNs): reports reload their data through it."""
+    old = {
+        "dataset": {"name": "mnist", "kind": "image", "source": "hub", "data_dir": "/d"}
+        | {"path": None, "subset_fraction": 0.1, "subset_size": None, "scale": True}
+        | {"train_size": None, "vocab_size": 4000, "max_length": 64, "length_policy": "drop"},
+        "model": {"name": "cnn_small", "width": None, "heads": None, "dropout": None},
+        "train": {"epochs": 30, "checkpoints": 100},
+        "method": {"name": "arnoldi", "n": 200, "pbar": 5, "fit_batches": 10},
+        "name": "figures",
+    }
+    cfg = RunConfig.from_dict(old)
+    assert cfg.dataset.kind == "images" and cfg.dataset.subset_fraction == 0.1
+    assert cfg.train.kept_checkpoints == 100 and cfg.method.n == 200

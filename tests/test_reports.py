@@ -1,9 +1,9 @@
-"""Tables, figures and the inspection notebook, built from real (tiny) runs."""
+"""Tables, figures, the README's table and the inspection notebook, built from real (tiny)
+runs; the typed record of metrics.json."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +15,15 @@ import pytest
 
 from ifscale.config import RunConfig
 from ifscale.pipeline import run
-from ifscale.reports import found_at_k, load_runs, markdown_table, table1_frame
+from ifscale.record import MISSING, RunMetrics
+from ifscale.reports import (
+    ReadmeSyncError,
+    found_at_k,
+    load_runs,
+    markdown_table,
+    sync_readme,
+    table1_frame,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPARE = 100
@@ -35,7 +43,7 @@ def _config(tmp: Path, data_dir: Path, method: dict, max_examples=None) -> RunCo
             "dataset": {"data_dir": str(data_dir), "subset_size": 400},
             "noise": {"kind": "mislabel", "rate": 0.1},
             "model": {"name": "cnn_small"},
-            "train": {"epochs": 3, "batch_size": 50, "checkpoints": 4},
+            "train": {"epochs": 3, "batch_size": 50, "kept_checkpoints": 4},
             "method": {**method, "fit_batch_size": 50, "fit_batches": 2},
             "score": {"max_examples": max_examples, "compare_examples": COMPARE},
             "paths": {"cache_dir": str(tmp / "cache")},
@@ -52,6 +60,32 @@ def sweep(tmp_path_factory, mnist_dir) -> Path:
         slow = row.startswith("lissa")
         run(_config(tmp, mnist_dir, method, COMPARE if slow else None), tmp / "runs" / str(i))
     return tmp / "runs"
+
+
+def test_metrics_json_is_exactly_what_the_record_writes(sweep):
+    paths = sorted(sweep.glob("*/metrics.json"))
+    assert len(paths) == len(TINY_ROWS)
+    for path in paths:
+        record = RunMetrics.load(path)
+        assert record.to_json() == path.read_text()
+        # Image runs write no text-data or selection keys.
+        assert record.bleu is MISSING and record.select is MISSING
+    assert [r["run_dir"] for r in load_runs(sweep)] == [str(p.parent) for p in paths]
+
+
+def test_record_names_renamed_and_missing_keys(sweep, tmp_path):
+    path = next(sweep.glob("*/metrics.json"))
+    metrics = json.loads(path.read_text())
+    metrics["pair_auc"] = metrics.pop("auc")  # a renamed optional key
+    del metrics["n_train"]  # a missing required key
+    bad = tmp_path / "0" / "metrics.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps(metrics))
+    with pytest.raises(ValueError) as error:
+        load_runs(tmp_path)
+    message = str(error.value)
+    assert str(bad) in message and "'pair_auc'" in message and "'n_train'" in message
+    assert "\n" not in message
 
 
 def test_comparison_subset_is_the_same_examples_in_every_run(sweep):
@@ -154,8 +188,7 @@ def test_notebook_runs_on_the_results(results, tmp_path):
     from ifscale.reports import table3_bias_frame, table3_frame
 
     nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    notebook = nbformat.read(ROOT / "notebooks" / "inspect_results.ipynb", as_version=4)
+    pytest.importorskip("nbclient")
     # The Table 1 fixture's results plus Table 3 files made by the report's functions.
     shown = tmp_path / "results"
     shutil.copytree(results, shown)
@@ -168,14 +201,16 @@ def test_notebook_runs_on_the_results(results, tmp_path):
     ]
     table3_frame(runs).to_csv(shown / "table3.csv", index=False)
     table3_bias_frame(runs).to_csv(shown / "table3_selection_bias.csv", index=False)
-    results = shown
-    os.environ["IFSCALE_RESULTS_DIR"] = str(results)
-    try:
-        nbclient.NotebookClient(
-            notebook, timeout=300, resources={"metadata": {"path": str(tmp_path)}}
-        ).execute()
-    finally:
-        del os.environ["IFSCALE_RESULTS_DIR"]
+    executed = tmp_path / "executed.ipynb"
+    cmd = [sys.executable, str(ROOT / "experiments" / "notebook.py"), "--output", str(executed)]
+    done = subprocess.run(
+        [*cmd, "--results", str(shown), "--timeout", "300"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    notebook = nbformat.read(executed, as_version=4)
     outputs = json.dumps([c.get("outputs", []) for c in notebook.cells])
     assert "Error" not in outputs
     assert "paper AUC" in outputs  # the table was shown
@@ -316,6 +351,7 @@ def test_table3_bias_measures_length_and_repeats_and_compares_pair_losses(tmp_pa
     assert reverse["AUC % garbage"] == 100.0
 
     frame = table3_bias_frame(runs)
+    assert frame["sequence loss"].tolist() == ["sum", "mean", "sum", "mean"]
     assert list(zip(frame["row"], frame["variant"], strict=True)) == [
         ("arnoldi_25", "sum"),
         ("arnoldi_25", "mean"),
@@ -338,3 +374,40 @@ def test_table3_bias_measures_length_and_repeats_and_compares_pair_losses(tmp_pa
     assert "With `sum, by length`, Arnoldi's selection beats RandProj's at equal share: not" in text
     # Without variants: the tables, no verdict.
     assert "beats RandProj" not in "\n".join(table3_bias_section(table3_bias_frame(runs[:2]), 1, 2))
+
+
+def test_readme_table_is_the_one_in_results(tmp_path):
+    """README.md's Table 1 block is what `report.py readme` writes from results/table1.md:
+    a hand-edited README table fails here."""
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    changed = sync_readme(readme, ROOT / "results" / "table1.md")
+    assert not changed, "README.md's Table 1 differs: run `python experiments/report.py readme`"
+    assert readme.read_text() == (ROOT / "README.md").read_text()
+
+
+def test_readme_sync_rewrites_the_block_and_names_a_readme_without_markers(tmp_path):
+    table = tmp_path / "table1.md"
+    table.write_text(
+        "# T\n\n| Method | AUC |\n| --- | --- |\n| Arnoldi | 99 |\n\n## How to read it\n\n"
+        "- Hardware: a CPU.\n- AUC: ...\n"
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text("# R\n\n<!-- table1 -->\nold\n<!-- /table1 -->\n\nafter\n")
+    assert sync_readme(readme, table)
+    block = "| Method | AUC |\n| --- | --- |\n| Arnoldi | 99 |\n\nHardware: a CPU."
+    assert readme.read_text() == f"# R\n\n<!-- table1 -->\n{block}\n<!-- /table1 -->\n\nafter\n"
+    assert not sync_readme(readme, table)
+
+    readme.write_text(readme.read_text().replace("<!-- /table1 -->\n", ""))
+    with pytest.raises(ReadmeSyncError) as error:
+        sync_readme(readme, table)
+    assert str(readme) in str(error.value) and "\n" not in str(error.value)
+    cmd = [sys.executable, str(ROOT / "experiments" / "report.py"), "readme"]
+    done = subprocess.run(
+        [*cmd, "--readme", str(readme), "--results", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1 and done.stderr.strip() == str(error.value)

@@ -1,0 +1,151 @@
+"""The typed record of a run's `metrics.json`.
+
+`RunMetrics` names every key `ifscale.pipeline.run` writes, in the order it writes them, so
+that a record built from the same values writes the same file byte for byte
+(`json.dumps(..., indent=2)` and a newline). Which keys a run has depends on its kind:
+every run has the first group; text data (translation) adds the second; an influence run
+(`method.name` set, no `select.method`) or an influence selection adds the third; a Table 3
+selection adds the fourth. A key a run does not write holds the sentinel `MISSING` and is
+left out of `to_json` (a key written as `null` holds None and is kept).
+
+Readers (the reports) load a run through `RunMetrics.load`, so a key that is renamed or
+missing in a file fails there, in one place, with the file's name, not as a KeyError deep
+inside a table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from pathlib import Path
+from typing import Any, Final
+
+
+class _Missing(enum.Enum):
+    """The type of `MISSING`: a key the run did not write."""
+
+    MISSING = "MISSING"
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing.MISSING
+
+
+@dataclasses.dataclass(kw_only=True)
+class RunMetrics:
+    """One run's metrics (see the module docstring for which keys which runs have)."""
+
+    # Every run (`pipeline.run`).
+    experiment: str
+    dataset: str
+    model: str
+    n_params: int
+    n_train: int
+    n_test: int
+    noise: dict[str, Any]  # kind, rate, n_noisy
+    method: str
+    seed: int
+    test_accuracy: float | None
+    train_time_s: float
+    train_steps: int
+    train_cache_hit: bool
+    device: str
+    config_hash: str
+    train_key_hash: str
+    git_commit: str | None
+
+    # Text data (translation).
+    bleu: float | None | _Missing = MISSING
+    test_loss_per_token: float | None | _Missing = MISSING
+    test_examples: int | None | _Missing = MISSING
+    vocab_size: int | _Missing = MISSING
+    data_stats: dict[str, int] | _Missing = MISSING
+    sequence_loss: str | _Missing = MISSING  # text data with a method
+
+    # Influence scores (`pipeline.influence_stage`): influence runs and selections.
+    auc: float | None | _Missing = MISSING
+    ap: float | None | _Missing = MISSING
+    t_fit_s: float | _Missing = MISSING
+    fit_cache_hit: bool | _Missing = MISSING
+    t_score_s: float | _Missing = MISSING
+    t_score_compile_s: float | _Missing = MISSING
+    examples_per_s: float | _Missing = MISSING
+    n_scored: int | _Missing = MISSING
+    n_noisy_scored: int | _Missing = MISSING
+    pbar: int | None | _Missing = MISSING
+    fit_batch_size: int | _Missing = MISSING
+    fit_batches: int | _Missing = MISSING
+    n_perturbed_params: int | _Missing = MISSING
+    auc_compare: float | None | _Missing = MISSING  # with score.compare_examples
+    ap_compare: float | None | _Missing = MISSING
+    n_compare: int | _Missing = MISSING
+    eigenvalues: list[float] | _Missing = MISSING  # methods with a spectrum
+    score_cache_hit: bool | _Missing = MISSING  # influence selections (`pool_scores`)
+
+    # Data cleaning (`pipeline.selection_stage`, Table 3).
+    select: dict[str, Any] | _Missing = MISSING  # the SelectConfig
+    n_selected: int | _Missing = MISSING
+    selected_percent: float | _Missing = MISSING
+    n_pool: int | _Missing = MISSING
+    t_select_s: float | _Missing = MISSING
+    kept_percent_by_kind: dict[str, float] | _Missing = MISSING
+    selection_percent_by_kind: dict[str, float] | _Missing = MISSING
+    precleaning_reasons: dict[str, int] | None | _Missing = MISSING
+    bleu_short: float | None | _Missing = MISSING
+    bleu_long: float | None | _Missing = MISSING
+    budget_short: int | _Missing = MISSING
+    budget_long: int | _Missing = MISSING
+    selected_train_time_s: float | _Missing = MISSING
+    selected_train_cache_hit: bool | _Missing = MISSING
+
+    # Runs with a method or a selection.
+    method_options: dict[str, Any] | _Missing = MISSING
+    layers: str | None | _Missing = MISSING  # influence runs
+
+    # Every run, written last.
+    wall_time_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The keys the run wrote (those not `MISSING`), in the pipeline's order."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not MISSING
+        }
+
+    def to_json(self) -> str:
+        """The text of `metrics.json`."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "metrics") -> RunMetrics:
+        """The record of `values`; an unknown or a missing required key raises ValueError
+        naming `source` and the keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in values if k not in names]
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        missing = [k for k in required if k not in values]
+        if unknown or missing:
+            problems = [f"unknown key(s) {unknown}"] if unknown else []
+            problems += [f"missing key(s) {missing}"] if missing else []
+            raise ValueError(f"{source}: {'; '.join(problems)} (see ifscale.record.RunMetrics)")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "metrics.json") -> RunMetrics:
+        values = json.loads(text)
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: not a JSON object")
+        return cls.from_dict(values, source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunMetrics:
+        """The record of the `metrics.json` at `path`."""
+        return cls.from_json(Path(path).read_text(), str(path))
