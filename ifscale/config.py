@@ -261,11 +261,14 @@ class ScoreConfig:
       compare_examples: also report AUC/AP on the seeded subset of this size (the one
         `max_examples` of the same size would score), so that runs scoring all examples
         and runs scoring a subset can be compared on identical examples (Table 1).
+      require_fit: refuse to fit: score only with a cached fit (`stage=fit` made it), so
+        that many scoring jobs never each run the fit.
     """
 
     batch_size: int = 256
     max_examples: int | None = None
     compare_examples: int | None = None
+    require_fit: bool = False
 
     def __post_init__(self):
         check(self.batch_size >= 1, "score.batch_size", "must be >= 1")
@@ -329,6 +332,28 @@ class SelectConfig:
 
 
 @dataclasses.dataclass
+class MeshConfig:
+    """The device mesh (`ifscale.influence.sharding`): HVPs and scoring are data-parallel
+    over `data`; the Krylov basis, eigenvectors and projection directions are sharded over
+    `model` along the parameter axis.
+
+    Attributes:
+      data: devices on the data axis (null: all devices not on `model`).
+      model: devices on the parameter axis (a power of two up to 1024).
+    """
+
+    data: int | None = None
+    model: int = 1
+
+    def __post_init__(self):
+        check(self.data is None or self.data >= 1, "mesh.data", "must be >= 1 or null")
+        check(self.model >= 1, "mesh.model", f"must be >= 1, got {self.model}")
+
+
+STAGES = ("all", "fit", "score")
+
+
+@dataclasses.dataclass
 class PathsConfig:
     cache_dir: str = ".cache"
     data_dir: str | None = None
@@ -340,6 +365,9 @@ class PathsConfig:
 @dataclasses.dataclass
 class RunConfig:
     """Everything one run of the pipeline needs.
+
+    `stage`: "all" (train, fit, score), "fit" (train and fit only: the fit is cached for
+    scoring jobs) or "score" (with `score.require_fit`, only from a cached fit).
 
     The data kind of `dataset` checks that the other parts fit it (a Transformer on
     images, permutation noise on images... are refused here).
@@ -354,14 +382,27 @@ class RunConfig:
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     select: SelectConfig = dataclasses.field(default_factory=SelectConfig)
     paths: PathsConfig = dataclasses.field(default_factory=PathsConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     name: str = "default"
     seed: int = 0
     progress: bool = True
+    stage: str = "all"
 
     def __post_init__(self):
         from ifscale.kinds import kind_of  # the kinds import this module
 
         check(self.seed >= 0, "seed", "must be an integer >= 0")
+        check(self.stage in STAGES, "stage", f"must be one of {STAGES}, got {self.stage!r}")
+        check(
+            self.stage == "all" or self.method.name != "none",
+            "stage",
+            f"stage={self.stage} needs a method (method=arnoldi, ...)",
+        )
+        check(
+            self.stage == "all" or self.select.method is None,
+            "stage",
+            "the fit and score stages are for scoring runs, not data cleaning (select)",
+        )
         kind_of(self.dataset).check(self)
         if self.select.method == "influence":
             check(

@@ -29,16 +29,18 @@ from ifscale.influence import (
     Checkpoints,
     InfluenceMethod,
     SpectralMethod,
-    Spectrum,
     Task,
     self_influence_scores,
 )
 from ifscale.influence.hvp import device_batches
+from ifscale.influence.scoring import place
+from ifscale.influence.sharding import Layout, make_mesh
 from ifscale.influence.task import ParamView
 from ifscale.kinds import DataKind, Dataset, kind_of
 from ifscale.models import count_params
 from ifscale.record import RunMetrics
 from ifscale.selection import selection_stage
+from ifscale.store import SpectrumStore
 from ifscale.train import TrainedModel, cached_training
 from ifscale.utils import (
     check,
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 # Versions of the cache keys built here: bump one when what determines its artifact
 # changes, so that artifacts made before are not found (see `ifscale.artifacts`).
 TRAINED_VERSION = 2
-FIT_VERSION = 2
+FIT_VERSION = 3  # 3: orbax spectra holding the top `keep` eigenvectors
 SCORES_VERSION = 2
 
 
@@ -176,8 +178,10 @@ def fit_key(cfg: RunConfig, prep: Prepared, method: SpectralMethod) -> dict[str,
 def fit_method(cfg: RunConfig, prep: Prepared, method: InfluenceMethod, task: Task):
     """The method's fitted state, and (fit seconds, whether the fit came from the cache).
 
-    Spectral methods (Arnoldi, RandProj, Exact) store their spectrum under
-    `<cache_dir>/fits/`; the others (LISSA, TracIn) have no one-time work worth caching.
+    Spectral methods (Arnoldi, RandProj, Exact) store their spectrum with orbax under
+    `<cache_dir>/fits/` (`ifscale.store`), laid out on the run's mesh; the others (LISSA,
+    TracIn) have no one-time work worth caching. With `score.require_fit` a missing
+    spectrum is an error instead of a fit.
     """
     trained = prep.trained
     batches = fit_batches(cfg, prep.data)
@@ -188,20 +192,37 @@ def fit_method(cfg: RunConfig, prep: Prepared, method: InfluenceMethod, task: Ta
         state = method.fit(task, trained.params, batches, key, checkpoints)
         jax.block_until_ready(state)
         return state, time.perf_counter() - start, False
-    view = ParamView.create(task, trained.params, example=batches[0])
-    cache = ArtifactCache(cfg.paths.cache_dir, "fits", FIT_VERSION)
+    mesh = make_mesh(cfg.mesh.data, cfg.mesh.model)
+    view = place(ParamView.create(task, trained.params, example=batches[0]), mesh)
+    layout = Layout.create(view.size, mesh)
+    store = SpectrumStore(cfg.paths.cache_dir, FIT_VERSION)
     cache_key = fit_key(cfg, prep, method)
-    hit = cache.load(cache_key)
+    hit = store.load(cache_key, layout)
     if hit is not None:
-        arrays, info = hit
-        log.info("Reusing the %s fit cached at %s", method.name, cache.path(cache_key))
-        return method.from_spectrum(view, Spectrum.from_arrays(arrays)), info["t_fit_s"], True
+        spectrum, info = hit
+        log.info("Reusing the %s fit cached at %s", method.name, store.path(cache_key))
+        return method.from_spectrum(view, spectrum, layout), info["t_fit_s"], True
+    check(
+        not cfg.score.require_fit,
+        "score.require_fit",
+        f"no cached {method.name} fit at {store.path(cache_key)}; run stage=fit with the "
+        "same config first",
+    )
+    check(
+        cfg.method.fit_batch_size % layout.data == 0,
+        "method.fit_batch_size",
+        f"{cfg.method.fit_batch_size} must be divisible by the {layout.data} devices on the "
+        "mesh's data axis",
+    )
+    progress = store.progress(cache_key, method.checkpoint_every)
     start = time.perf_counter()
-    spectrum = method.spectrum(view, device_batches(batches), key)
+    spectrum = method.spectrum(view, device_batches(batches, layout.batch()), key, layout, progress)
     jax.block_until_ready(spectrum.vectors)
     t_fit = time.perf_counter() - start
-    cache.save(cache_key, spectrum.to_arrays(), {"t_fit_s": t_fit})
-    return method.from_spectrum(view, spectrum), t_fit, False
+    store.save(cache_key, spectrum, {"t_fit_s": t_fit})
+    if progress is not None:
+        progress.clear()
+    return method.from_spectrum(view, spectrum, layout), t_fit, False
 
 
 def detection_metrics(is_noisy: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
@@ -231,6 +252,7 @@ def influence_stage(
         data.train_batch(index),
         batch_size=cfg.score.batch_size,
         progress=cfg.progress,
+        mesh=make_mesh(cfg.mesh.data, cfg.mesh.model),
     )
     is_noisy = data.is_noisy[index]
     metrics = {
@@ -326,7 +348,12 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     scores = None
-    if cfg.select.method is not None:
+    if cfg.stage == "fit":
+        method = cfg.method.build(progress=cfg.progress)
+        _, t_fit, hit = fit_method(cfg, prep, method, prep.kind.task(prep.model, cfg))
+        metrics |= {"stage": "fit", "t_fit_s": t_fit, "fit_cache_hit": hit}
+        log.info("%s fit: %.1fs%s", cfg.method.name, t_fit, " (cached)" if hit else "")
+    elif cfg.select.method is not None:
         select_metrics, scores = selection_stage(
             cfg, prep, lambda pool: pool_scores(cfg, prep, pool)
         )

@@ -105,6 +105,9 @@ class RunMetrics:
     method_options: dict[str, Any] | _Missing = MISSING
     layers: str | None | _Missing = MISSING  # influence runs
 
+    # A fit-only run (`stage=fit`).
+    stage: str | _Missing = MISSING
+
     # Every run, written last.
     wall_time_s: float
 

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from ifscale.influence.sharding import Layout
+
 log = logging.getLogger(__name__)
 
 
@@ -24,21 +26,38 @@ class Krylov:
     """An orthonormal Krylov basis and the projection of the matrix onto it.
 
     Attributes:
-      basis: [m, p] orthonormal rows w_0 .. w_{m-1}.
+      basis: [m, padded] orthonormal rows w_0 .. w_{m-1}, laid out by `layout` (sharded over
+        its `model` axis).
       hessenberg: [m, m] A = W H Wᵀ (upper Hessenberg; tridiagonal for symmetric H).
       breakdown: True if the iteration stopped early because the Krylov subspace became
         invariant (then m < n and the Ritz values are exact eigenvalues).
+      layout: how the rows are laid out on the device mesh.
     """
 
     basis: jnp.ndarray
     hessenberg: np.ndarray
     breakdown: bool
+    layout: Layout | None = None
 
 
-@functools.partial(jax.jit, static_argnames="passes", donate_argnums=0)
-def _extend(basis: jnp.ndarray, w: jnp.ndarray, count: jnp.ndarray, passes: int):
+@dataclasses.dataclass
+class ArnoldiProgress:
+    """The state of an unfinished iteration, enough to continue it bit for bit.
+
+    Attributes:
+      step: matrix-vector products done (rows 0..step of `basis` are set).
+      basis: [n+1, padded] the basis so far (rows after `step` are zero).
+      hessenberg: [n+1, n] float64, columns before `step` set.
+    """
+
+    step: int
+    basis: jnp.ndarray
+    hessenberg: np.ndarray
+
+
+def _mgs(basis, w, count, passes: int):
     """Orthogonalizes w against rows [0, count) of basis (modified Gram-Schmidt, `passes`
-    times) and writes the normalized residual into row `count`, in place.
+    times) and writes the normalized residual into row `count`.
 
     Returns (basis, coefficients [n+1], residual norm).
     """
@@ -58,6 +77,67 @@ def _extend(basis: jnp.ndarray, w: jnp.ndarray, count: jnp.ndarray, passes: int)
     return basis.at[count].set(w / safe), coeffs, norm
 
 
+@functools.lru_cache(maxsize=32)
+def _extend_on(layout: Layout, passes: int):
+    """`_mgs` jitted for `layout`: the basis stays sharded in place (donated), the
+    coefficients and the norm come back replicated."""
+    rep = layout.replicated()
+    return jax.jit(
+        functools.partial(_mgs, passes=passes),
+        donate_argnums=0,
+        out_shardings=(layout.rows(), rep, rep),
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _row_ops(layout: Layout):
+    """Jitted pieces of the offloaded path, one row at a time (as `_mgs` does them)."""
+    rep = layout.replicated()
+
+    @functools.partial(jax.jit, out_shardings=(layout.vector(), rep))
+    def subtract(row, w):
+        c = jnp.vdot(row, w)
+        return w - c * row, c
+
+    @functools.partial(jax.jit, out_shardings=(layout.vector(), rep))
+    def normalize(w):
+        norm = jnp.linalg.norm(w)
+        return w / jnp.where(norm > 0, norm, 1.0), norm
+
+    return subtract, normalize
+
+
+class _HostRows:
+    """Basis rows kept in host memory (`pinned_host`), brought to the device one at a time
+    for each product: for bases larger than device memory."""
+
+    def __init__(self, layout: Layout, basis: jnp.ndarray, count: int):
+        self.layout = layout
+        self.host = layout.vector("pinned_host")
+        self.rows = [jax.device_put(basis[i], self.host) for i in range(count)]
+
+    def __getitem__(self, i: int) -> jnp.ndarray:
+        return jax.device_put(self.rows[i], self.layout.vector())
+
+    def append(self, row: jnp.ndarray) -> None:
+        self.rows.append(jax.device_put(row, self.host))
+
+    def extend(self, w, count: int, passes: int):
+        subtract, normalize = _row_ops(self.layout)
+        coeffs = np.zeros(count, np.float64)
+        for _ in range(passes):
+            for j in range(count):
+                w, c = subtract(self[j], w)
+                coeffs[j] += float(c)
+        row, norm = normalize(w)
+        self.append(row)
+        return coeffs, norm
+
+    def stacked(self, count: int) -> jnp.ndarray:
+        """[count, padded] on the device (for distillation and checkpoints)."""
+        return jnp.stack([self[i] for i in range(count)])
+
+
 def arnoldi(
     matvec: Callable[[jnp.ndarray], jnp.ndarray],
     start: jnp.ndarray,
@@ -65,11 +145,16 @@ def arnoldi(
     reorthogonalize: bool = False,
     breakdown_tol: float = 1e-9,
     progress: bool = True,
+    layout: Layout | None = None,
+    basis_memory: str = "device",
+    resume: ArnoldiProgress | None = None,
+    checkpoint: Callable[[ArnoldiProgress], None] | None = None,
+    checkpoint_every: int | None = None,
 ) -> Krylov:
     """Builds an orthonormal basis of the Krylov subspace span{v, Hv, ..., H^(n-1) v}.
 
     Args:
-      matvec: v -> H v for a symmetric H (here: a Hessian-vector product).
+      matvec: v -> H v for a symmetric H (here: a Hessian-vector product), on [p] vectors.
       start: [p] start vector (the poster draws it from N(0, I)).
       n: number of iterations (matrix-vector products).
       reorthogonalize: run Gram-Schmidt twice per step, which keeps the basis orthogonal
@@ -77,6 +162,12 @@ def arnoldi(
       breakdown_tol: stop early when the new residual's norm falls below this fraction of
         ||H w||: the subspace is then invariant and further vectors would be noise.
       progress: show a progress bar.
+      layout: where the basis lives (default: every device on `data`, nothing sharded).
+      basis_memory: "device", or "host": rows kept in host memory and brought to the
+        device one at a time for each product (slower; for bases larger than the device).
+      resume: continue an unfinished iteration (the same arguments otherwise).
+      checkpoint: called with the progress every `checkpoint_every` steps.
+      checkpoint_every: steps between checkpoints (None: never).
 
     Returns:
       A `Krylov` with m <= n basis vectors.
@@ -86,32 +177,56 @@ def arnoldi(
     """
     if n < 1:
         raise ValueError(f"method.n: must be >= 1, got {n}")
-    p = start.shape[0]
-    basis = jnp.zeros((n + 1, p), start.dtype)
-    basis = basis.at[0].set(start / jnp.linalg.norm(start))
-    hessenberg = np.zeros((n + 1, n), np.float64)
+    layout = Layout.create(start.shape[0]) if layout is None else layout
     passes = 2 if reorthogonalize else 1
+    if resume is None:
+        basis = layout.zeros_rows(n + 1, start.dtype)
+        basis = basis.at[0].set(layout.pad(start / jnp.linalg.norm(start)))
+        hessenberg = np.zeros((n + 1, n), np.float64)
+        first = 1
+    else:
+        basis, hessenberg, first = resume.basis, resume.hessenberg.copy(), resume.step + 1
+    host = _HostRows(layout, basis, first) if basis_memory == "host" else None
+    if host is not None:
+        del basis  # rows live in host memory from here on
     m = n
     breakdown = False
-    for step in tqdm(
-        range(1, n + 1), desc="arnoldi", unit="hvp", disable=not progress, mininterval=1.0
-    ):
-        w = matvec(basis[step - 1])
+    extend = _extend_on(layout, passes)
+    bar = tqdm(
+        total=n, initial=first - 1, desc="arnoldi", unit="hvp", disable=not progress, mininterval=1
+    )
+    for step in range(first, n + 1):
+        previous = host[step - 1] if host is not None else basis[step - 1]
+        w = matvec(layout.unpad(previous))
         w_norm = float(jnp.linalg.norm(w))
         if not np.isfinite(w_norm):
             raise FloatingPointError(
                 f"Arnoldi step {step}: the Hessian-vector product returned NaN/Inf. Check the "
                 "trained parameters and the fit batches (method.fit_batch_size)."
             )
-        basis, coeffs, norm = _extend(basis, w, jnp.asarray(step), passes)
+        if host is not None:
+            coeffs, norm = host.extend(layout.pad(w), step, passes)
+        else:
+            basis, coeffs, norm = extend(basis, layout.pad(w), jnp.asarray(step))
+            coeffs = coeffs[:step]
         norm = float(norm)
-        hessenberg[:step, step - 1] = np.asarray(coeffs[:step], np.float64)
+        hessenberg[:step, step - 1] = np.asarray(coeffs, np.float64)
         hessenberg[step, step - 1] = norm
+        bar.update(1)
         if norm <= breakdown_tol * max(w_norm, np.finfo(np.float64).tiny):
             m, breakdown = step, True
             log.info("Arnoldi: invariant subspace after %d of %d steps", step, n)
             break
-    return Krylov(basis=basis[:m], hessenberg=hessenberg[:m, :m], breakdown=breakdown)
+        if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0:
+            if host is not None:
+                rows = host.stacked(step + 1)
+                saved = layout.zeros_rows(n + 1, rows.dtype).at[: step + 1].set(rows)
+            else:
+                saved = basis
+            checkpoint(ArnoldiProgress(step, saved, hessenberg))
+    bar.close()
+    final = host.stacked(m) if host is not None else basis[:m]
+    return Krylov(final, hessenberg[:m, :m], breakdown, layout)
 
 
 def distill(
@@ -126,7 +241,8 @@ def distill(
         absolute value.
 
     Returns:
-      (eigenvalues [k] in decreasing |λ|, eigenvectors [k, p] as rows), k = min(p̄, available).
+      (eigenvalues [k] in decreasing |λ|, eigenvectors [k, padded] as rows laid out as the
+      basis), k = min(p̄, available).
     """
     if pbar < 1:
         raise ValueError(f"method.pbar: must be >= 1, got {pbar}")
@@ -140,5 +256,12 @@ def distill(
     keep = order[:pbar]
     if len(keep) < pbar:
         log.warning("Arnoldi: only %d eigenpairs available for method.pbar=%d", len(keep), pbar)
-    eigvecs = jnp.asarray(vectors[:, keep].T, krylov.basis.dtype) @ krylov.basis
+    eigvecs = _combine(jnp.asarray(vectors[:, keep].T, krylov.basis.dtype), krylov.basis)
     return values[keep], eigvecs
+
+
+@jax.jit
+def _combine(coefficients: jnp.ndarray, basis: jnp.ndarray) -> jnp.ndarray:
+    # [k, m] @ [m, padded]: the contraction is over m, so the result keeps the basis's
+    # sharding of the parameter axis.
+    return coefficients @ basis

@@ -13,8 +13,9 @@ from ifscale.influence.task import Batch, ParamView
 from ifscale.utils import ConfigError
 
 
-def device_batches(batches: Iterable[Batch]) -> list[Batch]:
-    """Checks that the fit batches have one size and places each on the device once.
+def device_batches(batches: Iterable[Batch], sharding=None) -> list[Batch]:
+    """Checks that the fit batches have one size and places each on the device(s) once
+    (`sharding`: e.g. split over a mesh's `data` axis; default: the default device).
 
     Equal sizes make the mean of per-batch means the mean over all fit examples.
     """
@@ -24,7 +25,7 @@ def device_batches(batches: Iterable[Batch]) -> list[Batch]:
     sizes = {len(jax.tree_util.tree_leaves(b)[0]) for b in batches}
     if len(sizes) != 1:
         raise ConfigError(f"method.fit_batch_size: fit batches must have one size, got {sizes}")
-    return [jax.device_put(b) for b in batches]
+    return [jax.device_put(b, sharding) for b in batches]
 
 
 def _hvp_on(view: ParamView, batch: Batch, v: jnp.ndarray) -> jnp.ndarray:

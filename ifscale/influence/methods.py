@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ifscale.influence import layerwise
-from ifscale.influence.arnoldi import arnoldi, distill
+from ifscale.influence.arnoldi import _combine, arnoldi
 from ifscale.influence.hvp import dense_hessian, device_batches, hvp, hvp_many
 from ifscale.influence.projection import (
     ROUTES,
@@ -33,6 +33,7 @@ from ifscale.influence.projection import (
     project_prepared,
 )
 from ifscale.influence.protocol import Checkpoints, InfluenceMethod, SpectralMethod, Spectrum
+from ifscale.influence.sharding import Layout
 from ifscale.influence.task import Batch, ParamView, view_of_params
 from ifscale.utils import ConfigError, check
 
@@ -55,6 +56,7 @@ class ProjectedState:
         eigenvalues of H̃), for inspection (Figure 2).
       route: the projection route ("grad", "jvp", "layerwise"), or "auto" until
         `prepare` chooses one.
+      layout: how `directions` are laid out on the mesh (sharded over `model`, padded).
       prepared: U laid out per layer for the layerwise route (set by `prepare`).
     """
 
@@ -63,6 +65,7 @@ class ProjectedState:
     inner: jnp.ndarray
     eigvals: jnp.ndarray
     route: str = dataclasses.field(default="auto", metadata={"static": True})
+    layout: Layout | None = dataclasses.field(default=None, metadata={"static": True})
     prepared: dict | None = None
 
 
@@ -104,7 +107,9 @@ class _Projected(SpectralMethod):
         their inverses)."""
         raise NotImplementedError
 
-    def from_spectrum(self, view: ParamView, spectrum: Spectrum) -> ProjectedState:
+    def from_spectrum(
+        self, view: ParamView, spectrum: Spectrum, layout: Layout | None = None
+    ) -> ProjectedState:
         keep, values, inverse = self.select(spectrum)
         dtype = view.theta.dtype
         return ProjectedState(
@@ -113,18 +118,22 @@ class _Projected(SpectralMethod):
             inner=jnp.asarray(np.diag(inverse), dtype),
             eigvals=jnp.asarray(values, dtype),
             route=self.route,
+            layout=layout or Layout.create(view.size),
         )
 
     def prepare(self, state: ProjectedState, batch: Batch) -> ProjectedState:
         """Fixes the projection route ("auto": the fastest on `batch`) and lays the
         directions out once for the layerwise route."""
         route = state.route
+        # Per-layer products need every direction whole on each device: not with a
+        # parameter axis sharded over `model`.
+        per_layer = state.view.per_layer and (state.layout is None or state.layout.model == 1)
         if route == "auto":
-            route = choose_route(state.view, state.directions, batch)
-        if route == "layerwise" and not state.view.per_layer:
+            route = choose_route(state.view, state.directions, batch, per_layer)
+        if route == "layerwise" and not per_layer:
             raise ConfigError(
                 "method.route: 'layerwise' needs every perturbed parameter to be a "
-                "kernel or bias of a Flax Dense or Conv layer (stride 1)"
+                "kernel or bias of a Flax Dense or Conv layer (stride 1), and mesh.model=1"
             )
         prepared = state.prepared
         if route == "layerwise" and prepared is None:
@@ -148,6 +157,15 @@ class _Projected(SpectralMethod):
         return pz @ state.inner @ px.T
 
 
+@jax.jit
+def _gram(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    return a @ b.T  # [k, k]: the contraction over the (sharded) parameter axis
+
+
+def _stack_rows(layout: Layout, rows: list[jnp.ndarray]) -> jnp.ndarray:
+    return jax.jit(lambda *r: jnp.stack(r), out_shardings=layout.rows())(*rows)
+
+
 def _check_route(route: str) -> None:
     check(route in ROUTES, "method.route", f"must be one of {ROUTES}, got {route!r}")
 
@@ -156,26 +174,34 @@ def _check_route(route: str) -> None:
 class Arnoldi(_Projected):
     """The paper's method: n HVPs build a Krylov basis, distilled to the top-p̄ eigenpairs.
 
-    The cached spectrum holds all Ritz pairs of the n-step Krylov basis, so every p̄ <= n
-    reuses one fit.
+    The cached spectrum holds all Ritz values of the n-step Krylov basis and the `keep`
+    eigenvectors of largest |λ|, so every p̄ <= keep reuses one fit.
 
     Attributes:
       n: Arnoldi iterations (HVPs).
-      pbar: eigenpairs kept (largest |λ|).
+      pbar: eigenpairs used (largest |λ|).
+      keep: eigenvectors stored with the fit (the largest p̄ a sweep asks for).
       reorthogonalize: Gram-Schmidt twice per step.
-      positive_only: keep the p̄ largest positive eigenvalues instead.
+      positive_only: use the p̄ largest positive eigenvalues (among the `keep` stored).
+      basis_memory: "device", or "host": Krylov rows kept in host memory and brought to
+        the device for each product (for bases larger than device memory; slower).
+      checkpoint_every: save the iteration every this many steps, so that a killed fit
+        resumes (null: never).
       progress: progress bar during the fit.
-      route: projection route ("auto", "grad", "jvp").
+      route: projection route ("auto", "grad", "jvp", "layerwise").
     """
 
     n: int = 200
     pbar: int = 10
+    keep: int = 100
     reorthogonalize: bool = False
     positive_only: bool = False
+    basis_memory: str = "device"
+    checkpoint_every: int | None = None
     progress: bool = True
     route: str = "auto"
     name: ClassVar[str] = "arnoldi"
-    fit_fields: ClassVar[tuple[str, ...]] = ("n", "reorthogonalize")
+    fit_fields: ClassVar[tuple[str, ...]] = ("n", "keep", "reorthogonalize")
 
     def __post_init__(self):
         check(self.n >= 1, "method.n", f"must be >= 1, got {self.n}")
@@ -185,22 +211,52 @@ class Arnoldi(_Projected):
             "method.pbar",
             f"{self.pbar} eigenpairs need at least as many Arnoldi iterations (method.n={self.n})",
         )
+        check(
+            self.pbar <= self.keep,
+            "method.pbar",
+            f"{self.pbar} eigenpairs need at least as many stored (method.keep={self.keep})",
+        )
+        check(
+            self.basis_memory in BASIS_MEMORY,
+            "method.basis_memory",
+            f"must be one of {BASIS_MEMORY}, got {self.basis_memory!r}",
+        )
+        check(
+            self.checkpoint_every is None or self.checkpoint_every >= 1,
+            "method.checkpoint_every",
+            "must be >= 1 or null",
+        )
         _check_route(self.route)
 
-    def spectrum(self, view, batches, key) -> Spectrum:
-        start = jax.random.normal(key, (view.size,), view.theta.dtype)
+    def spectrum(self, view, batches, key, layout=None, progress=None) -> Spectrum:
+        layout = layout or Layout.create(view.size)
+        dtype = view.theta.dtype
+        start = jax.random.normal(key, (view.size,), dtype)
+        shape = (self.n + 1, layout.padded)
+        resume = None if progress is None else progress.load(layout, shape, dtype)
         krylov = arnoldi(
             lambda v: hvp(view, batches, v),
             start,
             self.n,
             reorthogonalize=self.reorthogonalize,
             progress=self.progress,
+            layout=layout,
+            basis_memory=self.basis_memory,
+            resume=resume,
+            checkpoint=None if progress is None else progress.save,
+            checkpoint_every=None if progress is None else progress.every,
         )
-        values, vectors = distill(krylov, krylov.basis.shape[0])
-        return _by_abs_value(values, vectors)
+        # Ritz pairs (as `distill`), all values but only the top-`keep` vectors.
+        a = krylov.hessenberg
+        values, vectors = np.linalg.eigh(0.5 * (a + a.T))
+        order = np.argsort(-np.abs(values), kind="stable")
+        top = order[: self.keep]
+        eigvecs = _combine(jnp.asarray(vectors[:, top].T, dtype), krylov.basis)
+        return Spectrum(values[order], eigvecs)
 
     def select(self, spectrum):
-        keep = np.arange(len(spectrum.values))
+        # Only the stored eigenvectors can be used (the leading values are theirs).
+        keep = np.arange(len(spectrum.vectors))
         if self.positive_only:
             keep = keep[spectrum.values > 0]
         keep = keep[: self.pbar]
@@ -210,6 +266,9 @@ class Arnoldi(_Projected):
             )
         values = spectrum.values[keep]
         return keep, values, 1.0 / values
+
+
+BASIS_MEMORY = ("device", "host")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,28 +305,36 @@ class RandProj(_Projected):
         check(self.rcond >= 0, "method.rcond", "must be >= 0")
         _check_route(self.route)
 
-    def spectrum(self, view, batches, key) -> Spectrum:
+    def spectrum(self, view, batches, key, layout=None, progress=None) -> Spectrum:
         check(
             self.pbar <= view.size,
             "method.pbar",
             f"{self.pbar} exceeds the {view.size} perturbed parameters",
         )
-        g = jax.random.normal(key, (self.pbar, view.size), view.theta.dtype)
-        g = g / np.sqrt(self.pbar)  # entries N(0, 1/p̄): E[GᵀG] = I
-        hg = jnp.stack(
+        layout = layout or Layout.create(view.size)
+        # Drawn in place on its shards; entries N(0, 1/p̄): E[GᵀG] = I.
+        g = jax.jit(
+            lambda k: layout.pad(
+                jax.random.normal(k, (self.pbar, view.size), view.theta.dtype) / np.sqrt(self.pbar)
+            ),
+            out_shardings=layout.rows(),
+        )(key)
+        to_vector = jax.jit(layout.pad, out_shardings=layout.vector())
+        hg = _stack_rows(
+            layout,
             [
-                hvp(view, batches, row)
+                to_vector(hvp(view, batches, layout.unpad(row)))
                 for row in tqdm(
                     g, desc="randproj", unit="hvp", disable=not self.progress, mininterval=1.0
                 )
-            ]
+            ],
         )
         if not bool(jnp.isfinite(hg).all()):
             raise FloatingPointError("RandProj: a Hessian-vector product returned NaN/Inf")
-        h_tilde = np.asarray(g @ hg.T, np.float64)
+        h_tilde = np.asarray(_gram(g, hg), np.float64)
         values, q = np.linalg.eigh(0.5 * (h_tilde + h_tilde.T))
         # U = Qᵀ G: then (U g_z)ᵀ diag(1/λ) (U g_x) = ⟨G g_z, H̃⁻¹ G g_x⟩.
-        return _by_abs_value(values, jnp.asarray(q.T, view.theta.dtype) @ g)
+        return _by_abs_value(values, _combine(jnp.asarray(q.T, view.theta.dtype), g))
 
     def select(self, spectrum):
         inverse = _inverse_of_eigenvalues(spectrum.values, self.rcond, "RandProj")
@@ -304,7 +371,7 @@ class Exact(_Projected):
         check(self.damping >= 0, "method.damping", "must be >= 0")
         _check_route(self.route)
 
-    def spectrum(self, view, batches, key) -> Spectrum:
+    def spectrum(self, view, batches, key, layout=None, progress=None) -> Spectrum:
         check(
             view.size <= self.max_params,
             "method.max_params",
@@ -314,7 +381,8 @@ class Exact(_Projected):
         )
         h = dense_hessian(view, batches, progress=self.progress)
         values, vectors = np.linalg.eigh(h.astype(np.float64))
-        return _by_abs_value(values, vectors.T.astype(h.dtype))
+        layout = layout or Layout.create(view.size)
+        return _by_abs_value(values, layout.put_rows(vectors.T.astype(h.dtype)))
 
     def select(self, spectrum):
         values = spectrum.values + self.damping

@@ -46,10 +46,16 @@ def per_example_sq_norms(view: ParamView, batch: Batch) -> jnp.ndarray:
     return jnp.sum(g * g, axis=-1)
 
 
+def _pad_to(x: jnp.ndarray, width: int) -> jnp.ndarray:
+    """[..., p] -> [..., width] with zeros: the padded layout of sharded directions."""
+    extra = width - x.shape[-1]
+    return x if extra == 0 else jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, extra)])
+
+
 @jax.jit
 def _project_grad(view: ParamView, directions: jnp.ndarray, batch: Batch) -> jnp.ndarray:
     g = jax.vmap(jax.grad(view.example_loss), in_axes=(None, 0))(view.theta, batch)
-    return g @ directions.T
+    return _pad_to(g, directions.shape[-1]) @ directions.T
 
 
 @jax.jit
@@ -60,6 +66,7 @@ def _project_layerwise(view: ParamView, directions: jnp.ndarray, batch: Batch):
 @jax.jit
 def _project_jvp(view: ParamView, directions: jnp.ndarray, batch: Batch) -> jnp.ndarray:
     def along(u):
+        u = u[: view.size]  # one direction, whole (a no-op unless sharded and padded)
         return jax.jvp(lambda t: view.losses(t, batch), (view.theta,), (u,))[1]
 
     return jax.lax.map(along, directions).T
@@ -68,11 +75,15 @@ def _project_jvp(view: ParamView, directions: jnp.ndarray, batch: Batch) -> jnp.
 _PROJECTORS = {"grad": _project_grad, "jvp": _project_jvp, "layerwise": _project_layerwise}
 
 
-def choose_route(view: ParamView, directions: jnp.ndarray, batch: Batch) -> str:
-    """Times the routes on `batch` (compilation excluded) and returns the fastest."""
+def choose_route(
+    view: ParamView, directions: jnp.ndarray, batch: Batch, per_layer: bool | None = None
+) -> str:
+    """Times the routes on `batch` (compilation excluded) and returns the fastest
+    (`per_layer`: whether the layerwise route may be used; default `view.per_layer`)."""
+    per_layer = view.per_layer if per_layer is None else per_layer
     times = {}
     for name, fn in _PROJECTORS.items():
-        if name == "layerwise" and not view.per_layer:
+        if name == "layerwise" and not per_layer:
             continue
         jax.block_until_ready(fn(view, directions, batch))  # compile
         start = time.perf_counter()

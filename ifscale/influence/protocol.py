@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 if TYPE_CHECKING:
+    from ifscale.influence.sharding import Layout
     from ifscale.influence.task import Batch, ParamView, Task
+    from ifscale.store import FitProgress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +50,9 @@ class Spectrum:
     Attributes:
       values: [m] eigenvalues of H (Exact), Ritz values (Arnoldi) or eigenvalues of H̃
         (RandProj), float64.
-      vectors: [m, p] the matching directions in parameter space, as rows.
+      vectors: [k, padded] directions in parameter space, as rows, for the first k values
+        (k <= m: Arnoldi stores only the top `keep`), laid out by a `Layout` (sharded over
+        the mesh's `model` axis).
     """
 
     values: np.ndarray
@@ -107,13 +111,26 @@ class SpectralMethod(InfluenceMethod):
     #: the hyperparameters `spectrum` depends on: a cached spectrum is reused by every
     #: setting that agrees on these (e.g. Arnoldi's n, but not p̄).
     fit_fields: ClassVar[tuple[str, ...]] = ()
+    #: steps between checkpoints of a resumable fit (None: the fit is not checkpointed).
+    checkpoint_every: int | None = None
 
     @abc.abstractmethod
-    def spectrum(self, view: ParamView, batches: list[Batch], key: Any) -> Spectrum:
-        """The expensive part of the fit: curvature values and directions."""
+    def spectrum(
+        self,
+        view: ParamView,
+        batches: list[Batch],
+        key: Any,
+        layout: Layout | None = None,
+        progress: FitProgress | None = None,
+    ) -> Spectrum:
+        """The expensive part of the fit: curvature values and directions, laid out by
+        `layout` (default: the default mesh); `progress` checkpoints a long fit so that it
+        resumes (methods without steps to resume ignore it)."""
 
     @abc.abstractmethod
-    def from_spectrum(self, view: ParamView, spectrum: Spectrum) -> Any:
+    def from_spectrum(
+        self, view: ParamView, spectrum: Spectrum, layout: Layout | None = None
+    ) -> Any:
         """The fitted state for this method's settings from a (possibly cached) spectrum."""
 
     def fit(self, task, params, batches, key, checkpoints=None):

@@ -1,9 +1,11 @@
 """Streams a data set through a method in fixed-shape batches, data-parallel over devices.
 
 Batches have one shape (the last is padded), so the scoring function compiles once. Each
-batch is split over all local devices (`jax.devices()`) along its leading axis and the
-method's state is replicated, so the same code uses one CPU, 8 GPUs or a TPU slice. Scores
-go back to the host batch by batch: device memory does not grow with the data set.
+batch is split over the `data` axis of the mesh (`ifscale.influence.sharding`; default: all
+devices) along its leading axis. The method's state is replicated, except arrays already laid
+out on the mesh (directions sharded over `model` stay sharded), so the same code uses one
+CPU, 8 GPUs or a TPU slice. Scores go back to the host batch by batch: device memory does not
+grow with the data set.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from ifscale.influence.protocol import InfluenceMethod
+from ifscale.influence.sharding import make_mesh
 from ifscale.influence.task import Batch
 from ifscale.utils import check
 
@@ -46,14 +49,16 @@ class ScoreResult:
         return len(self.scores) / self.seconds if self.seconds > 0 else float("inf")
 
 
-def data_mesh() -> Mesh:
-    """A 1-D mesh over all local devices, axis "data"."""
-    return Mesh(np.asarray(jax.local_devices()), ("data",))
+def place(tree, mesh: Mesh):
+    """Places `tree` on `mesh`: arrays already sharded on it keep their sharding (e.g.
+    directions over `model`), every other array is replicated."""
+    replicated = NamedSharding(mesh, PartitionSpec())
 
+    def put(x):
+        laid_out = isinstance(x, jax.Array) and isinstance(x.sharding, NamedSharding)
+        return x if laid_out and x.sharding.mesh == mesh else jax.device_put(x, replicated)
 
-def replicate(tree, mesh: Mesh):
-    """Places every array of `tree` on all devices of `mesh`."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    return jax.tree_util.tree_map(put, tree)
 
 
 def _take(data: Batch, index: np.ndarray) -> Batch:
@@ -66,6 +71,7 @@ def stream_scores(
     batch_size: int = 256,
     progress: bool = True,
     desc: str = "score",
+    mesh: Mesh | None = None,
 ) -> ScoreResult:
     """Applies `score_fn` ([b]-shaped scores of a batch) to every example of `data`.
 
@@ -75,6 +81,7 @@ def stream_scores(
       batch_size: examples per step; rounded up to a multiple of the device count.
       progress: progress bar with examples/s.
       desc: progress bar label.
+      mesh: batches are split over its `data` axis (default: all devices).
 
     Returns:
       A `ScoreResult`.
@@ -85,8 +92,8 @@ def stream_scores(
     check(batch_size >= 1, "score.batch_size", f"must be >= 1, got {batch_size}")
     n = _size(data)
     check(n >= 1, "score", "no examples to score")
-    mesh = data_mesh()
-    n_dev = mesh.devices.size
+    mesh = make_mesh() if mesh is None else mesh
+    n_dev = mesh.shape["data"]
     batch_size = -(-min(batch_size, n) // n_dev) * n_dev
     sharded = NamedSharding(mesh, PartitionSpec("data"))
     # Not jitted here: methods jit their own pieces (and loop over HVP batches or
@@ -145,15 +152,23 @@ def _size(data: Batch) -> int:
 
 
 def self_influence_scores(
-    method: InfluenceMethod, state, data: Batch, batch_size: int = 256, progress: bool = True
+    method: InfluenceMethod,
+    state,
+    data: Batch,
+    batch_size: int = 256,
+    progress: bool = True,
+    mesh: Mesh | None = None,
 ) -> ScoreResult:
-    """Self-influence of every example of `data` under a fitted method."""
+    """Self-influence of every example of `data` under a fitted method, data-parallel over
+    the `data` axis of `mesh` (default: all devices)."""
+    mesh = make_mesh() if mesh is None else mesh
     state = method.prepare(state, _take(data, np.arange(min(batch_size, _size(data)))))
-    state = replicate(state, data_mesh())
+    state = place(state, mesh)
     return stream_scores(
         lambda b: method.self_influence(state, b),
         data,
         batch_size,
         progress,
         desc=f"{method.name} self-influence",
+        mesh=mesh,
     )
