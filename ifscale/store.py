@@ -109,7 +109,9 @@ class SpectrumStore:
         try:
             spectrum = _restore_spectrum((folder / "spectrum").resolve(), layout)
         except Exception as e:  # orbax/tensorstore raise many kinds for a damaged checkpoint
-            return self._refuse(folder, f"the checkpoint does not restore ({type(e).__name__}: {e})")
+            return self._refuse(
+                folder, f"the checkpoint does not restore ({type(e).__name__}: {e})"
+            )
         return spectrum, meta["info"]
 
     def _refuse(self, folder: Path, reason: str) -> None:

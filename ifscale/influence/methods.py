@@ -312,13 +312,13 @@ class RandProj(_Projected):
             f"{self.pbar} exceeds the {view.size} perturbed parameters",
         )
         layout = layout or Layout.create(view.size)
-        # Drawn in place on its shards; entries N(0, 1/p̄): E[GᵀG] = I.
+        # Drawn in place on its shards; entries N(0, 1/p̄): E[GᵀG] = I. (Scaled outside
+        # the jit: fused into the sampler, the division rounds differently.)
         g = jax.jit(
-            lambda k: layout.pad(
-                jax.random.normal(k, (self.pbar, view.size), view.theta.dtype) / np.sqrt(self.pbar)
-            ),
+            lambda k: layout.pad(jax.random.normal(k, (self.pbar, view.size), view.theta.dtype)),
             out_shardings=layout.rows(),
         )(key)
+        g = g / np.sqrt(self.pbar)
         to_vector = jax.jit(layout.pad, out_shardings=layout.vector())
         hg = _stack_rows(
             layout,
