@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,18 +27,52 @@ class Krylov:
     """An orthonormal Krylov basis and the projection of the matrix onto it.
 
     Attributes:
-      basis: [m, padded] orthonormal rows w_0 .. w_{m-1}, laid out by `layout` (sharded over
-        its `model` axis).
+      rows: the basis as built: [n+1, padded] on the device(s), laid out by `layout`
+        (sharded over its `model` axis), or rows in host memory (`basis_memory="host"`);
+        rows 0 .. m-1 are the basis w_0 .. w_{m-1}.
+      m: the basis size.
       hessenberg: [m, m] A = W H Wᵀ (upper Hessenberg; tridiagonal for symmetric H).
       breakdown: True if the iteration stopped early because the Krylov subspace became
         invariant (then m < n and the Ritz values are exact eigenvalues).
       layout: how the rows are laid out on the device mesh.
     """
 
-    basis: jnp.ndarray
+    rows: Any
+    m: int
     hessenberg: np.ndarray
     breakdown: bool
-    layout: Layout | None = None
+    layout: Layout
+
+    @property
+    def dtype(self):
+        return self.rows[0].dtype
+
+    @property
+    def basis(self) -> jnp.ndarray:
+        """[m, padded] the basis on the device(s) (a copy: for small problems and tests)."""
+        if isinstance(self.rows, _HostRows):
+            return self.rows.stacked(self.m)
+        return self.rows[: self.m]
+
+    def combine(self, coefficients: jnp.ndarray) -> jnp.ndarray:
+        """[k, m] coefficients -> [k, padded] vectors Σ_j c_kj w_j, without copying the basis
+        (rows in host memory come to the device one at a time)."""
+        if isinstance(self.rows, _HostRows):
+            return self.rows.combine(coefficients)
+        if self.rows.nbytes <= _ONE_PASS_BYTES or self.layout.model > 1:
+            return _combine_leading(coefficients, self.rows)
+        # A large basis on one device: a block of parameters at a time, written in place,
+        # so that neither a slice of the basis nor a second result is ever held whole.
+        padded = self.layout.padded
+        width = min(_BLOCK_COLUMNS, padded)
+        out = jax.jit(
+            lambda: jnp.zeros((coefficients.shape[0], padded), self.dtype),
+            out_shardings=self.layout.rows(),
+        )()
+        for start in range(0, padded, width):
+            # The last block is shifted left (overlapping, same values): one compilation.
+            out = _combine_block(out, coefficients, self.rows, min(start, padded - width), width)
+        return out
 
 
 @dataclasses.dataclass
@@ -134,8 +169,14 @@ class _HostRows:
         return coeffs, norm
 
     def stacked(self, count: int) -> jnp.ndarray:
-        """[count, padded] on the device (for distillation and checkpoints)."""
+        """[count, padded] on the device (for checkpoints and small problems)."""
         return jnp.stack([self[i] for i in range(count)])
+
+    def combine(self, coefficients: jnp.ndarray) -> jnp.ndarray:
+        total = None
+        for j in range(coefficients.shape[1]):
+            total = _axpy_rows(total, coefficients[:, j], self[j])
+        return total
 
 
 def arnoldi(
@@ -180,8 +221,8 @@ def arnoldi(
     layout = Layout.create(start.shape[0]) if layout is None else layout
     passes = 2 if reorthogonalize else 1
     if resume is None:
-        basis = layout.zeros_rows(n + 1, start.dtype)
-        basis = basis.at[0].set(layout.pad(start / jnp.linalg.norm(start)))
+        # Normalised outside the jit (fused, the division rounds differently).
+        basis = _first_rows(layout, n + 1)(layout.pad(start / jnp.linalg.norm(start)))
         hessenberg = np.zeros((n + 1, n), np.float64)
         first = 1
     else:
@@ -225,8 +266,41 @@ def arnoldi(
                 saved = basis
             checkpoint(ArnoldiProgress(step, saved, hessenberg))
     bar.close()
-    final = host.stacked(m) if host is not None else basis[:m]
-    return Krylov(final, hessenberg[:m, :m], breakdown, layout)
+    rows = host if host is not None else basis
+    return Krylov(rows, m, hessenberg[:m, :m], breakdown, layout)
+
+
+@functools.lru_cache(maxsize=32)
+def _first_rows(layout: Layout, count: int):
+    """[padded] v -> the [count, padded] basis with row 0 = v, made in one step on its
+    shards (an update outside jit would hold two copies at once)."""
+
+    def make(v):
+        return jnp.zeros((count, layout.padded), v.dtype).at[0].set(v)
+
+    return jax.jit(make, out_shardings=layout.rows())
+
+
+_ONE_PASS_BYTES = 2**30  # bases up to 1 GiB are combined in one product
+_BLOCK_COLUMNS = 1 << 20
+
+
+@functools.partial(jax.jit, donate_argnums=0, static_argnames="width")
+def _combine_block(out, coefficients, rows, start, width: int):
+    block = jax.lax.dynamic_slice(rows, (0, start), (coefficients.shape[1], width))
+    return jax.lax.dynamic_update_slice(out, coefficients @ block, (0, start))
+
+
+@jax.jit
+def _combine_leading(coefficients: jnp.ndarray, rows: jnp.ndarray) -> jnp.ndarray:
+    # [k, m] @ rows[:m]: the slice happens inside, so the basis is never copied.
+    return coefficients @ rows[: coefficients.shape[1]]
+
+
+@jax.jit
+def _axpy_rows(total, c: jnp.ndarray, row: jnp.ndarray) -> jnp.ndarray:
+    term = c[:, None] * row[None, :]
+    return term if total is None else total + term
 
 
 def distill(
@@ -256,7 +330,7 @@ def distill(
     keep = order[:pbar]
     if len(keep) < pbar:
         log.warning("Arnoldi: only %d eigenpairs available for method.pbar=%d", len(keep), pbar)
-    eigvecs = _combine(jnp.asarray(vectors[:, keep].T, krylov.basis.dtype), krylov.basis)
+    eigvecs = krylov.combine(jnp.asarray(vectors[:, keep].T, krylov.dtype))
     return values[keep], eigvecs
 
 

@@ -112,9 +112,13 @@ class _Projected(SpectralMethod):
     ) -> ProjectedState:
         keep, values, inverse = self.select(spectrum)
         dtype = view.theta.dtype
+        if np.array_equal(keep, np.arange(len(spectrum.vectors))):
+            directions = spectrum.vectors  # all of them, in order: no copy (k x p is large)
+        else:
+            directions = spectrum.vectors[jnp.asarray(keep, jnp.int32)]
         return ProjectedState(
             view=view,
-            directions=jnp.asarray(spectrum.vectors[jnp.asarray(keep, jnp.int32)], dtype),
+            directions=jnp.asarray(directions, dtype),
             inner=jnp.asarray(np.diag(inverse), dtype),
             eigvals=jnp.asarray(values, dtype),
             route=self.route,
@@ -251,7 +255,7 @@ class Arnoldi(_Projected):
         values, vectors = np.linalg.eigh(0.5 * (a + a.T))
         order = np.argsort(-np.abs(values), kind="stable")
         top = order[: self.keep]
-        eigvecs = _combine(jnp.asarray(vectors[:, top].T, dtype), krylov.basis)
+        eigvecs = krylov.combine(jnp.asarray(vectors[:, top].T, dtype))
         return Spectrum(values[order], eigvecs)
 
     def select(self, spectrum):

@@ -1,0 +1,171 @@
+"""Arnoldi at model scale on one accelerator: fit and score a Transformer of tens of millions
+of parameters, with the Krylov basis on the device and in host memory.
+
+    python experiments/scale_check.py --out results/scale_check.json            # GPU defaults
+    python experiments/scale_check.py --width 32 --layers 1 --hidden 64 --steps 5 \\
+        --n 6 --pbar 3 --offload-n 4 --pairs 64 --train-pairs 400 --vocab 300       # CPU smoke
+
+Trains briefly on Multi30k (model quality is not the point), then fits Arnoldi (n HVPs over
+fit_batches x fit_batch_size pairs, the top p̄ eigenpairs kept) and scores the self-influence
+of `--pairs` training pairs. Reports fit time, scoring pairs/s, peak device memory and the
+basis's bytes; the same fit with `basis_memory=host` at `--offload-n` iterations shows the cost
+of keeping the basis in host memory. Results as JSON (written after each stage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from ifscale.data.text import load_translation
+from ifscale.influence import Arnoldi, ParamView
+from ifscale.influence.hvp import device_batches, hvp
+from ifscale.influence.scoring import self_influence_scores
+from ifscale.influence.sharding import Layout, bytes_per_device
+from ifscale.kinds.translation import train_translation, translation_task
+from ifscale.models import build_model, count_params
+from ifscale.train import TrainConfig
+from ifscale.utils import describe_device, stream_key
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def peak_bytes() -> int | None:
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats.get("peak_bytes_in_use")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default=str(ROOT.parent / "shared" / "data" / "multi30k"))
+    parser.add_argument("--train-pairs", type=int, default=29000)
+    parser.add_argument("--vocab", type=int, default=8000)
+    parser.add_argument("--max-length", type=int, default=40)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=2048)
+    parser.add_argument("--layers", type=int, default=7, help="encoder and decoder layers each")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--pbar", type=int, default=100)
+    parser.add_argument("--offload-n", type=int, default=50)
+    parser.add_argument("--fit-batch-size", type=int, default=64)
+    parser.add_argument("--fit-batches", type=int, default=8)
+    parser.add_argument("--pairs", type=int, default=2048)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--out", default=str(ROOT / "results" / "scale_check.json"))
+    args = parser.parse_args()
+    report: dict = {"device": describe_device(), "jax": jax.__version__, "args": vars(args)}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(**values):
+        report.update(values)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(values), flush=True)
+
+    start = time.perf_counter()
+    data = load_translation(
+        "parallel_text",
+        path=args.corpus,
+        train_size=args.train_pairs,
+        test_size=100,
+        vocab_size=args.vocab,
+        max_length=args.max_length,
+        noise_kind="permute",
+        noise_rate=0.06,
+        seed=0,
+        cache_dir=str(ROOT / ".cache"),
+    )
+    model = build_model(
+        "transformer_small",
+        vocab_size=data.tokenizer.vocab_size,
+        width=args.width,
+        heads=args.heads,
+        hidden=args.hidden,
+        encoder_layers=args.layers,
+        decoder_layers=args.layers,
+        dropout=0.0,
+    )
+    save(data_s=time.perf_counter() - start, train_pairs=data.n_train)
+    cfg = TrainConfig(
+        optimizer="adam",
+        learning_rate=5e-4,
+        warmup_steps=min(100, args.steps),
+        schedule="cosine",
+        batch_size=64,
+        steps=args.steps,
+        kept_checkpoints=1,
+    )
+    trained = train_translation(model, data, cfg, seed=0, progress=False)
+    params = trained.params
+    save(
+        n_params=count_params(params),
+        train_s=trained.info["train_time_s"],
+        bleu=trained.info["bleu"],
+    )
+
+    task = translation_task(model)
+    rng = np.random.default_rng(0)
+    index = rng.choice(data.n_train, args.fit_batch_size * args.fit_batches, replace=False)
+    batches = [data.train_batch(i) for i in index.reshape(args.fit_batches, -1)]
+    view = ParamView.create(task, params, example=batches[0])
+    layout = Layout.create(view.size)
+    fit = device_batches(batches, layout.batch())
+    key = stream_key(0, "method")
+    warm = jax.block_until_ready(hvp(view, fit, view.theta))  # compile the HVP: not timed
+    del warm
+
+    for label, n, memory in (
+        ("device", args.n, "device"),
+        ("device_small", args.offload_n, "device"),
+        ("host_small", args.offload_n, "host"),
+    ):
+        pbar = min(args.pbar, n)
+        method = Arnoldi(n=n, pbar=pbar, keep=pbar, basis_memory=memory, progress=False)
+        before = peak_bytes()
+        t0 = time.perf_counter()
+        spectrum = method.spectrum(view, fit, key, layout)
+        jax.block_until_ready(spectrum.vectors)
+        seconds = time.perf_counter() - t0
+        save(
+            **{
+                f"fit_{label}": {
+                    "n": n,
+                    "basis_memory": memory,
+                    "seconds": seconds,
+                    "hvp_pairs_per_s": n * args.fit_batch_size * args.fit_batches / seconds,
+                    "basis_gib_if_on_device": (n + 1) * layout.padded * 4 / 2**30,
+                    "eigvec_bytes_per_device": max(bytes_per_device(spectrum.vectors).values()),
+                    "peak_bytes_before": before,
+                    "peak_bytes_after": peak_bytes(),
+                    "top_values": np.asarray(spectrum.values[:5]).tolist(),
+                }
+            }
+        )
+        if label == "device":
+            state = method.from_spectrum(view, spectrum, layout)
+            pairs = data.train_batch(np.arange(min(args.pairs, data.n_train)))
+            result = self_influence_scores(
+                method, state, pairs, batch_size=args.batch_size, progress=False
+            )
+            save(
+                score={
+                    "pairs": len(result.scores),
+                    "pairs_per_s": result.examples_per_s,
+                    "seconds": result.seconds,
+                    "compile_seconds": result.compile_seconds,
+                    "peak_bytes": peak_bytes(),
+                }
+            )
+            del state, spectrum
+    save(total_s=time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main()
