@@ -469,3 +469,14 @@ def test_a_run_folder_written_before_the_schemas_is_still_read():
     cfg = RunConfig.from_dict(old)
     assert cfg.dataset.kind == "images" and cfg.dataset.subset_fraction == 0.1
     assert cfg.train.kept_checkpoints == 100 and cfg.method.n == 200
+
+
+def test_shared_method_keys_need_no_plus_in_a_table_multirun():
+    """`make table1 ARGS="method.fit_batches=10"`: the multirun's base config has method=none,
+    whose schema has the keys every method shares, so a plain override composes."""
+    cfg = RunConfig.from_dict(_compose(["experiment=table1", "method.fit_batches=10"]))
+    assert cfg.method.name == "none" and cfg.method.fit_batches == 10
+    row = RunConfig.from_dict(
+        _compose(["experiment=table1", "+table1=arnoldi_10", "method.fit_batches=10"])
+    )
+    assert row.method.name == "arnoldi" and row.method.fit_batches == 10

@@ -15,13 +15,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MESHES = ("1x1", "1x4", "2x2", "4x1")
-PROBLEMS = ("cnn_small", "transformer_tiny")
 # float64 on CPU: a sharded reduction only reorders sums.
 RTOL = 1e-10
 
 
-@pytest.fixture(scope="module")
-def meshes(tmp_path_factory):
+def _run_checks(tmp_path_factory, problems):
     out = tmp_path_factory.mktemp("sharding") / "results.json"
     env = os.environ | {
         "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
@@ -29,7 +27,7 @@ def meshes(tmp_path_factory):
         "PYTHONPATH": str(ROOT),
     }
     done = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "sharding_checks.py"), str(out)],
+        [sys.executable, str(ROOT / "tests" / "sharding_checks.py"), str(out), *problems],
         capture_output=True,
         text=True,
         env=env,
@@ -39,6 +37,24 @@ def meshes(tmp_path_factory):
     results = json.loads(out.read_text())
     assert results["devices"] == 4
     return results
+
+
+# The CNN (jvp route) in `make test`; the Transformer (the same checks, grad route, twice the
+# time) in `make test-slow`.
+PROBLEMS = (
+    "cnn_small",
+    pytest.param("transformer_tiny", marks=pytest.mark.slow),
+)
+
+
+@pytest.fixture(scope="module")
+def meshes(tmp_path_factory, request):
+    return _run_checks(tmp_path_factory, [request.param])
+
+
+def _problem(results) -> str:
+    (name,) = (k for k in results if k != "devices")
+    return name
 
 
 def _relative(a, b) -> float:
@@ -54,43 +70,46 @@ def _subspace_gap(u, v) -> float:
     return float(1 - np.linalg.svd(u.T @ v, compute_uv=False).min())
 
 
-@pytest.mark.parametrize("problem", PROBLEMS)
+@pytest.mark.parametrize("meshes", PROBLEMS, indirect=True)
 @pytest.mark.parametrize("mesh", MESHES[1:])
 @pytest.mark.parametrize("method", ["arnoldi", "randproj"])
-def test_sharded_fit_and_scores_equal_the_unsharded(meshes, problem, mesh, method):
-    got, want = meshes[problem][mesh][method], meshes[problem]["1x1"][method]
+def test_sharded_fit_and_scores_equal_the_unsharded(meshes, mesh, method):
+    got, want = meshes[_problem(meshes)][mesh][method], meshes[_problem(meshes)]["1x1"][method]
     assert _relative(got["values"], want["values"]) < RTOL
     assert _subspace_gap(got["vectors"], want["vectors"]) < 1e-10
     assert _relative(got["self"], want["self"]) < 1e-8
     assert _relative(got["pairs"], want["pairs"]) < 1e-8
 
 
-@pytest.mark.parametrize("problem", PROBLEMS)
-def test_directions_stay_sharded_over_model(meshes, problem):
+@pytest.mark.parametrize("meshes", PROBLEMS, indirect=True)
+def test_directions_stay_sharded_over_model(meshes):
     for mesh in ("1x4", "2x2"):
         for method in ("arnoldi", "randproj"):
-            assert "model" in meshes[problem][mesh][method]["sharding"], (mesh, method)
+            assert "model" in meshes[_problem(meshes)][mesh][method]["sharding"], (mesh, method)
 
 
-@pytest.mark.parametrize("problem", PROBLEMS)
-def test_each_of_four_model_devices_holds_a_quarter_of_the_basis(meshes, problem):
-    one, four = meshes[problem]["1x1"], meshes[problem]["1x4"]
+@pytest.mark.parametrize("meshes", PROBLEMS, indirect=True)
+def test_each_of_four_model_devices_holds_a_quarter_of_the_basis(meshes):
+    one, four = meshes[_problem(meshes)]["1x1"], meshes[_problem(meshes)]["1x4"]
     ratio = four["basis_bytes_per_device"] / one["basis_bytes_per_device"]
     # A quarter of the padded width (zeros up to a multiple of 1024 parameters).
     assert ratio == pytest.approx(four["padded"] / one["padded"] / 4)
     assert 0.25 <= ratio < 0.3
 
 
-@pytest.mark.parametrize("problem", PROBLEMS)
-def test_a_basis_in_host_memory_gives_the_same_scores(meshes, problem):
-    on_device, on_host = meshes[problem]["1x4"]["arnoldi"], meshes[problem]["1x4"]["arnoldi_host"]
+@pytest.mark.parametrize("meshes", PROBLEMS, indirect=True)
+def test_a_basis_in_host_memory_gives_the_same_scores(meshes):
+    on_device, on_host = (
+        meshes[_problem(meshes)]["1x4"]["arnoldi"],
+        meshes[_problem(meshes)]["1x4"]["arnoldi_host"],
+    )
     assert _relative(on_host["values"], on_device["values"]) < RTOL
     assert _relative(on_host["self"], on_device["self"]) < 1e-8
 
 
-@pytest.mark.parametrize("problem", PROBLEMS)
-def test_a_spectrum_stored_on_2x2_restores_on_one_device_and_on_1x4(meshes, problem):
-    stored = meshes[problem]["2x2"]
+@pytest.mark.parametrize("meshes", PROBLEMS, indirect=True)
+def test_a_spectrum_stored_on_2x2_restores_on_one_device_and_on_1x4(meshes):
+    stored = meshes[_problem(meshes)]["2x2"]
     for target in ("1x1", "1x4"):
         np.testing.assert_array_equal(
             stored["restored"][target], stored["arnoldi"]["vectors"], err_msg=target

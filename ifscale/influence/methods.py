@@ -1,4 +1,6 @@
-"""Influence methods behind one interface (`ifscale.influence.protocol.InfluenceMethod`).
+"""Influence methods behind one interface (`ifscale.influence.protocol.InfluenceMethod`):
+the projected methods (Exact, Arnoldi, RandProj) here, LISSA and TracIn in their own
+modules, and the registry of all of them.
 
 Every method is a frozen dataclass of hyperparameters whose `__post_init__` checks them
 (raising `ConfigError` naming the config key); the pipeline, the tests and the benchmarks
@@ -23,18 +25,18 @@ from tqdm.auto import tqdm
 
 from ifscale.influence import layerwise
 from ifscale.influence.arnoldi import _combine, arnoldi
-from ifscale.influence.hvp import dense_hessian, device_batches, hvp, hvp_many
+from ifscale.influence.hvp import dense_hessian, hvp
+from ifscale.influence.lissa import Lissa
 from ifscale.influence.projection import (
     ROUTES,
     choose_route,
-    per_example_grads,
-    per_example_sq_norms,
     project,
     project_prepared,
 )
-from ifscale.influence.protocol import Checkpoints, InfluenceMethod, SpectralMethod, Spectrum
+from ifscale.influence.protocol import SpectralMethod, Spectrum
 from ifscale.influence.sharding import Layout
-from ifscale.influence.task import Batch, ParamView, view_of_params
+from ifscale.influence.task import Batch, ParamView
+from ifscale.influence.tracin import TracIn
 from ifscale.utils import ConfigError, check
 
 log = logging.getLogger(__name__)
@@ -400,158 +402,6 @@ class Exact(_Projected):
             keep = keep[: self.pbar]
         values = values[keep]  # damped: the values that are inverted
         return keep, values, _inverse_of_eigenvalues(values, self.rcond, "Exact")
-
-
-# ----------------------------------------------------------------------------- LISSA
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class LissaState:
-    view: ParamView
-    batches: list  # the HVP batches (equal sizes), cycled
-
-
-@dataclasses.dataclass(frozen=True)
-class Lissa(InfluenceMethod):
-    """LISSA (Koh & Liang): an iterative inverse-HVP per example.
-
-    h_0 = v; h_j = v + (I - H_j/scale - damping·I) h_{j-1}; H⁻¹v ≈ h_r / scale, where H_j
-    is the Hessian on fit batch j (cycled). It converges to (H + damping·scale·I)⁻¹ v when
-    scale exceeds H's largest eigenvalue. Right-hand sides of a batch are solved together.
-
-    Attributes:
-      r: recursion depth (HVPs per example).
-      scale: must exceed the largest eigenvalue of H for convergence.
-      damping: shifts H by damping·scale (helps when H is indefinite).
-    """
-
-    r: int = 10
-    scale: float = 10.0
-    damping: float = 0.001
-    progress: bool = True
-    name: ClassVar[str] = "lissa"
-
-    def __post_init__(self):
-        check(self.r >= 1, "method.r", f"must be >= 1, got {self.r}")
-        check(self.scale > 0, "method.scale", f"must be > 0, got {self.scale}")
-        check(self.damping >= 0, "method.damping", "must be >= 0")
-
-    def fit(self, task, params, batches, key, checkpoints=None) -> LissaState:
-        view = ParamView.create(task, params, example=batches[0])
-        return LissaState(view, device_batches(batches))
-
-    def inverse_hvp(self, state: LissaState, vs: jnp.ndarray) -> jnp.ndarray:
-        """[m, p] -> [m, p] approximations of H⁻¹ v for each row v."""
-        return _lissa(state, vs, self.r, self.scale, self.damping)
-
-    def self_influence(self, state: LissaState, batch: Batch) -> jnp.ndarray:
-        g = per_example_grads(state.view, batch)
-        return jnp.sum(g * self.inverse_hvp(state, g), axis=-1)
-
-    def influence(self, state: LissaState, train_batch: Batch, test_batch: Batch):
-        gx = per_example_grads(state.view, train_batch)
-        gz = per_example_grads(state.view, test_batch)
-        return gz @ self.inverse_hvp(state, gx).T
-
-
-def _lissa(state: LissaState, vs, r: int, scale, damping):
-    # A Python loop of jitted steps: XLA's CPU backend runs loops of convolutions inside
-    # one jit (fori_loop) several times slower.
-    batches = state.batches
-    h = vs
-    for j in range(r):
-        h = _lissa_step(state.view, batches[j % len(batches)], vs, h, scale, damping)
-    return h / scale
-
-
-@jax.jit
-def _lissa_step(view, batch, vs, h, scale, damping):
-    return vs + (1.0 - damping) * h - hvp_many(view, batch, h) / scale
-
-
-# ---------------------------------------------------------------------------- TracIn
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class TracInState:
-    view: ParamView
-    thetas: jnp.ndarray  # [k, p] the perturbed parameters at each checkpoint
-    lrs: jnp.ndarray  # [k]
-
-
-@dataclasses.dataclass(frozen=True)
-class TracIn(InfluenceMethod):
-    """TracIn (Pruthi et al.): Σ_t η_t ⟨∇L(x; θ_t), ∇L(z; θ_t)⟩ over training checkpoints.
-
-    Attributes:
-      checkpoints: k = 1 uses the last checkpoint; k > 1 uses k evenly spaced checkpoints
-        of those kept by training, ending with the last.
-    """
-
-    checkpoints: int = 1
-    progress: bool = True  # nothing slow to show: TracIn's fit only gathers checkpoints
-    name: ClassVar[str] = "tracin"
-
-    def __post_init__(self):
-        check(self.checkpoints >= 1, "method.checkpoints", "must be >= 1")
-
-    def fit(self, task, params, batches, key, checkpoints: Checkpoints | None = None):
-        check(
-            checkpoints is not None, "method.checkpoints", "TracIn needs the training checkpoints"
-        )
-        available = len(checkpoints.lrs)
-        check(
-            self.checkpoints <= available,
-            "method.checkpoints",
-            f"{self.checkpoints} requested but training kept {available} "
-            "(raise train.kept_checkpoints)",
-        )
-        chosen = (
-            np.round(np.linspace(available / self.checkpoints, available, self.checkpoints)).astype(
-                int
-            )
-            - 1
-        )
-        view = ParamView.create(task, params, example=batches[0] if batches else None)
-        thetas = [
-            view_of_params(
-                task, jax.tree_util.tree_map(lambda a, i=i: a[i], checkpoints.params), view
-            ).theta
-            for i in chosen
-        ]
-        return TracInState(
-            view,
-            jnp.stack(thetas),
-            jnp.asarray(np.asarray(checkpoints.lrs)[chosen], view.theta.dtype),
-        )
-
-    def self_influence(self, state: TracInState, batch: Batch) -> jnp.ndarray:
-        return _tracin_self(state, batch)
-
-    def influence(self, state: TracInState, train_batch: Batch, test_batch: Batch):
-        return _tracin_pairs(state, train_batch, test_batch)
-
-
-# Python loops over checkpoints of jitted per-checkpoint work (see `_lissa`).
-def _tracin_self(state: TracInState, batch):
-    total = 0.0
-    for theta, lr in zip(state.thetas, state.lrs, strict=True):
-        total = total + per_example_sq_norms(state.view.with_theta(theta), batch) * lr
-    return total
-
-
-def _tracin_pairs(state: TracInState, train_batch, test_batch):
-    total = 0.0
-    for theta, lr in zip(state.thetas, state.lrs, strict=True):
-        total = total + _grad_dots(state.view.with_theta(theta), train_batch, test_batch) * lr
-    return total
-
-
-@jax.jit
-def _grad_dots(view, train_batch, test_batch):
-    return per_example_grads(view, test_batch) @ per_example_grads(view, train_batch).T
 
 
 METHODS = {

@@ -1,0 +1,96 @@
+"""TracIn (Pruthi et al.): gradient dot products summed over training checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ifscale.influence.projection import per_example_grads, per_example_sq_norms
+from ifscale.influence.protocol import Checkpoints, InfluenceMethod
+from ifscale.influence.task import Batch, ParamView, view_of_params
+from ifscale.utils import check
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TracInState:
+    view: ParamView
+    thetas: jnp.ndarray  # [k, p] the perturbed parameters at each checkpoint
+    lrs: jnp.ndarray  # [k]
+
+
+@dataclasses.dataclass(frozen=True)
+class TracIn(InfluenceMethod):
+    """TracIn (Pruthi et al.): Σ_t η_t ⟨∇L(x; θ_t), ∇L(z; θ_t)⟩ over training checkpoints.
+
+    Attributes:
+      checkpoints: k = 1 uses the last checkpoint; k > 1 uses k evenly spaced checkpoints
+        of those kept by training, ending with the last.
+    """
+
+    checkpoints: int = 1
+    progress: bool = True  # nothing slow to show: TracIn's fit only gathers checkpoints
+    name: ClassVar[str] = "tracin"
+
+    def __post_init__(self):
+        check(self.checkpoints >= 1, "method.checkpoints", "must be >= 1")
+
+    def fit(self, task, params, batches, key, checkpoints: Checkpoints | None = None):
+        check(
+            checkpoints is not None, "method.checkpoints", "TracIn needs the training checkpoints"
+        )
+        available = len(checkpoints.lrs)
+        check(
+            self.checkpoints <= available,
+            "method.checkpoints",
+            f"{self.checkpoints} requested but training kept {available} "
+            "(raise train.kept_checkpoints)",
+        )
+        chosen = (
+            np.round(np.linspace(available / self.checkpoints, available, self.checkpoints)).astype(
+                int
+            )
+            - 1
+        )
+        view = ParamView.create(task, params, example=batches[0] if batches else None)
+        thetas = [
+            view_of_params(
+                task, jax.tree_util.tree_map(lambda a, i=i: a[i], checkpoints.params), view
+            ).theta
+            for i in chosen
+        ]
+        return TracInState(
+            view,
+            jnp.stack(thetas),
+            jnp.asarray(np.asarray(checkpoints.lrs)[chosen], view.theta.dtype),
+        )
+
+    def self_influence(self, state: TracInState, batch: Batch) -> jnp.ndarray:
+        return _tracin_self(state, batch)
+
+    def influence(self, state: TracInState, train_batch: Batch, test_batch: Batch):
+        return _tracin_pairs(state, train_batch, test_batch)
+
+
+# Python loops over checkpoints of jitted per-checkpoint work (see `_lissa`).
+def _tracin_self(state: TracInState, batch):
+    total = 0.0
+    for theta, lr in zip(state.thetas, state.lrs, strict=True):
+        total = total + per_example_sq_norms(state.view.with_theta(theta), batch) * lr
+    return total
+
+
+def _tracin_pairs(state: TracInState, train_batch, test_batch):
+    total = 0.0
+    for theta, lr in zip(state.thetas, state.lrs, strict=True):
+        total = total + _grad_dots(state.view.with_theta(theta), train_batch, test_batch) * lr
+    return total
+
+
+@jax.jit
+def _grad_dots(view, train_batch, test_batch):
+    return per_example_grads(view, test_batch) @ per_example_grads(view, train_batch).T
