@@ -161,9 +161,12 @@ class _HostRows:
         subtract, normalize = _row_ops(self.layout)
         coeffs = np.zeros(count, np.float64)
         for _ in range(passes):
+            found = []
             for j in range(count):
                 w, c = subtract(self[j], w)
-                coeffs[j] += float(c)
+                found.append(c)
+            # One read-back per pass, not one per row (each would wait for the device).
+            coeffs += np.asarray(jnp.stack(found), np.float64) if found else 0.0
         row, norm = normalize(w)
         self.append(row)
         return coeffs, norm
