@@ -58,6 +58,12 @@ def main() -> None:
     parser.add_argument("--fit-batches", type=int, default=8)
     parser.add_argument("--pairs", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--route",
+        default="jvp",
+        help="projection route; jvp needs no [batch, p] per-example gradients (grad does, and "
+        "auto compiles every route to time them)",
+    )
     parser.add_argument("--out", default=str(ROOT / "results" / "scale_check.json"))
     args = parser.parse_args()
     report: dict = {"device": describe_device(), "jax": jax.__version__, "args": vars(args)}
@@ -121,13 +127,17 @@ def main() -> None:
     warm = jax.block_until_ready(hvp(view, fit, view.theta))  # compile the HVP: not timed
     del warm
 
+    # The host-memory comparison first (small n), then the full fit and scoring: a failure in
+    # the largest step loses nothing measured before it.
     for label, n, memory in (
-        ("device", args.n, "device"),
         ("device_small", args.offload_n, "device"),
         ("host_small", args.offload_n, "host"),
+        ("device", args.n, "device"),
     ):
         pbar = min(args.pbar, n)
-        method = Arnoldi(n=n, pbar=pbar, keep=pbar, basis_memory=memory, progress=False)
+        method = Arnoldi(
+            n=n, pbar=pbar, keep=pbar, basis_memory=memory, progress=False, route=args.route
+        )
         before = peak_bytes()
         t0 = time.perf_counter()
         spectrum = method.spectrum(view, fit, key, layout)
@@ -151,9 +161,13 @@ def main() -> None:
         if label == "device":
             state = method.from_spectrum(view, spectrum, layout)
             pairs = data.train_batch(np.arange(min(args.pairs, data.n_train)))
-            result = self_influence_scores(
-                method, state, pairs, batch_size=args.batch_size, progress=False
-            )
+            try:
+                result = self_influence_scores(
+                    method, state, pairs, batch_size=args.batch_size, progress=False
+                )
+            except Exception as e:  # e.g. out of memory: say so in the report
+                save(score={"error": f"{type(e).__name__}: {str(e).splitlines()[0]}"})
+                raise
             save(
                 score={
                     "pairs": len(result.scores),
@@ -163,7 +177,8 @@ def main() -> None:
                     "peak_bytes": peak_bytes(),
                 }
             )
-            del state, spectrum
+            del state
+        del spectrum
     save(total_s=time.perf_counter() - start)
 
 
