@@ -124,6 +124,11 @@ def prepare(cfg: RunConfig) -> Prepared:
     return Prepared(kind, data, model, trained, hit, key)
 
 
+def run_mesh(cfg: RunConfig):
+    """The device mesh of `cfg.mesh` (`ifscale.influence.sharding`)."""
+    return make_mesh(cfg.mesh.data, cfg.mesh.model)
+
+
 def fit_batches(cfg: RunConfig, data: Dataset) -> list[Any]:
     """The seeded training examples whose mean loss defines H, in equal batches."""
     m = cfg.method
@@ -192,7 +197,7 @@ def fit_method(cfg: RunConfig, prep: Prepared, method: InfluenceMethod, task: Ta
         state = method.fit(task, trained.params, batches, key, checkpoints)
         jax.block_until_ready(state)
         return state, time.perf_counter() - start, False
-    mesh = make_mesh(cfg.mesh.data, cfg.mesh.model)
+    mesh = run_mesh(cfg)
     view = place(ParamView.create(task, trained.params, example=batches[0]), mesh)
     layout = Layout.create(view.size, mesh)
     store = SpectrumStore(cfg.paths.cache_dir, FIT_VERSION)
@@ -252,7 +257,7 @@ def influence_stage(
         data.train_batch(index),
         batch_size=cfg.score.batch_size,
         progress=cfg.progress,
-        mesh=make_mesh(cfg.mesh.data, cfg.mesh.model),
+        mesh=run_mesh(cfg),
     )
     is_noisy = data.is_noisy[index]
     metrics = {
@@ -267,7 +272,7 @@ def influence_stage(
         "pbar": cfg.method.pbar,
         "fit_batch_size": cfg.method.fit_batch_size,
         "fit_batches": cfg.method.fit_batches,
-        "n_perturbed_params": ParamView.create(task, prep.trained.params).size,
+        "n_perturbed_params": ParamView.count(task, prep.trained.params),
     }
     if cfg.score.compare_examples is not None:
         compare = scored_subset(cfg, prep, cfg.score.compare_examples)

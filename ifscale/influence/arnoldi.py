@@ -60,7 +60,7 @@ class Krylov:
         if isinstance(self.rows, _HostRows):
             return self.rows.combine(coefficients)
         if self.rows.nbytes <= _ONE_PASS_BYTES or self.layout.model > 1:
-            return _combine_leading(coefficients, self.rows)
+            return _combine(coefficients, self.rows)
         # A large basis on one device: a block of parameters at a time, written in place,
         # so that neither a slice of the basis nor a second result is ever held whole.
         padded = self.layout.padded
@@ -295,12 +295,6 @@ def _combine_block(out, coefficients, rows, start, width: int):
 
 
 @jax.jit
-def _combine_leading(coefficients: jnp.ndarray, rows: jnp.ndarray) -> jnp.ndarray:
-    # [k, m] @ rows[:m]: the slice happens inside, so the basis is never copied.
-    return coefficients @ rows[: coefficients.shape[1]]
-
-
-@jax.jit
 def _axpy_rows(total, c: jnp.ndarray, row: jnp.ndarray) -> jnp.ndarray:
     term = c[:, None] * row[None, :]
     return term if total is None else total + term
@@ -338,7 +332,8 @@ def distill(
 
 
 @jax.jit
-def _combine(coefficients: jnp.ndarray, basis: jnp.ndarray) -> jnp.ndarray:
-    # [k, m] @ [m, padded]: the contraction is over m, so the result keeps the basis's
-    # sharding of the parameter axis.
-    return coefficients @ basis
+def _combine(coefficients: jnp.ndarray, rows: jnp.ndarray) -> jnp.ndarray:
+    """[k, m] @ rows[:m] -> [k, padded]. The slice happens inside the jit, so a basis with
+    spare rows is never copied; the contraction is over m, so the result keeps the rows'
+    sharding of the parameter axis."""
+    return coefficients @ rows[: coefficients.shape[1]]

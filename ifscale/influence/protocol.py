@@ -58,15 +58,6 @@ class Spectrum:
     values: np.ndarray
     vectors: Any
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"values": np.asarray(self.values), "vectors": np.asarray(self.vectors)}
-
-    @classmethod
-    def from_arrays(cls, arrays) -> Spectrum:
-        import jax.numpy as jnp
-
-        return cls(np.asarray(arrays["values"], np.float64), jnp.asarray(arrays["vectors"]))
-
 
 class InfluenceMethod(abc.ABC):
     """The interface of every influence method (see the module docstring)."""

@@ -99,6 +99,12 @@ class ParamView:
         )
         return cls(theta, frozen, task, unravel, names, per_layer)
 
+    @staticmethod
+    def count(task: Task, params) -> int:
+        """The number of parameters `task` perturbs, without building the view."""
+        flat = traverse_util.flatten_dict(params, sep="/")
+        return sum(int(v.size) for k, v in flat.items() if _path_selected(k, task.layers))
+
     @property
     def size(self) -> int:
         return int(self.theta.size)
