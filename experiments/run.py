@@ -2,10 +2,13 @@
 
 python experiments/run.py experiment=train_small
 python experiments/run.py -m model=cnn_small,cnn_large seed=0,1
+python experiments/run.py -m experiment=train_large method=arnoldi stage=score \
+    score.require_fit=true score.shards=4 'score.shard=range(4)' launcher=local
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -17,8 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from schema import register  # noqa: E402
 
+from ifscale import distributed  # noqa: E402
 from ifscale.config import build  # noqa: E402
 from ifscale.pipeline import run  # noqa: E402
+from ifscale.scores import IncompleteScores  # noqa: E402
 from ifscale.utils import ConfigError  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -29,14 +34,26 @@ log = logging.getLogger("ifscale.run")
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> dict:
+@contextlib.contextmanager
+def one_line_errors():
+    """A bad config or an incomplete merge ends in one clear line (exit 2), not a traceback
+    from deep inside the stack."""
     try:
-        return run(build(cfg), HydraConfig.get().runtime.output_dir)
+        yield
     except ConfigError as e:
-        # One clear line naming the key, not a traceback from deep inside the stack.
         log.error("Bad configuration: %s", e)
         sys.exit(2)
+    except IncompleteScores as e:
+        log.error("Cannot merge: %s", e)
+        sys.exit(2)
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> dict:
+    with one_line_errors():
+        # A job with several tasks joins JAX's multi-process runtime before any JAX call.
+        distributed.initialize()
+        return run(build(cfg), HydraConfig.get().runtime.output_dir)
 
 
 if __name__ == "__main__":

@@ -263,15 +263,30 @@ class ScoreConfig:
         and runs scoring a subset can be compared on identical examples (Table 1).
       require_fit: refuse to fit: score only with a cached fit (`stage=fit` made it), so
         that many scoring jobs never each run the fit.
+      chunk: scores are stored in chunks of this many examples under
+        `<cache_dir>/scores/` (`ifscale.scores`); a rerun skips finished chunks, so a killed
+        run redoes at most one.
+      shards, shard: score only the `shard`-th of `shards` contiguous parts of the scored
+        set (whole chunks); `experiments/merge.py` (or a multirun's callback) gathers them.
     """
 
     batch_size: int = 256
     max_examples: int | None = None
     compare_examples: int | None = None
     require_fit: bool = False
+    chunk: int = 1024
+    shards: int = 1
+    shard: int = 0
 
     def __post_init__(self):
         check(self.batch_size >= 1, "score.batch_size", "must be >= 1")
+        check(self.chunk >= 1, "score.chunk", f"must be >= 1, got {self.chunk}")
+        check(self.shards >= 1, "score.shards", f"must be >= 1, got {self.shards}")
+        check(
+            0 <= self.shard < self.shards,
+            "score.shard",
+            f"must be in [0, score.shards={self.shards}), got {self.shard}",
+        )
         for key in ("max_examples", "compare_examples"):
             value = getattr(self, key)
             check(value is None or value >= 1, f"score.{key}", "must be >= 1 or null")

@@ -25,20 +25,16 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from ifscale.artifacts import ArtifactCache
 from ifscale.config import RunConfig
 from ifscale.data import stratified_subset
-from ifscale.influence import (
-    Checkpoints,
-    InfluenceMethod,
-    SpectralMethod,
-    Task,
-    self_influence_scores,
-)
+from ifscale.distributed import barrier, local_mesh, localize
+from ifscale.influence import Checkpoints, InfluenceMethod, SpectralMethod, Task
 from ifscale.influence.hvp import device_batches
-from ifscale.influence.scoring import place
+from ifscale.influence.scoring import place, prepared_scorer, stream_chunks
 from ifscale.influence.sharding import Layout, make_mesh
 from ifscale.influence.task import ParamView
 from ifscale.kinds import DataKind, Dataset, kind_of
 from ifscale.models import count_params
 from ifscale.record import RunMetrics
+from ifscale.scores import ChunkPlan, ScoreStore
 from ifscale.selection import selection_stage
 from ifscale.store import SpectrumStore
 from ifscale.train import TrainedModel, cached_training
@@ -58,7 +54,6 @@ log = logging.getLogger(__name__)
 # changes, so that artifacts made before are not found (see `ifscale.artifacts`).
 TRAINED_VERSION = 2
 FIT_VERSION = 3  # 3: orbax spectra holding the top `keep` eigenvectors
-SCORES_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -240,39 +235,132 @@ def detection_metrics(is_noisy: np.ndarray, scores: np.ndarray) -> dict[str, flo
     }
 
 
+def score_store(cfg: RunConfig, prep: Prepared, index: np.ndarray) -> ScoreStore:
+    """Where the scores of `index` under `cfg.method` are stored, chunk by chunk: keyed by
+    what determines them (trained model, every method option, the scored examples)."""
+    method_key = {
+        "trained": config_hash(prep.train_key),
+        "method": cfg.to_dict()["method"],  # every option, p̄ included
+        "l2": cfg.train.l2,
+        "seed": cfg.seed,
+    }
+    data_key = {"index": fingerprint_arrays(index)}
+    plan = ChunkPlan(len(index), cfg.score.chunk)
+    return ScoreStore(cfg.paths.cache_dir, method_key, data_key, plan).open()
+
+
+def score_chunks(
+    cfg: RunConfig,
+    prep: Prepared,
+    method: InfluenceMethod,
+    state,
+    index: np.ndarray,
+    store: ScoreStore,
+) -> dict[str, int]:
+    """Scores this job's unfinished chunks of `index` (its shard's, and within a
+    multi-process job this process's share of them), storing each as it is done."""
+    plan = store.plan
+    shards = cfg.score.shards
+    check(
+        shards <= plan.count,
+        "score.shards",
+        f"{shards} shards of {plan.count} chunks ({plan.n} examples, score.chunk="
+        f"{plan.chunk}): lower score.chunk or score.shards",
+    )
+    shard = plan.shard(cfg.score.shard, shards)
+    mine = list(shard)[jax.process_index() :: jax.process_count()]
+    todo = [j for j in mine if j not in store.done(mine)]
+    where = f"shard {cfg.score.shard} of {shards}: " if shards > 1 else ""
+    log.info(
+        "%s%d of %d chunks already scored (reused), %d to score (%s)",
+        where,
+        len(mine) - len(todo),
+        len(mine),
+        len(todo),
+        store.folder,
+    )
+    if todo:
+        if jax.process_count() > 1:  # no collectives while scoring: this process's devices
+            mesh = local_mesh(cfg.mesh.model)
+            state = localize(state, mesh)
+        else:
+            mesh = run_mesh(cfg)
+        spans = [plan.span(j) for j in todo]
+
+        def fetch(positions: np.ndarray):
+            return prep.data.train_batch(index[positions])
+
+        start = spans[0][0]
+        sample = fetch(np.arange(start, min(spans[0][1], start + cfg.score.batch_size)))
+        stream_chunks(
+            prepared_scorer(method, state, sample, mesh),
+            fetch,
+            spans,
+            lambda i, scores, seconds, compiled: store.save(todo[i], scores, seconds, compiled),
+            batch_size=cfg.score.batch_size,
+            progress=cfg.progress,
+            desc=f"{method.name} self-influence",
+            mesh=mesh,
+        )
+    barrier("ifscale-scored")
+    return {
+        "chunks": plan.count,
+        "chunks_reused": len(mine) - len(todo),
+        "chunks_scored": len(todo),
+    }
+
+
 def influence_stage(
-    cfg: RunConfig, prep: Prepared, index: np.ndarray | None = None
-) -> tuple[dict[str, Any], pd.DataFrame]:
+    cfg: RunConfig, prep: Prepared, index: np.ndarray | None = None, score: bool = True
+) -> tuple[dict[str, Any], pd.DataFrame | None]:
     """Fits the method (cached), scores the training set (`index`, default
-    `scored_subset`), evaluates against `is_noisy`."""
+    `scored_subset`) chunk by chunk into its `ScoreStore`, and evaluates the gathered
+    scores against `is_noisy`.
+
+    With `score.shards` > 1 only this job's shard is scored and its metrics (no scores
+    table) are returned; with `score=False` nothing is scored: the stored chunks are merged
+    (IncompleteScores names missing shards).
+    """
     method = cfg.method.build(progress=cfg.progress)
     task = prep.kind.task(prep.model, cfg)
     data = prep.data
     state, t_fit, hit = fit_method(cfg, prep, method, task)
-
     index = scored_subset(cfg, prep) if index is None else index
-    result = self_influence_scores(
-        method,
-        state,
-        data.train_batch(index),
-        batch_size=cfg.score.batch_size,
-        progress=cfg.progress,
-        mesh=run_mesh(cfg),
-    )
-    is_noisy = data.is_noisy[index]
-    metrics = {
-        **detection_metrics(is_noisy, result.scores),
+    store = score_store(cfg, prep, index)
+    counts = {"chunks": store.plan.count, "chunks_reused": store.plan.count, "chunks_scored": 0}
+    if score:
+        counts = score_chunks(cfg, prep, method, state, index, store)
+    fitted = {
         "t_fit_s": t_fit,
         "fit_cache_hit": hit,
-        "t_score_s": result.seconds,
-        "t_score_compile_s": result.compile_seconds,
-        "examples_per_s": result.examples_per_s,
-        "n_scored": len(index),
-        "n_noisy_scored": int(is_noisy.sum()),
         "pbar": cfg.method.pbar,
         "fit_batch_size": cfg.method.fit_batch_size,
         "fit_batches": cfg.method.fit_batches,
         "n_perturbed_params": ParamView.count(task, prep.trained.params),
+        "shards": cfg.score.shards,
+        **counts,
+    }
+    if score and cfg.score.shards > 1:
+        return fitted | {"shard": cfg.score.shard, "n_scored": len(index)}, None
+
+    scores, chunks = store.gather(cfg.score.shards)
+    plan = store.plan
+    seconds = sum(c["seconds"] for c in chunks.values())
+    is_noisy = data.is_noisy[index]
+    metrics = {
+        **detection_metrics(is_noisy, scores),
+        **fitted,
+        "t_score_s": seconds,
+        # Jobs compile in parallel: the longest compilation of any of them.
+        "t_score_compile_s": max(c["compile_seconds"] for c in chunks.values()),
+        "examples_per_s": len(index) / seconds if seconds > 0 else float("inf"),
+        "shard_seconds": [
+            sum(chunks[j]["seconds"] for j in plan.shard(i, cfg.score.shards))
+            for i in range(cfg.score.shards)
+        ],
+        "score_cache_hit": counts["chunks_scored"] == 0,
+        "n_scored": len(index),
+        "n_noisy_scored": int(is_noisy.sum()),
     }
     if cfg.score.compare_examples is not None:
         compare = scored_subset(cfg, prep, cfg.score.compare_examples)
@@ -282,35 +370,20 @@ def influence_stage(
             "score.compare_examples",
             "the comparison subset is not part of the scored examples",
         )
-        found = detection_metrics(is_noisy[rows], result.scores[rows])
+        found = detection_metrics(is_noisy[rows], scores[rows])
         metrics.update(auc_compare=found["auc"], ap_compare=found["ap"], n_compare=len(compare))
     metrics.update(method.fitted_metrics(state))
-    return metrics, score_table(prep, index, result.scores)
+    return metrics, score_table(prep, index, scores)
 
 
 def pool_scores(
     cfg: RunConfig, prep: Prepared, pool: np.ndarray
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """`influence_stage` on a selection pool, cached under `<cache_dir>/scores/`: selections
-    of several shares from the same scores (Table 3's 25% and 50% rows) score the corpus
-    once."""
-    cache = ArtifactCache(cfg.paths.cache_dir, "scores", SCORES_VERSION)
-    key = {
-        "trained": config_hash(prep.train_key),
-        "method": cfg.to_dict()["method"],  # every option, p̄ included
-        "l2": cfg.train.l2,
-        "seed": cfg.seed,
-        "pool": fingerprint_arrays(pool),
-    }
-    hit = cache.load(key)
-    if hit is not None:
-        arrays, info = hit
-        log.info("Reusing the self-influence scores cached at %s", cache.path(key))
-        metrics = info["metrics"] | {"score_cache_hit": True}
-        return metrics, score_table(prep, pool, arrays["self_influence"])
-    metrics, scores = influence_stage(cfg, prep, index=pool)
-    cache.save(key, {"self_influence": scores["self_influence"].to_numpy()}, {"metrics": metrics})
-    return metrics | {"score_cache_hit": False}, scores
+    """`influence_stage` on a selection pool. Its chunks are stored like every scoring, so
+    selections of several shares from the same scores (Table 3's 25% and 50% rows) score the
+    corpus once."""
+    check(cfg.score.shards == 1, "score.shards", "selections score their pool in one job")
+    return influence_stage(cfg, prep, index=pool)
 
 
 def score_table(prep: Prepared, index: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
@@ -321,9 +394,19 @@ def score_table(prep: Prepared, index: np.ndarray, scores: np.ndarray) -> pd.Dat
     return pd.DataFrame(columns | {"is_noisy": data.is_noisy[index], "self_influence": scores})
 
 
-def run(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Runs the pipeline and writes `metrics.json` into `run_dir`; returns the metrics."""
+def run(cfg: RunConfig, run_dir: str | os.PathLike, merge: bool = False) -> dict[str, Any]:
+    """Runs the pipeline and writes `metrics.json` (and `scores.csv`) into `run_dir`;
+    returns the metrics. With `merge`, nothing is fitted or scored: the stored chunks of
+    every shard are gathered (`experiments/merge.py`), or IncompleteScores names the shards
+    that are missing. In a multi-process job only process 0 writes."""
     start = time.perf_counter()
+    check(
+        not merge or (cfg.method.name != "none" and cfg.select.method is None),
+        "method",
+        "a merge gathers the self-influence scores of a method: give method=<name>",
+    )
+    if merge:  # a merge never fits: the fit is the shard jobs' (or stage=fit's)
+        cfg = dataclasses.replace(cfg, score=dataclasses.replace(cfg.score, require_fit=True))
     prep = prepare(cfg)
     info = prep.trained.info
     metrics = {
@@ -373,25 +456,39 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
             metrics["budget_long"],
         )
     elif cfg.method.name != "none":
-        method_metrics, scores = influence_stage(cfg, prep)
+        method_metrics, scores = influence_stage(cfg, prep, score=not merge)
         metrics |= method_metrics | {
             "method_options": cfg.method.options(),
             "layers": _plain(cfg.method.layers),
         }
-        log.info(
-            "%s: AUC %.4f, AP %.4f over %d examples (fit %.1fs, score %.1fs, %.0f ex/s)",
-            cfg.method.name,
-            metrics["auc"] or float("nan"),
-            metrics["ap"] or float("nan"),
-            metrics["n_scored"],
-            metrics["t_fit_s"],
-            metrics["t_score_s"],
-            metrics["examples_per_s"],
-        )
-    if scores is not None:
-        scores.to_csv(run_dir / "scores.csv", index=False)
+        if scores is None:
+            metrics["stage"] = "shard"
+            log.info(
+                "shard %d of %d: %d chunks scored, %d reused; merge with experiments/merge.py",
+                cfg.score.shard,
+                cfg.score.shards,
+                metrics["chunks_scored"],
+                metrics["chunks_reused"],
+            )
+        else:
+            if merge:
+                metrics["stage"] = "merge"
+            log.info(
+                "%s: AUC %.4f, AP %.4f over %d examples (fit %.1fs, score %.1fs, %.0f ex/s)",
+                cfg.method.name,
+                metrics["auc"] or float("nan"),
+                metrics["ap"] or float("nan"),
+                metrics["n_scored"],
+                metrics["t_fit_s"],
+                metrics["t_score_s"],
+                metrics["examples_per_s"],
+            )
     metrics["wall_time_s"] = time.perf_counter() - start
     record = RunMetrics.from_dict(metrics)
+    if jax.process_index() != 0:  # one writer per job
+        return record.to_dict()
+    if scores is not None:
+        scores.to_csv(run_dir / "scores.csv", index=False)
     # The resolved config beside the metrics: reports reload the run's data from it.
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     (run_dir / "metrics.json").write_text(record.to_json())

@@ -83,7 +83,13 @@ class RunMetrics:
     ap_compare: float | None | _Missing = MISSING
     n_compare: int | _Missing = MISSING
     eigenvalues: list[float] | _Missing = MISSING  # methods with a spectrum
-    score_cache_hit: bool | _Missing = MISSING  # influence selections (`pool_scores`)
+    score_cache_hit: bool | _Missing = MISSING  # every chunk came from the score store
+    shards: int | _Missing = MISSING  # `score.shards` (`ifscale.scores`)
+    shard: int | _Missing = MISSING  # a shard job's `score.shard` (stage "shard")
+    shard_seconds: list[float] | _Missing = MISSING  # scoring seconds of each shard
+    chunks: int | _Missing = MISSING  # chunks of the scored set
+    chunks_reused: int | _Missing = MISSING  # of this job's chunks, found finished
+    chunks_scored: int | _Missing = MISSING  # of this job's chunks, scored now
 
     # Data cleaning (`pipeline.selection_stage`, Table 3).
     select: dict[str, Any] | _Missing = MISSING  # the SelectConfig
@@ -105,7 +111,8 @@ class RunMetrics:
     method_options: dict[str, Any] | _Missing = MISSING
     layers: str | None | _Missing = MISSING  # influence runs
 
-    # A fit-only run (`stage=fit`).
+    # Runs that are not one whole scoring: "fit" (`stage=fit`), "shard" (one of
+    # `score.shards`, no AUC), "merge" (gathered shards, `experiments/merge.py`).
     stage: str | _Missing = MISSING
 
     # Every run, written last.

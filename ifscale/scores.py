@@ -1,0 +1,210 @@
+"""Self-influence scores on disk in chunks: resumable, split into shards, merged into one.
+
+Scoring is embarrassingly parallel over training examples, so the scored set (all training
+examples, or `score.max_examples`' seeded subset, in order) is cut into chunks of
+`score.chunk` examples, and each chunk is stored as soon as it is scored:
+
+  <cache_dir>/scores/<method hash>/<data hash>/
+    meta.json               the key: trained model, every method option, scored examples,
+                            chunk size (written once, atomically)
+    chunk-000012.npz        scores of positions [12K, 13K) of the scored set, their sha256,
+                            the seconds they took
+
+The folder depends on what determines the scores (the fit and the data), not on a run's
+time-stamped folder, so every job and every rerun of the same scoring finds it.
+
+* Resume: a chunk is written to a temporary file in its folder, fsynced, and renamed into
+  place (`os.replace`), so a killed run leaves at most a temporary file, never a partial
+  chunk under a chunk's name. A chunk is also checked when read (its stored sha256, length
+  and positions): one that fails (truncated, edited, a disk error) is removed and scored
+  again, never counted as done because it exists.
+* Shards: shard i of N is the contiguous range of whole chunks [i C / N, (i+1) C / N) of the C
+  chunks; N jobs (any Hydra launcher) score them independently. Within a multi-process JAX
+  job the chunks of its shard are dealt round-robin to the processes.
+* Merge: `ScoreStore.gather` returns every score once all chunks exist, or raises
+  `IncompleteScores` naming the shards that are missing chunks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ifscale.utils import canonical_json, config_hash
+
+log = logging.getLogger(__name__)
+
+# The version of the key and file layout of stored scores (see `ifscale.artifacts`).
+SCORES_VERSION = 3
+
+
+class IncompleteScores(RuntimeError):
+    """Some chunks of a scored set are missing (the message names their shards)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkPlan:
+    """How a scored set of `n` examples is cut into chunks of `chunk` and into shards."""
+
+    n: int
+    chunk: int
+
+    @property
+    def count(self) -> int:
+        return -(-self.n // self.chunk)
+
+    def span(self, j: int) -> tuple[int, int]:
+        """Positions [start, stop) of chunk `j` in the scored set."""
+        return j * self.chunk, min(self.n, (j + 1) * self.chunk)
+
+    def shard(self, i: int, shards: int) -> range:
+        """The chunks of shard `i` of `shards`: a contiguous range, sizes differing by <= 1."""
+        return range(i * self.count // shards, (i + 1) * self.count // shards)
+
+    def shard_of(self, j: int, shards: int) -> int:
+        return next(i for i in range(shards) if j in self.shard(i, shards))
+
+
+def _digest(scores: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(scores, np.float64).tobytes()).hexdigest()
+
+
+class ScoreStore:
+    """The stored chunks of one scoring: one method fit, one scored set.
+
+    Args:
+      root: the cache folder (`paths.cache_dir`).
+      method_key: what determines the scoring function (trained model, method options...).
+      data_key: what determines the scored examples (e.g. a fingerprint of their indices).
+      plan: the chunking of the scored set.
+    """
+
+    def __init__(self, root: str | os.PathLike, method_key: dict, data_key: dict, plan: ChunkPlan):
+        self.plan = plan
+        self.key = {
+            "version": SCORES_VERSION,
+            "method": method_key,
+            "data": data_key,
+            "n": plan.n,
+            "chunk": plan.chunk,
+        }
+        method_hash = config_hash({"version": SCORES_VERSION, "method": method_key})
+        self.folder = Path(root) / "scores" / method_hash / config_hash(self.key)
+
+    def open(self) -> ScoreStore:
+        """Creates the folder and its meta.json; a folder holding another key (an edited
+        meta.json, a hash collision) is emptied first."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        meta = self.folder / "meta.json"
+        if meta.exists():
+            try:
+                stored = json.loads(meta.read_text()).get("key")
+            except (OSError, ValueError):
+                stored = None
+            if canonical_json(stored) == canonical_json(self.key):
+                return self
+            log.warning("Refusing the scores at %s: another key. Scoring again.", self.folder)
+            for path in self.folder.glob("chunk-*.npz"):
+                path.unlink(missing_ok=True)
+        _write_atomically(meta, json.dumps({"key": self.key}, indent=2, sort_keys=True).encode())
+        return self
+
+    def path(self, j: int) -> Path:
+        return self.folder / f"chunk-{j:06d}.npz"
+
+    def load(self, j: int) -> dict[str, Any] | None:
+        """Chunk `j` as {scores, seconds, compile_seconds}, or None if absent or refused
+        (a refused file is removed and logged)."""
+        path = self.path(j)
+        if not path.exists():
+            return None
+        start, stop = self.plan.span(j)
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                chunk = {k: f[k] for k in ("scores", "sha256", "span", "seconds", "compile")}
+            scores = chunk["scores"]
+            if scores.dtype != np.float64 or scores.shape != (stop - start,):
+                raise ValueError(f"{scores.shape} {scores.dtype} scores, not ({stop - start},)")
+            if chunk["span"].tolist() != [start, stop]:
+                raise ValueError(f"positions {chunk['span'].tolist()}, not {[start, stop]}")
+            if str(chunk["sha256"]) != _digest(scores):
+                raise ValueError("checksum mismatch")
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            log.warning("Refusing %s (%s): scoring it again.", path, e)
+            path.unlink(missing_ok=True)
+            return None
+        return {
+            "scores": scores,
+            "seconds": float(chunk["seconds"]),
+            "compile_seconds": float(chunk["compile"]),
+        }
+
+    def save(self, j: int, scores: np.ndarray, seconds: float, compile_seconds: float = 0.0):
+        """Stores chunk `j` atomically (temporary file, fsync, rename)."""
+        start, stop = self.plan.span(j)
+        scores = np.asarray(scores, np.float64)
+        assert scores.shape == (stop - start,), (scores.shape, start, stop)
+        buffer = BytesIO()
+        np.savez(
+            buffer,
+            scores=scores,
+            sha256=np.array(_digest(scores)),
+            span=np.array([start, stop]),
+            seconds=np.array(seconds),
+            compile=np.array(compile_seconds),
+        )
+        _write_atomically(self.path(j), buffer.getvalue())
+
+    def done(self, chunks) -> dict[int, dict[str, Any]]:
+        """The finished chunks among `chunks` (each read and checked once)."""
+        found = {}
+        for j in chunks:
+            chunk = self.load(j)
+            if chunk is not None:
+                found[j] = chunk
+        return found
+
+    def gather(self, shards: int = 1) -> tuple[np.ndarray, dict[int, dict[str, Any]]]:
+        """All scores [n] in order and every chunk's record, or IncompleteScores naming the
+        shards (of `shards`) that lack chunks."""
+        chunks = self.done(range(self.plan.count))
+        missing = [j for j in range(self.plan.count) if j not in chunks]
+        if missing:
+            by_shard = sorted({self.plan.shard_of(j, shards) for j in missing})
+            raise IncompleteScores(
+                f"{len(missing)} of {self.plan.count} chunks are not scored yet: shard(s) "
+                f"{by_shard} of score.shards={shards} are missing or unfinished "
+                f"(scores in {self.folder})"
+            )
+        scores = np.concatenate([chunks[j]["scores"] for j in range(self.plan.count)])
+        return scores, chunks
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` through a temporary file in the same folder: fsync, rename,
+    fsync the folder. Readers see the old file or the whole new one, never a part."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
