@@ -12,9 +12,15 @@ ARGS   ?=
 DATA   ?= wmt17
 # Corpus of `make table3`: paracrawl (internet access) or, offline, noisy_parallel_text.
 DATA3  ?= paracrawl
+# `make score-sharded` / `make merge`: the experiment and method to score in SHARDS jobs
+# on LAUNCHER (local: joblib processes here; submitit_local; slurm: a SLURM job array).
+EXP      ?= train_small
+METHOD   ?= arnoldi
+SHARDS   ?= 2
+LAUNCHER ?= local
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow lint format train train-small table1 table1-check figures table2 table2-check table3 table3-check bench notebook clean
+.PHONY: help setup test test-slow lint format train train-small table1 table1-check figures table2 table2-check table3 table3-check score-sharded merge bench bench-memory notebook clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -81,8 +87,19 @@ table3-check: setup ## After table3: influence rows with a length-normalised los
 	$(PY) experiments/run.py experiment=table3_check dataset=$(DATA3) $(ARGS)
 	$(PY) experiments/report.py table3
 
+score-sharded: setup ## Score EXP with METHOD in SHARDS jobs on LAUNCHER (local | submitit_local | slurm): fit once, then the shards, merged
+	$(PY) experiments/run.py experiment=$(EXP) method=$(METHOD) stage=fit $(ARGS)
+	$(PY) experiments/run.py -m experiment=$(EXP) method=$(METHOD) stage=score score.require_fit=true \
+	  score.shards=$(SHARDS) 'score.shard=range($(SHARDS))' launcher=$(LAUNCHER) $(ARGS)
+
+merge: setup ## Gather the stored shards of EXP/METHOD/SHARDS by hand (names any missing shard)
+	$(PY) experiments/merge.py experiment=$(EXP) method=$(METHOD) score.shards=$(SHARDS) $(ARGS)
+
 bench: setup ## Speed of self-influence on cnn_large (examples/s, ratio to forward+backward)
 	$(PY) experiments/bench.py $(ARGS)
+
+bench-memory: setup ## Peak RSS of the scoring stage at 60,000 and 600,000 examples (MNIST x10, memory-mapped) -> results/bench_memory.md
+	$(PY) experiments/bench_memory.py $(ARGS)
 
 clean: ## Remove run folders (outputs/); keeps .venv and the cache
 	rm -rf outputs multirun

@@ -15,6 +15,7 @@ the new table into README.md (as `readme` does) when it writes the project's res
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from ifscale.reports import (
     TABLE2_ROWS,
+    IncompleteSweep,
     ReadmeSyncError,
     check_section,
     figure1_frame,
@@ -29,8 +31,10 @@ from ifscale.reports import (
     found_at_k,
     load_runs,
     markdown_table,
+    missing_jobs,
     plot_figure1,
     plot_figure2,
+    require_complete,
     sync_readme,
     table1_frame,
     table1_notes,
@@ -49,7 +53,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def latest_sweep(name: str, outputs: Path, required: bool = True) -> Path | None:
-    """The newest sweep folder of experiment `name` that holds at least one finished run."""
+    """The newest sweep folder of experiment `name` that holds at least one finished run.
+
+    A required sweep (the table's own) must be complete (`complete`); of an optional one (a
+    -check sweep) the newest complete one is taken, an incomplete one skipped with a note.
+    """
     base = outputs / "multirun" / name
     candidates = sorted(
         (d for d in base.glob("*") if any(d.glob("*/metrics.json"))), key=lambda d: d.name
@@ -60,7 +68,24 @@ def latest_sweep(name: str, outputs: Path, required: bool = True) -> Path | None
         raise SystemExit(
             f"No finished runs under {base}; run `make {name.split('_')[0]}` first, or pass --sweep"
         )
-    return candidates[-1]
+    if required:
+        return complete(candidates[-1])
+    for sweep in reversed(candidates):
+        missing = missing_jobs(sweep)
+        if not missing:
+            return sweep
+        print(f"Skipping the incomplete sweep {sweep} ({'; '.join(missing)})", file=sys.stderr)
+    return None
+
+
+def complete(sweep: Path) -> Path:
+    """`sweep`, or exit with one line naming its jobs that did not finish: a table is never
+    written from part of a sweep."""
+    try:
+        require_complete(sweep)
+    except IncompleteSweep as e:
+        raise SystemExit(f"Refusing to report: {e}") from None
+    return sweep
 
 
 def _relative(path: str | Path) -> str:
@@ -239,27 +264,37 @@ def main() -> None:
     if readme is None and args.results.resolve() == (ROOT / "results").resolve():
         readme = ROOT / "README.md"
     if args.what == "table1":
-        sweep = args.sweep[0] if args.sweep else latest_sweep("table1", args.outputs)
+        sweep = complete(args.sweep[0]) if args.sweep else latest_sweep("table1", args.outputs)
         # The investigation sweep, when it was run (`make table1-check`).
-        check = args.check or latest_sweep("table1_check", args.outputs, required=False)
+        check = (args.check and complete(args.check)) or latest_sweep(
+            "table1_check", args.outputs, required=False
+        )
         write_table1(sweep.resolve(), args.results, check)
         if readme is not None:
             write_readme(readme, args.results)
     elif args.what == "table2":
-        sweep = args.sweep[0] if args.sweep else latest_sweep("table2", args.outputs)
-        check = args.check or latest_sweep("table2_check", args.outputs, required=False)
+        sweep = complete(args.sweep[0]) if args.sweep else latest_sweep("table2", args.outputs)
+        check = (args.check and complete(args.check)) or latest_sweep(
+            "table2_check", args.outputs, required=False
+        )
         write_table2(sweep.resolve(), args.results, check)
     elif args.what == "table3":
-        sweep = args.sweep[0] if args.sweep else latest_sweep("table3", args.outputs)
-        check = args.check or latest_sweep("table3_check", args.outputs, required=False)
+        sweep = complete(args.sweep[0]) if args.sweep else latest_sweep("table3", args.outputs)
+        check = (args.check and complete(args.check)) or latest_sweep(
+            "table3_check", args.outputs, required=False
+        )
         write_table3(sweep.resolve(), args.results, check)
     elif args.what == "readme":
         write_readme(readme or ROOT / "README.md", args.results)
     else:
-        sweeps = args.sweep or [
-            latest_sweep("figures", args.outputs),
-            latest_sweep("figures_baselines", args.outputs),
-        ]
+        sweeps = (
+            [complete(s) for s in args.sweep]
+            if args.sweep
+            else [
+                latest_sweep("figures", args.outputs),
+                latest_sweep("figures_baselines", args.outputs),
+            ]
+        )
         write_figures([s.resolve() for s in sweeps], args.results)
 
 

@@ -114,8 +114,15 @@ class ArtifactCache:
             meta = {"key": self.key(config), "arrays": entries, "info": info}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
             if folder.exists():
-                shutil.rmtree(folder)
-            tmp.rename(folder)
+                shutil.rmtree(folder, ignore_errors=True)
+            try:
+                tmp.rename(folder)
+            except OSError:
+                # Another process (a concurrent run, another task of a multi-process job)
+                # put the same artifact there first: keep theirs if it reads back.
+                if self.load(config) is None:
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -411,3 +411,32 @@ def test_readme_sync_rewrites_the_block_and_names_a_readme_without_markers(tmp_p
         timeout=300,
     )
     assert done.returncode == 1 and done.stderr.strip() == str(error.value)
+
+
+def test_an_incomplete_sweep_is_refused_naming_its_missing_jobs(tmp_path):
+    """A killed multirun (Hydra wrote multirun.yaml, some jobs never finished) is named job
+    by job, in the basic sweeper's order: config sweep params, then the command line."""
+    from ifscale.reports import IncompleteSweep, missing_jobs, require_complete
+
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n"
+        "  sweeper:\n"
+        "    params:\n"
+        "      +table1: tracin_1,arnoldi_10,lissa_r10\n"
+        "      seed: 0,1\n"
+        "  overrides:\n"
+        "    task:\n"
+        "    - experiment=table1\n"
+        "    - +table1=arnoldi_10,arnoldi_100\n"  # the command line replaces the rows
+    )
+    for job in (0, 1, 3):
+        (tmp_path / str(job)).mkdir()
+        (tmp_path / str(job) / "metrics.json").write_text("{}")
+    missing = missing_jobs(tmp_path)
+    assert missing == ["2: +table1=arnoldi_100 seed=0"]
+    with pytest.raises(IncompleteSweep, match=r"1 job\(s\) without results \(2: \+table1"):
+        require_complete(tmp_path)
+    (tmp_path / "2").mkdir()
+    (tmp_path / "2" / "metrics.json").write_text("{}")
+    require_complete(tmp_path)
+    assert missing_jobs(tmp_path / "2") == []  # no multirun.yaml: nothing to compare

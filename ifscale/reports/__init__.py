@@ -19,10 +19,13 @@ from ifscale.reports.figures import (
 from ifscale.reports.readme import ReadmeSyncError, readme_block, sync_readme
 from ifscale.reports.runs import (
     METHOD_LABELS,
+    IncompleteSweep,
     Row,
     load_runs,
     markdown_table,
     match_rows,
+    missing_jobs,
+    require_complete,
     rows_with_runs,
     scores_of,
 )
@@ -61,6 +64,9 @@ from ifscale.reports.table3 import (
 )
 
 __all__ = [
+    "IncompleteSweep",
+    "missing_jobs",
+    "require_complete",
     "FIDELITY",
     "FIDELITY_ROWS",
     "FIGURE1_METHODS",
