@@ -10,7 +10,6 @@ Missing or unfinished shards are named in one line (exit 2); nothing is fitted o
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -23,8 +22,6 @@ import run as entry  # noqa: E402  (registers the schema and the project_root re
 
 from ifscale.config import build  # noqa: E402
 from ifscale.pipeline import run  # noqa: E402
-
-log = logging.getLogger("ifscale.merge")
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+EXPERIMENTS = str(Path(__file__).resolve().parent)
+sys.path.insert(0, EXPERIMENTS)
+# Launchers start jobs in fresh processes (submitit's pickled jobs, SLURM): they import this
+# folder's modules (the merge callback, the schema) by name, so it goes on their path too.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (EXPERIMENTS, os.environ.get("PYTHONPATH")) if p
+)
 from schema import register  # noqa: E402
 
 from ifscale import distributed  # noqa: E402

@@ -122,7 +122,7 @@ def test_a_killed_scoring_resumes_redoing_at_most_one_chunk(reference, tmp_path,
         if name != damaged:
             assert (folder / name).stat().st_mtime_ns == mtime
             assert (folder / name).read_bytes() == data
-    assert f"{len(finished) - 1} of 19 chunks already scored" in resumed.stderr
+    assert f"{len(finished) - 1} of 19 chunks already scored" in resumed.stdout + resumed.stderr
     # Bit for bit the uninterrupted run.
     assert (tmp_path / "resumed" / "scores.csv").read_bytes() == (
         reference / "scores.csv"
@@ -169,6 +169,13 @@ def test_shards_on_a_launcher_merge_into_the_unsharded_run(
     assert len(_metrics(merged)["shard_seconds"]) == shards
     assert (merged / "scores.csv").read_bytes() == (reference / "scores.csv").read_bytes()
 
+    # The reports' completeness check names a job of this real sweep that lost its results.
+    from ifscale.reports import missing_jobs
+
+    assert missing_jobs(sweep) == []
+    (sweep / "1" / "metrics.json").unlink()
+    assert missing_jobs(sweep) == ["1: score.shard=1"]
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -202,11 +209,15 @@ def test_two_jax_processes_equal_one_process_with_two_devices(tmp_path, mnist_di
         }
         command = [sys.executable, str(ROOT / "experiments" / "run.py"), *arnoldi]
         command.append(f"hydra.run.dir={tmp_path / f'process{pid}'}")
-        jobs.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))
+        jobs.append(
+            subprocess.Popen(
+                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
     for job in jobs:
-        _, err = job.communicate(timeout=900)
-        assert job.returncode == 0, err[-3000:]
-    assert "JAX process 1 of 2" in err
+        log, _ = job.communicate(timeout=900)
+        assert job.returncode == 0, log[-3000:]
+    assert "JAX process 1 of 2" in log
     # Process 0 writes the run; process 1 only its chunks.
     assert not (tmp_path / "process1" / "metrics.json").exists()
     two = _metrics(tmp_path / "process0")
