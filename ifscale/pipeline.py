@@ -184,7 +184,7 @@ def fit_method(cfg: RunConfig, prep: Prepared, method: InfluenceMethod, task: Ta
     spectrum is an error instead of a fit.
     """
     trained = prep.trained
-    batches = fit_batches(cfg, prep.data)
+    batches = fit_batches(cfg, prep.data) if method.uses_fit_data else []
     key = stream_key(cfg.seed, "method")
     if not isinstance(method, SpectralMethod):
         checkpoints = Checkpoints(trained.checkpoint_params, trained.checkpoint_lrs)

@@ -440,3 +440,33 @@ def test_an_incomplete_sweep_is_refused_naming_its_missing_jobs(tmp_path):
     (tmp_path / "2" / "metrics.json").write_text("{}")
     require_complete(tmp_path)
     assert missing_jobs(tmp_path / "2") == []  # no multirun.yaml: nothing to compare
+
+
+def test_the_loss_baseline_verdict_is_computed_from_the_table():
+    import pandas as pd
+
+    from ifscale.reports import readme_block
+    from ifscale.reports.table1 import baseline_verdict
+
+    def line(row, method, pbar, auc, ap, n=60000, sub=(None, None)):
+        return {
+            "row": row, "Method": method, "p̄": pbar, "AUC": auc, "AP": ap, "n scored": n,
+            "AUC, subset": sub[0], "AP, subset": sub[1],
+        }  # fmt: skip
+
+    table = pd.DataFrame(
+        [
+            line("loss", "Loss (baseline)", None, 99.5, 96.0, sub=(99.6, 97.0)),
+            line("el2n", "EL2N (baseline)", None, 99.6, 96.5, sub=(99.7, 97.5)),
+            line("arnoldi_10", "Arnoldi", 10, 99.4, 94.5, sub=(99.7, 97.1)),
+            # Scored the subset only: compared with the loss row on the subset.
+            line("lissa_r10", "LISSA, r = 10", None, 99.7, 97.5, n=500, sub=(99.7, 97.5)),
+        ]
+    )
+    (verdict,) = baseline_verdict(table)
+    assert "**1 of 2 influence rows beat it** (LISSA, r = 10)" in verdict
+    assert "the closest by AP, LISSA, r = 10: AUC +0.1, AP +0.5 points" in verdict
+    table.loc[3, "AP, subset"] = 90.0
+    assert "**no influence row beats it** (of 2)" in baseline_verdict(table)[0]
+    md = "| a |\n| --- |\n| 1 |\n\n- Hardware: cpu.\n" + verdict + "\n"
+    assert readme_block(md).endswith(verdict.removeprefix("- "))

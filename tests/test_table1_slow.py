@@ -37,3 +37,4 @@ def test_table1_multirun_and_report_on_a_tiny_setting(tmp_path, mnist_dir):
     md = (results / "table1.md").read_text()
     assert "Per-example cost, LISSA, r = 10 against Arnoldi p̄=100" in md
     assert "Arnoldi p̄=100 against p̄=10" in md and "Fidelity to the paper" in md
+    assert "Influence against the per-example loss" in md

@@ -1,10 +1,12 @@
 """Influence methods behind one interface (`protocol`), and what they share."""
 
 from ifscale.influence.methods import (
+    EL2N,
     METHODS,
     Arnoldi,
     Exact,
     Lissa,
+    LossBaseline,
     RandProj,
     TracIn,
     make_method,
@@ -14,6 +16,8 @@ from ifscale.influence.scoring import ScoreResult, self_influence_scores, stream
 from ifscale.influence.task import ParamView, Task
 
 __all__ = [
+    "EL2N",
+    "LossBaseline",
     "METHODS",
     "Arnoldi",
     "Checkpoints",

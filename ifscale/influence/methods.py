@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ifscale.influence import layerwise
 from ifscale.influence.arnoldi import _combine, arnoldi
+from ifscale.influence.baselines import EL2N, LossBaseline
 from ifscale.influence.hvp import dense_hessian, hvp
 from ifscale.influence.lissa import Lissa
 from ifscale.influence.projection import (
@@ -405,6 +406,8 @@ class Exact(_Projected):
 
 
 METHODS = {
+    "loss": LossBaseline,
+    "el2n": EL2N,
     "exact": Exact,
     "arnoldi": Arnoldi,
     "randproj": RandProj,

@@ -64,6 +64,8 @@ class InfluenceMethod(abc.ABC):
 
     #: the registered name (`method.name` in configs).
     name: ClassVar[str]
+    #: whether `fit` reads the fit batches (the baselines do not: no fit set is drawn).
+    uses_fit_data: ClassVar[bool] = True
 
     @abc.abstractmethod
     def fit(

@@ -36,12 +36,15 @@ class Task:
       l2: coefficient of 0.5 * l2 * ||θ||² in the training objective (adds l2·I to H).
       layerwise: optional `ifscale.influence.layerwise.FlaxLayerwise` of the same model
         and loss: enables the fast per-layer route for per-example gradients.
+      error_norm: for classifiers, `error_norm(params, batch) -> [b]`, the L2 norm of
+        softmax − one-hot (the EL2N baseline, `ifscale.influence.baselines`); else None.
     """
 
     loss: LossFn
     layers: tuple[str, ...] | None = None
     l2: float = 0.0
     layerwise: Any = None
+    error_norm: LossFn | None = None
 
 
 def _path_selected(path: str, layers: Sequence[str] | None) -> bool:

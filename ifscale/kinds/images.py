@@ -12,6 +12,7 @@ import numpy as np
 from ifscale.config import DataConfig
 from ifscale.data import ImageData, apply_label_noise, load_images
 from ifscale.data.images import SOURCES as IMAGE_SOURCES
+from ifscale.influence.baselines import error_norm
 from ifscale.influence.layerwise import FlaxLayerwise
 from ifscale.influence.task import Task
 from ifscale.kinds import DataKind
@@ -73,12 +74,16 @@ def classification_task(model: nn.Module, layers=None, l2: float = 0.0) -> Task:
         x, y = batch
         return cross_entropy(model.apply({"params": params}, x), y)
 
+    def errors(params, batch):
+        x, y = batch
+        return error_norm(model.apply({"params": params}, x), y)
+
     fast = FlaxLayerwise(
         model,
         loss_from_outputs=lambda logits, batch: cross_entropy(logits, batch[1]),
         inputs_of=lambda batch: batch[0],
     )
-    return Task(loss=loss, layers=layers, l2=l2, layerwise=fast)
+    return Task(loss=loss, layers=layers, l2=l2, layerwise=fast, error_norm=errors)
 
 
 class ImagesKind(DataKind):

@@ -232,6 +232,12 @@ class TranslationKind(DataKind):
             f"unknown subset {cfg.method.layers!r}; choose from {list(SUBSET_NAMES)} or give "
             "path prefixes",
         )
+        check(
+            cfg.method.name != "el2n",
+            "method.name",
+            "el2n is defined for classifiers (images); for translation use loss "
+            "(method.sequence_loss=sum or mean)",
+        )
 
     def load(self, cfg) -> TextData:
         d = cfg.dataset

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 START, END = "<!-- table1 -->", "<!-- /table1 -->"
+BASELINE_LINE = "- Influence against the per-example loss"
 
 
 class ReadmeSyncError(ValueError):
@@ -18,7 +19,8 @@ class ReadmeSyncError(ValueError):
 
 def readme_block(table_md: str, source: str = "table1.md") -> str:
     """What the README shows of `table_md` (the text of results/table1.md): the main table
-    (its first markdown table) and, after a blank line, the hardware sentence of its notes."""
+    (its first markdown table) and, after a blank line, the hardware sentence of its notes and
+    its verdict on the loss baseline."""
     lines = table_md.splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith("| ")), None)
     hardware = next((line for line in lines if line.startswith("- Hardware: ")), None)
@@ -27,7 +29,9 @@ def readme_block(table_md: str, source: str = "table1.md") -> str:
     end = start
     while end < len(lines) and lines[end].startswith("| "):
         end += 1
-    return "\n".join([*lines[start:end], "", hardware.removeprefix("- ")])
+    # The computed verdict on the loss baseline, when the table has one.
+    verdict = [line.removeprefix("- ") for line in lines if line.startswith(BASELINE_LINE)]
+    return "\n".join([*lines[start:end], "", hardware.removeprefix("- "), *verdict])
 
 
 def synced_readme(readme: str, block: str, source: str = "README.md") -> str:
