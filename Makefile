@@ -73,6 +73,7 @@ figures: setup ## Figures 1-2: cnn_small on the 10% subset -> results/figures/
 
 table2: setup ## Table 2: Transformer, 6% permuted references -> results/table2.{md,csv} (DATA=multi30k: offline)
 	$(PY) experiments/run.py experiment=table2 dataset=$(DATA) $(if $(FULL),score.max_examples=null) $(ARGS)
+	$(PY) experiments/run.py experiment=table2_baselines dataset=$(DATA) $(if $(FULL),score.max_examples=null) $(ARGS)
 	$(PY) experiments/report.py table2
 
 table2-check: setup ## After table2: TracIn [1] and a larger Arnoldi per layer set, added to results/table2.md

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ifscale.reports import (
+    TABLE2_BASELINE_ROWS,
     TABLE2_ROWS,
     IncompleteSweep,
     ReadmeSyncError,
@@ -139,8 +140,11 @@ def write_table1(sweep: Path, results: Path, check: Path | None = None) -> None:
     print((results / "table1.md").read_text())
 
 
-def write_table2(sweep: Path, results: Path, check: Path | None = None) -> None:
-    runs = load_runs(sweep)
+def write_table2(
+    sweep: Path, results: Path, check: Path | None = None, baselines: Path | None = None
+) -> None:
+    # The loss rows come from their own sweep (table2_baselines), on the same model.
+    runs = load_runs(sweep) + (load_runs(baselines) if baselines else [])
     table = table2_frame(runs)
     if table.empty:
         raise SystemExit(f"No Table 2 runs (Arnoldi/RandProj, p̄ 10 or 20) under {sweep}")
@@ -154,7 +158,8 @@ def write_table2(sweep: Path, results: Path, check: Path | None = None) -> None:
         f"# Table 2: permuted references, German→English Transformer ({corpus})",
         "",
         f"Produced by `make table2` from `{_relative(sweep)}`"
-        " (`python experiments/report.py table2`); do not edit by hand. The paper's values "
+        + (f" and `{_relative(baselines)}` (the loss rows)" if baselines else "")
+        + " (`python experiments/report.py table2`); do not edit by hand. The paper's values "
         "are for WMT17 and a full-size Transformer.",
         "",
         markdown_table(table[columns]),
@@ -163,7 +168,9 @@ def write_table2(sweep: Path, results: Path, check: Path | None = None) -> None:
         *(table2_check_section(load_runs(check), table) if check else []),
     ]
     (results / "table2.md").write_text("\n".join(text) + "\n")
-    found_at_k(runs, TABLE2_ROWS).to_csv(results / "table2_found_at_k.csv", index=False)
+    found_at_k(runs, TABLE2_ROWS + TABLE2_BASELINE_ROWS).to_csv(
+        results / "table2_found_at_k.csv", index=False
+    )
     top = top_pairs(runs)
     if top is not None:
         top.to_csv(results / "table2_top_pairs.csv", index=False)
@@ -251,6 +258,9 @@ def main() -> None:
     parser.add_argument(
         "--check", type=Path, help="table1_check / table2_check / table3_check folder to add"
     )
+    parser.add_argument(
+        "--baselines", type=Path, help="table2_baselines folder (the loss rows of Table 2)"
+    )
     parser.add_argument("--outputs", type=Path, default=ROOT / "outputs")
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     parser.add_argument(
@@ -277,7 +287,10 @@ def main() -> None:
         check = (args.check and complete(args.check)) or latest_sweep(
             "table2_check", args.outputs, required=False
         )
-        write_table2(sweep.resolve(), args.results, check)
+        baselines = (args.baselines and complete(args.baselines)) or latest_sweep(
+            "table2_baselines", args.outputs, required=False
+        )
+        write_table2(sweep.resolve(), args.results, check, baselines)
     elif args.what == "table3":
         sweep = complete(args.sweep[0]) if args.sweep else latest_sweep("table3", args.outputs)
         check = (args.check and complete(args.check)) or latest_sweep(

@@ -143,6 +143,7 @@ def _sweep_rows(experiment: str) -> list[str]:
         ("figures_baselines", {"+figures"}),  # no p̄: LISSA and TracIn have none
         ("table2", {"method.layers", "+table2", "method.pbar"}),
         ("table2_check", {"method.layers", "+table2_check"}),
+        ("table2_baselines", {"+table2", "method.sequence_loss"}),
         ("table3", {"+table3"}),
         ("table3_check", {"+table3_check"}),
     ],
@@ -152,6 +153,19 @@ def test_multirun_experiments_sweep_exactly_their_grid(experiment, params):
         cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
     assert cfg.hydra.mode.name == "MULTIRUN"
     assert set(cfg.hydra.sweeper.params) == params
+
+
+def test_table2_baselines_score_the_model_and_pairs_of_table2():
+    base = RunConfig.from_dict(_compose(["experiment=table2", "+table2=arnoldi"]))
+    for kind in ("sum", "mean"):
+        loss = RunConfig.from_dict(
+            _compose(
+                ["experiment=table2_baselines", "+table2=loss", f"method.sequence_loss={kind}"]
+            )
+        )
+        assert loss.method.name == "loss" and loss.method.sequence_loss == kind
+        for part in ("dataset", "noise", "model", "train", "score", "seed"):
+            assert getattr(loss, part) == getattr(base, part), part
 
 
 def test_table3_check_has_the_setting_of_table3():

@@ -446,7 +446,8 @@ def test_the_loss_baseline_verdict_is_computed_from_the_table():
     import pandas as pd
 
     from ifscale.reports import readme_block
-    from ifscale.reports.table1 import baseline_verdict
+    from ifscale.reports.runs import baseline_verdict
+    from ifscale.reports.table1 import _label
 
     def line(row, method, pbar, auc, ap, n=60000, sub=(None, None)):
         return {
@@ -463,10 +464,10 @@ def test_the_loss_baseline_verdict_is_computed_from_the_table():
             line("lissa_r10", "LISSA, r = 10", None, 99.7, 97.5, n=500, sub=(99.7, 97.5)),
         ]
     )
-    (verdict,) = baseline_verdict(table)
+    (verdict,) = baseline_verdict(table, _label)
     assert "**1 of 2 influence rows beat it** (LISSA, r = 10)" in verdict
     assert "the closest by AP, LISSA, r = 10: AUC +0.1, AP +0.5 points" in verdict
     table.loc[3, "AP, subset"] = 90.0
-    assert "**no influence row beats it** (of 2)" in baseline_verdict(table)[0]
+    assert "**no influence row beats it** (of 2)" in baseline_verdict(table, _label)[0]
     md = "| a |\n| --- |\n| 1 |\n\n- Hardware: cpu.\n" + verdict + "\n"
     assert readme_block(md).endswith(verdict.removeprefix("- "))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ifscale.reports import TABLE2_ROWS
+from ifscale.reports import TABLE2_BASELINE_ROWS, TABLE2_ROWS
 
 from .sweeps import multirun_and_report
 
@@ -27,7 +27,7 @@ def test_table2_multirun_and_report_on_a_multi30k_slice(tmp_path):
         "score.batch_size=32",
         "score.max_examples=150",
     ]
-    runs, results = multirun_and_report("table2", tiny, tmp_path)
+    runs, results = multirun_and_report("table2", tiny, tmp_path, baselines="table2_baselines")
     assert len(runs) == 8
     # One training and one Arnoldi fit per layer set: the rest came from the caches.
     assert sum(not r["train_cache_hit"] for r in runs) == 1
@@ -35,12 +35,18 @@ def test_table2_multirun_and_report_on_a_multi30k_slice(tmp_path):
     assert sorted(r["fit_cache_hit"] for r in arnoldi) == [False, False, True, True]
 
     table = pd.read_csv(results / "table2.csv")
-    assert list(table["row"]) == [r.key for r in TABLE2_ROWS]  # every row, the paper's order
+    # Every row in the paper's order, then the loss rows (summed, per-token mean).
+    assert list(table["row"]) == [r.key for r in TABLE2_ROWS + TABLE2_BASELINE_ROWS]
     assert table["AUC"].between(0, 100).all() and table["AP"].between(0, 100).all()
     assert (table["n scored"] == 150).all() and table["BLEU"].notna().all()
     all_layers = table["Layers"] == "all layers"
-    assert table.loc[all_layers, "parameters"].min() > table.loc[~all_layers, "parameters"].max()
+    last3 = table["Layers"] == "last 3 decoder layers"
+    assert table.loc[all_layers, "parameters"].min() > table.loc[last3, "parameters"].max()
     md = (results / "table2.md").read_text()
     assert "Finding 1, Arnoldi beats RandProj at equal p̄" in md
     assert "Finding 2, all layers beat the last three decoder layers" in md
     assert "multi30k" in md
+    assert "Influence against the per-example loss" in md
+    # The loss rows reuse the model and score the same pairs; the two losses differ.
+    loss = table[table["Method"].str.startswith("Loss")]
+    assert (loss["n scored"] == 150).all() and loss["AP"].nunique() == 2

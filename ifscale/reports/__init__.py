@@ -42,6 +42,7 @@ from ifscale.reports.table1 import (
 )
 from ifscale.reports.table2 import (
     LAYER_LABELS,
+    TABLE2_BASELINE_ROWS,
     TABLE2_ROWS,
     TOP_PAIRS_ROWS,
     table2_check_section,
@@ -74,6 +75,7 @@ __all__ = [
     "METHOD_LABELS",
     "NOISE_KIND_ORDER",
     "TABLE1_ROWS",
+    "TABLE2_BASELINE_ROWS",
     "TABLE2_ROWS",
     "TABLE3_BASE_VARIANT",
     "TABLE3_PAPER",

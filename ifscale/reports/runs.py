@@ -170,3 +170,42 @@ def require_complete(sweep: str | Path) -> None:
             "rerun its make target (finished rows and scored chunks are reused) or pass "
             "--sweep with a complete one"
         )
+
+
+# Rows that are baselines, not influence (`ifscale.influence.baselines`).
+BASELINE_METHODS = ("loss", "el2n")
+
+
+def baseline_verdict(table: pd.DataFrame, label, loss_row: str = "loss") -> list[str]:
+    """One line: does any influence row of `table` beat the loss baseline `loss_row` (AP
+    first, then AUC), each on the examples it shares with the loss row (the subset columns
+    when it scored fewer)? `label(line)` names a row. Empty without a loss row."""
+    loss = line_of(table, loss_row)
+    baselines = {key for key in table["row"] if key.split("_")[0] in BASELINE_METHODS}
+    influence = [line for _, line in table.iterrows() if line["row"] not in baselines]
+    if loss is None or not influence:
+        return []
+
+    def pair(line):
+        if line["n scored"] == loss["n scored"]:
+            return line["AUC"], line["AP"], loss["AUC"], loss["AP"]
+        return line["AUC, subset"], line["AP, subset"], loss["AUC, subset"], loss["AP, subset"]
+
+    def beats(line) -> bool:
+        auc, ap, loss_auc, loss_ap = pair(line)
+        return (ap, auc) > (loss_ap, loss_auc)
+
+    beating = [label(line) for line in influence if beats(line)]
+    best = max(influence, key=lambda line: pair(line)[1] - pair(line)[3])
+    auc, ap, loss_auc, loss_ap = pair(best)
+    head = (
+        f"**{len(beating)} of {len(influence)} influence rows beat it** ({', '.join(beating)})"
+        if beating
+        else f"**no influence row beats it** (of {len(influence)})"
+    )
+    return [
+        f"- Influence against the per-example loss (a baseline the paper does not report; AP "
+        f"first, then AUC, each row on the examples it shares with the loss row): {head}; the "
+        f"closest by AP, {label(best)}: AUC {auc - loss_auc:+.1f}, AP {ap - loss_ap:+.1f} "
+        f"points (loss: AUC {loss_auc:.1f}, AP {loss_ap:.1f})."
+    ]

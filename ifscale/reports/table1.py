@@ -14,6 +14,7 @@ import pandas as pd
 from ifscale.record import RunMetrics
 from ifscale.reports.runs import (
     Row,
+    baseline_verdict,
     fmt,
     line_of,
     markdown_table,
@@ -201,7 +202,7 @@ def _relations(table: pd.DataFrame) -> list[str]:
             f"all examples: +1.0, +4.7); cost {tr100['ms/example'] / tr1['ms/example']:.0f}× "
             "per example."
         )
-    out += baseline_verdict(table)
+    out += baseline_verdict(table, _label)
     curvature = [
         line_of(table, row.key)
         for row in TABLE1_ROWS
@@ -227,43 +228,6 @@ def _relations(table: pd.DataFrame) -> list[str]:
             f"{d_auc:+.1f}, AP {d_ap:+.1f} points: {verdict}."
         )
     return out
-
-
-BASELINES = ("loss", "el2n")
-
-
-def baseline_verdict(table: pd.DataFrame) -> list[str]:
-    """One line: does any influence row beat the loss baseline (by AP, then AUC) on the
-    examples both scored?"""
-    loss = line_of(table, "loss")
-    influence = [line for _, line in table.iterrows() if line["row"] not in BASELINES]
-    if loss is None or not influence:
-        return []
-
-    # Rows scoring a subset are compared on it; the loss row scored every example.
-    def pair(line):
-        if line["n scored"] == loss["n scored"]:
-            return line["AUC"], line["AP"], loss["AUC"], loss["AP"]
-        return line["AUC, subset"], line["AP, subset"], loss["AUC, subset"], loss["AP, subset"]
-
-    def beats(line) -> bool:
-        auc, ap, loss_auc, loss_ap = pair(line)
-        return (ap, auc) > (loss_ap, loss_auc)
-
-    beating = [_label(line) for line in influence if beats(line)]
-    best = max(influence, key=lambda line: pair(line)[1] - pair(line)[3])
-    auc, ap, loss_auc, loss_ap = pair(best)
-    head = (
-        f"**{len(beating)} of {len(influence)} influence rows beat it** ({', '.join(beating)})"
-        if beating
-        else f"**no influence row beats it** (of {len(influence)})"
-    )
-    return [
-        f"- Influence against the per-example loss (a baseline the paper does not report; AP "
-        f"first, then AUC, each row on the examples it shares with the loss row): {head}; the "
-        f"closest by AP, {_label(best)}: AUC {auc - loss_auc:+.1f}, AP {ap - loss_ap:+.1f} "
-        f"points (loss: AUC {loss_auc:.1f}, AP {loss_ap:.1f})."
-    ]
 
 
 def found_at_k(runs: list[dict[str, Any]], rows: Sequence[Row] = TABLE1_ROWS) -> pd.DataFrame:

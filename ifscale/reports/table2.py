@@ -10,6 +10,7 @@ import pandas as pd
 from ifscale.reports.runs import (
     METHOD_LABELS,
     Row,
+    baseline_verdict,
     fmt,
     line_of,
     markdown_table,
@@ -44,18 +45,31 @@ TABLE2_ROWS: tuple[Row, ...] = (
     _table2_row("last3_decoder", "arnoldi", 10, 82.0, 28.1),
     _table2_row("last3_decoder", "arnoldi", 20, 83.7, 28.5),
 )
+# Baselines (not in the paper; `make table2` runs them as the table2_baselines sweep): the
+# per-example loss of a pair, summed over its target tokens or their per-token mean.
+TABLE2_BASELINE_ROWS: tuple[Row, ...] = tuple(
+    Row(
+        f"loss_{kind}",
+        f"Loss (baseline), {label}",
+        "loss",
+        {},
+        {"p̄": None, "AUC": None, "AP": None},
+        {"sequence_loss": (kind,)},
+    )
+    for kind, label in (("sum", "summed"), ("mean", "per-token mean"))
+)
 LAYER_LABELS = {"all": "all layers", "last3_decoder": "last 3 decoder layers"}
 
 
 def table2_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
     """One line per Table 2 row with a finished run: ours beside the paper's values."""
     lines = []
-    for row, run in rows_with_runs(TABLE2_ROWS, runs):
-        layers = row.fields["layers"][0]
+    for row, run in rows_with_runs(TABLE2_ROWS + TABLE2_BASELINE_ROWS, runs):
+        layers = row.fields.get("layers", (None,))[0]
         lines.append(
             {
                 "row": row.key,
-                "Layers": LAYER_LABELS[layers],
+                "Layers": LAYER_LABELS.get(layers, "—"),
                 "Method": row.label,
                 "p̄": run.get("pbar"),
                 "AUC": pct(run["auc"]),
@@ -101,6 +115,12 @@ def _comparisons(table: pd.DataFrame, pairs) -> tuple[list[bool], list[str]]:
     return wins, out
 
 
+def _label(line: pd.Series) -> str:
+    if pd.isna(line["p̄"]):
+        return line["Method"]
+    return f"{line['Method']} p̄={int(line['p̄'])}, {line['Layers']}"
+
+
 def table2_findings(table: pd.DataFrame) -> list[str]:
     """The paper's two findings, checked on every pair of rows that has both runs:
     Arnoldi beats RandProj at equal p̄ in AP; all layers beat the last three decoder
@@ -130,9 +150,14 @@ def table2_findings(table: pd.DataFrame) -> list[str]:
         ],
     )
     unit = "comparisons, AP"
+    # Against the stronger of the two loss rows (by AP).
+    losses = [line_of(table, row.key) for row in TABLE2_BASELINE_ROWS]
+    losses = [line for line in losses if line is not None]
+    strongest = max(losses, key=lambda line: line["AP"])["row"] if losses else "loss"
     return [
         verdict(arnoldi_wins, "Finding 1, Arnoldi beats RandProj at equal p̄", unit),
         verdict(layer_wins, "Finding 2, all layers beat the last three decoder layers", unit),
+        *baseline_verdict(table, _label, strongest),
         "",
         *arnoldi_lines,
         *layer_lines,
