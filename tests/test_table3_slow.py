@@ -27,7 +27,7 @@ def test_table3_multirun_and_report_on_a_small_noisy_corpus(tmp_path):
         "score.batch_size=32",
     ]
     runs, results = multirun_and_report("table3", tiny, tmp_path, timeout=3000)
-    assert len(runs) == 8
+    assert len(runs) == 10
     # One scoring model for all rows; one fit per method (Arnoldi's serves both pools).
     assert sum(not r["train_cache_hit"] for r in runs) == 1
     arnoldi = [r for r in runs if r["select"]["method"] == "influence" and r["method"] == "arnoldi"]
@@ -47,7 +47,7 @@ def test_table3_multirun_and_report_on_a_small_noisy_corpus(tmp_path):
     assert not by_row["arnoldi", 0.5, True]["score_cache_hit"]
 
     table = pd.read_csv(results / "table3.csv")
-    assert len(table) == 8 and table["row"].iloc[0] == "none"
+    assert len(table) == 10 and table["row"].iloc[0] == "none"
     assert (table.loc[table["row"] == "none", "% selected"] == 100).all()
     for row, share in (("arnoldi_25", 25), ("randproj_50", 50), ("random_25", 25)):
         assert table.loc[table["row"] == row, "% selected"].iloc[0] == pytest.approx(share, 0.01)
@@ -58,4 +58,6 @@ def test_table3_multirun_and_report_on_a_small_noisy_corpus(tmp_path):
     assert line.loc["randproj_25", "paper BLEU@10k"] == 18.7
     md = (results / "table3.md").read_text()
     assert "Arnoldi's selection beats RandProj's at equal share" in md
+    assert "An influence selection beats keeping the lowest-loss pairs" in md
+    assert table.loc[table["row"] == "loss_50", "% selected"].iloc[0] == pytest.approx(50, 0.01)
     assert "What each selection kept, by noise kind" in md

@@ -14,7 +14,7 @@ import pandas as pd
 from ifscale.record import RunMetrics
 
 # How the reports name the projected methods.
-METHOD_LABELS = {"arnoldi": "Arnoldi", "randproj": "RandProj"}
+METHOD_LABELS = {"arnoldi": "Arnoldi", "randproj": "RandProj", "loss": "Lowest loss (baseline)"}
 
 
 def load_runs(folder: str | Path) -> list[dict[str, Any]]:

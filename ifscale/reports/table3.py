@@ -147,11 +147,37 @@ def table3_findings(table: pd.DataFrame) -> list[str]:
                 f"({short_col} {d_short:+.1f})."
             )
 
+    # The baseline the paper does not report: keeping the lowest-loss pairs.
+    wins_loss = []
+    for share in sorted({int(k.split("_")[-1]) for k in line if k.startswith("loss_")}):
+        loss = line[f"loss_{share}"]
+        for name in ("arnoldi", "randproj"):
+            other = line.get(f"{name}_{share}")
+            if other is None:
+                continue
+            d_long = other[long_col] - loss[long_col]
+            wins_loss.append(d_long > 0)
+            out.append(
+                f"- {METHOD_LABELS[name]} {share}% against the lowest loss {share}%: "
+                f"{long_col} {d_long:+.1f} ({short_col} {other[short_col] - loss[short_col]:+.1f})."
+            )
     return [
         verdict(
             wins_rp, "Arnoldi's selection beats RandProj's at equal share", f"shares, {long_col}"
         ),
         verdict(wins_none, "Arnoldi's selection beats no cleaning", f"shares, {long_col}"),
+        *(
+            [
+                verdict(
+                    wins_loss,
+                    "An influence selection beats keeping the lowest-loss pairs (a baseline "
+                    "the paper does not report) at equal share",
+                    f"comparisons, {long_col}",
+                )
+            ]
+            if wins_loss
+            else []
+        ),
         "",
         *out,
     ]
