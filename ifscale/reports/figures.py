@@ -37,6 +37,8 @@ def _baseline_label(run: dict[str, Any]) -> str:
         return f"LISSA r={o.get('r')}"
     if run["method"] == "tracin":
         return f"TracIn [{o.get('checkpoints')}]"
+    if run["method"] == "loss":
+        return "Loss (baseline)"
     return run["method"]
 
 
@@ -46,7 +48,7 @@ def figure1_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
     for run in runs:
         if run.get("method") in FIGURE1_METHODS and run.get("pbar") is not None:
             label = run["method"]
-        elif run.get("method") in ("lissa", "tracin"):
+        elif run.get("method") in ("lissa", "tracin", "loss"):
             label = _baseline_label(run)
         else:
             continue
@@ -112,6 +114,9 @@ def plot_figure1(frame: pd.DataFrame, runs: list[dict[str, Any]], path: str | Pa
                 ax.plot(part["pbar"], part[metric], **_STYLE[method])
         styles = ("--", ":", "-.")
         for i, (_, line) in enumerate(baselines.iterrows()):
+            if line["method"] == "loss":  # the bar every influence method must clear
+                ax.axhline(line[metric], color="tab:red", ls="-", lw=1.2, label=line["label"])
+                continue
             ax.axhline(line[metric], color=colors[i], ls=styles[i % 3], lw=1.4, label=line["label"])
         ax.set_xscale("log")
         ax.set_xlabel("p̄ (eigenpairs kept / projection dimension)")
