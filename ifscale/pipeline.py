@@ -292,8 +292,13 @@ def score_chunks(
 
         start = spans[0][0]
         sample = fetch(np.arange(start, min(spans[0][1], start + cfg.score.batch_size)))
+        recorded = store.choices()
+        scorer, made = prepared_scorer(method, state, sample, mesh, recorded)
+        if recorded is None and store.record_choices(made) != made:
+            # Another job of this scoring chose first (e.g. another route): choose as it did.
+            scorer, _ = prepared_scorer(method, state, sample, mesh, store.choices())
         stream_chunks(
-            prepared_scorer(method, state, sample, mesh),
+            scorer,
             fetch,
             spans,
             lambda i, scores, seconds, compiled: store.save(todo[i], scores, seconds, compiled),
@@ -359,6 +364,7 @@ def influence_stage(
             for i in range(cfg.score.shards)
         ],
         "score_cache_hit": counts["chunks_scored"] == 0,
+        "score_choices": store.choices() or {},
         "n_scored": len(index),
         "n_noisy_scored": int(is_noisy.sum()),
     }

@@ -90,6 +90,7 @@ class RunMetrics:
     chunks: int | _Missing = MISSING  # chunks of the scored set
     chunks_reused: int | _Missing = MISSING  # of this job's chunks, found finished
     chunks_scored: int | _Missing = MISSING  # of this job's chunks, scored now
+    score_choices: dict[str, Any] | _Missing = MISSING  # e.g. the projection route used
 
     # Data cleaning (`pipeline.selection_stage`, Table 3).
     select: dict[str, Any] | _Missing = MISSING  # the SelectConfig

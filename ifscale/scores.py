@@ -7,6 +7,9 @@ examples, or `score.max_examples`' seeded subset, in order) is cut into chunks o
   <cache_dir>/scores/<method hash>/<data hash>/
     meta.json               the key: trained model, every method option, scored examples,
                             chunk size (written once, atomically)
+    choices.json            what the first job chose that changes the last bits (the
+                            projection route timed by route=auto): every later job, shard or
+                            resume makes the same choice, so all chunks agree bit for bit
     chunk-000012.npz        scores of positions [12K, 13K) of the scored set, their sha256,
                             the seconds they took
 
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 
 # The version of the key and file layout of stored scores (see `ifscale.artifacts`).
 SCORES_VERSION = 3
+# The method's scoring choices (`InfluenceMethod.choices`), made once per scoring.
+CHOICES = "choices.json"
 
 
 class IncompleteScores(RuntimeError):
@@ -114,10 +119,34 @@ class ScoreStore:
             if canonical_json(stored) == canonical_json(self.key):
                 return self
             log.warning("Refusing the scores at %s: another key. Scoring again.", self.folder)
-            for path in self.folder.glob("chunk-*.npz"):
+            for path in [*self.folder.glob("chunk-*.npz"), self.folder / CHOICES]:
                 path.unlink(missing_ok=True)
         _write_atomically(meta, json.dumps({"key": self.key}, indent=2, sort_keys=True).encode())
         return self
+
+    def choices(self) -> dict[str, Any] | None:
+        """The scoring choices recorded by the first job (`record_choices`), or None."""
+        try:
+            return json.loads((self.folder / CHOICES).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def record_choices(self, made: dict[str, Any]) -> dict[str, Any]:
+        """Records `made` (the method's `choices`, e.g. its projection route) unless another
+        job recorded its own first; returns the recorded ones, which every job then makes."""
+        path = self.folder / CHOICES
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{CHOICES}-", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(made, f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # atomic and exclusive: the first job's choices win
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+        return self.choices()
 
     def path(self, j: int) -> Path:
         return self.folder / f"chunk-{j:06d}.npz"

@@ -227,3 +227,30 @@ def test_launcher_presets_compose(launcher, expected):
     for key, value in expected.items():
         assert hydra_cfg["launcher"][key] == value, key
     assert hydra_cfg["callbacks"]["merge_shards"]["_target_"] == "merge_callback.MergeShards"
+
+
+def test_the_first_jobs_choices_are_recorded_and_win(tmp_path):
+    store = _store(tmp_path)
+    assert store.choices() is None
+    assert store.record_choices({"route": "jvp"}) == {"route": "jvp"}
+    # A later job that timed another route makes the recorded choice instead.
+    assert store.record_choices({"route": "grad"}) == {"route": "jvp"}
+    assert store.choices() == {"route": "jvp"}
+    assert not list(store.folder.glob(".choices.json-*"))  # no temporary file left
+
+
+def test_a_recorded_route_is_made_again_instead_of_timed(tabular_kind, tmp_path):  # noqa: F811
+    from ifscale.influence.scoring import prepared_scorer
+    from ifscale.influence.sharding import make_mesh
+
+    cfg = _blobs_run(tmp_path)
+    metrics = ifscale.pipeline.run(cfg, tmp_path / "run")
+    timed = metrics["score_choices"]["route"]  # route=auto: chosen by timing, then recorded
+    assert timed in ("grad", "jvp", "layerwise")
+    prep = ifscale.pipeline.prepare(cfg)
+    method = cfg.method.build(progress=False)
+    state, _, _ = ifscale.pipeline.fit_method(cfg, prep, method, prep.kind.task(prep.model, cfg))
+    other = "jvp" if timed != "jvp" else "grad"
+    sample = prep.data.train_batch(np.arange(8))
+    _, made = prepared_scorer(method, state, sample, make_mesh(), {"route": other})
+    assert made == {"route": other}

@@ -128,10 +128,12 @@ class _Projected(SpectralMethod):
             layout=layout or Layout.create(view.size),
         )
 
-    def prepare(self, state: ProjectedState, batch: Batch) -> ProjectedState:
-        """Fixes the projection route ("auto": the fastest on `batch`) and lays the
-        directions out once for the layerwise route."""
-        route = state.route
+    def prepare(
+        self, state: ProjectedState, batch: Batch, choices: dict[str, Any] | None = None
+    ) -> ProjectedState:
+        """Fixes the projection route ("auto": the one in `choices`, else the fastest on
+        `batch`) and lays the directions out once for the layerwise route."""
+        route = (choices or {}).get("route", state.route) if state.route == "auto" else state.route
         # Per-layer products need every direction whole on each device: not with a
         # parameter axis sharded over `model`.
         per_layer = state.view.per_layer and (state.layout is None or state.layout.model == 1)
@@ -146,6 +148,9 @@ class _Projected(SpectralMethod):
         if route == "layerwise" and prepared is None:
             prepared = jax.jit(layerwise.prepare)(state.view, state.directions)
         return dataclasses.replace(state, route=route, prepared=prepared)
+
+    def choices(self, state: ProjectedState) -> dict[str, Any]:
+        return {"route": state.route}
 
     def fitted_metrics(self, state: ProjectedState) -> dict[str, Any]:
         return {"eigenvalues": np.asarray(state.eigvals, np.float64).tolist()}

@@ -9,7 +9,8 @@ A method is a frozen dataclass of hyperparameters that subclasses `InfluenceMeth
 
 and may override the optional members, which have working defaults here:
 
-    prepare(state, batch) -> state      # fix choices before scoring many batches
+    prepare(state, batch, choices) -> state  # fix choices before scoring many batches
+    choices(state) -> dict              # ... recorded with stored scores, made again later
     fitted_metrics(state) -> dict       # numbers of the fit worth reporting
 
 Methods whose one-time work is a curvature spectrum that can be stored and reused
@@ -88,10 +89,17 @@ class InfluenceMethod(abc.ABC):
     def influence(self, state: Any, train_batch: Batch, test_batch: Batch) -> Any:
         """[n_test, n_train] influence of each training example on each test example."""
 
-    def prepare(self, state: Any, batch: Batch) -> Any:
+    def prepare(self, state: Any, batch: Batch, choices: dict[str, Any] | None = None) -> Any:
         """The state, ready to score many batches shaped like `batch` (e.g. a projection
-        route chosen and directions laid out); by default unchanged."""
+        route chosen and directions laid out); by default unchanged. `choices` (what
+        `choices` returned for an earlier job of the same scoring) are made again instead of
+        anew, so that every shard and every resumed run gives the same bits."""
         return state
+
+    def choices(self, state: Any) -> dict[str, Any]:
+        """The choices `prepare` made that can change the scores' last bits (e.g. the
+        projection route chosen by timing), JSON-able; by default none."""
+        return {}
 
     def fitted_metrics(self, state: Any) -> dict[str, Any]:
         """Numbers of the fitted state worth reporting (e.g. eigenvalues); by default none."""

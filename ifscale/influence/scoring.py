@@ -222,12 +222,17 @@ def _size(data: Batch) -> int:
 
 
 def prepared_scorer(
-    method: InfluenceMethod, state, sample: Batch, mesh: Mesh
-) -> Callable[[Batch], jnp.ndarray]:
+    method: InfluenceMethod,
+    state,
+    sample: Batch,
+    mesh: Mesh,
+    choices: dict | None = None,
+) -> tuple[Callable[[Batch], jnp.ndarray], dict]:
     """The [b] self-influence scores of a batch under a fitted method, its state prepared on
-    `sample` (a batch of the data to score: route choice) and placed on `mesh`."""
-    state = place(method.prepare(state, sample), mesh)
-    return lambda batch: method.self_influence(state, batch)
+    `sample` (a batch of the data to score: route choice, or the earlier `choices`) and
+    placed on `mesh`; and the choices made (`InfluenceMethod.choices`)."""
+    state = place(method.prepare(state, sample, choices), mesh)
+    return (lambda batch: method.self_influence(state, batch)), method.choices(state)
 
 
 def self_influence_scores(
@@ -243,7 +248,7 @@ def self_influence_scores(
     mesh = make_mesh() if mesh is None else mesh
     sample = _take(data, np.arange(min(batch_size, _size(data))))
     return stream_scores(
-        prepared_scorer(method, state, sample, mesh),
+        prepared_scorer(method, state, sample, mesh)[0],
         data,
         batch_size,
         progress,
