@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -34,7 +35,21 @@ from ifscale.scores import IncompleteScores  # noqa: E402
 from ifscale.utils import ConfigError  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# One token per process (not per call: Hydra resolves the run folder more than once).
+RUN_TOKEN = secrets.token_hex(3)
+
+
+def run_name(name: str) -> str:
+    """`name` as a folder under outputs/, or a one-line error: no path separators, no
+    `..`, not empty."""
+    if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
+        raise ValueError(f"name: {name!r} must be a plain folder name (no '/', no '..')")
+    return name
+
+
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+OmegaConf.register_new_resolver("run_token", lambda: RUN_TOKEN, replace=True)
+OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 register()
 log = logging.getLogger("ifscale.run")
 # JAX logs at INFO that it found no TPU; Hydra's INFO root logger would show it on every run.
@@ -63,5 +78,19 @@ def main(cfg: DictConfig) -> dict:
         return run(build(cfg), HydraConfig.get().runtime.output_dir)
 
 
+def refuse_unsafe_names(argv: list[str]) -> None:
+    """Checks a `name=` override before Hydra makes its run folder (the `run_name`
+    resolver refuses the same names later, with Hydra's longer message)."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") == "name":
+            try:
+                run_name(value)
+            except ValueError as e:
+                print(f"Bad configuration: {e}", file=sys.stderr)
+                sys.exit(2)
+
+
 if __name__ == "__main__":
+    refuse_unsafe_names(sys.argv[1:])
     main()

@@ -254,3 +254,42 @@ def test_a_recorded_route_is_made_again_instead_of_timed(tabular_kind, tmp_path)
     sample = prep.data.train_batch(np.arange(8))
     _, made = prepared_scorer(method, state, sample, make_mesh(), {"route": other})
     assert made == {"route": other}
+
+
+def _hydra_cfg(*overrides):
+    import yaml
+
+    command = [sys.executable, str(ROOT / "experiments" / "run.py"), *overrides]
+    done = subprocess.run(command, capture_output=True, text=True, env=os.environ, timeout=120)
+    return done, (yaml.safe_load(done.stdout) if done.returncode == 0 else None)
+
+
+def test_two_runs_started_in_the_same_second_get_their_own_folders():
+    """Each process resolves the run folder with its own token (`run.py`'s `run_token`)."""
+    script = (
+        "import sys; sys.path.insert(0, 'experiments'); import run\n"
+        "from hydra import compose, initialize_config_dir\n"
+        "with initialize_config_dir(str(run.PROJECT_ROOT / 'conf'), version_base='1.3'):\n"
+        "    cfg = compose('config', ['experiment=train_small'], return_hydra_config=True)\n"
+        "print(cfg.hydra.run.dir)\n"
+    )
+    folders = set()
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        folders.add(done.stdout.strip().splitlines()[-1])
+    assert len(folders) == 2  # same second or not
+    assert all(f.startswith(str(ROOT / "outputs" / "train_small")) for f in folders)
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", "..", ".hidden", ""])
+def test_a_run_name_cannot_leave_the_outputs_folder(name, tmp_path):
+    done, _ = _hydra_cfg(f"name={name}", "experiment=train_small", f"hydra.run.dir={tmp_path}/x")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert lines == [
+        f"Bad configuration: name: {name!r} must be a plain folder name (no '/', no '..')"
+    ]
+    assert not (tmp_path / "x").exists()
