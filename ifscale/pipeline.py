@@ -269,7 +269,8 @@ def score_chunks(
     )
     shard = plan.shard(cfg.score.shard, shards)
     mine = list(shard)[jax.process_index() :: jax.process_count()]
-    todo = [j for j in mine if j not in store.done(mine)]
+    done = store.done(mine)  # each stored chunk read and checked once
+    todo = [j for j in mine if j not in done]
     where = f"shard {cfg.score.shard} of {shards}: " if shards > 1 else ""
     log.info(
         "%s%d of %d chunks already scored (reused), %d to score (%s)",
