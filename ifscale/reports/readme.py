@@ -30,7 +30,7 @@ def readme_block(table_md: str, source: str = "table1.md") -> str:
     while end < len(lines) and lines[end].startswith("| "):
         end += 1
     # The computed verdict on the loss baseline, when the table has one.
-    verdict = [line.removeprefix("- ") for line in lines if line.startswith(BASELINE_LINE)]
+    verdict = ["\n" + line.removeprefix("- ") for line in lines if line.startswith(BASELINE_LINE)]
     return "\n".join([*lines[start:end], "", hardware.removeprefix("- "), *verdict])
 
 

@@ -207,5 +207,5 @@ def baseline_verdict(table: pd.DataFrame, label, loss_row: str = "loss") -> list
         f"- Influence against the per-example loss (a baseline the paper does not report; AP "
         f"first, then AUC, each row on the examples it shares with the loss row): {head}; the "
         f"closest by AP, {label(best)}: AUC {auc - loss_auc:+.1f}, AP {ap - loss_ap:+.1f} "
-        f"points (loss: AUC {loss_auc:.1f}, AP {loss_ap:.1f})."
+        f"points (loss: AUC {loss_auc:.2f}, AP {loss_ap:.2f})."
     ]
