@@ -421,9 +421,10 @@ class RunConfig:
         kind_of(self.dataset).check(self)
         if self.select.method == "influence":
             check(
-                self.method.name in ("arnoldi", "randproj"),
+                self.method.name in ("arnoldi", "randproj", "loss"),
                 "method.name",
-                f"selection by influence needs arnoldi or randproj, got {self.method.name!r}",
+                "selection by influence needs arnoldi or randproj (or the loss baseline), got "
+                f"{self.method.name!r}",
             )
 
     @classmethod

@@ -168,6 +168,12 @@ def test_table2_baselines_score_the_model_and_pairs_of_table2():
             assert getattr(loss, part) == getattr(base, part), part
 
 
+@pytest.mark.parametrize("row", _sweep_rows("table3"))
+def test_every_table3_row_composes_and_validates(row):
+    cfg = RunConfig.from_dict(_compose(["experiment=table3", f"+table3={row}"]))
+    assert cfg.select.method is not None
+
+
 def test_table3_check_has_the_setting_of_table3():
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         main = compose("config", overrides=["experiment=table3"], return_hydra_config=True)
