@@ -16,7 +16,6 @@ hyperparameters).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import typing
 from typing import Any
@@ -459,7 +458,9 @@ class RunConfig:
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
         """Builds and checks a config from a plain dict (e.g. `to_dict`'s output, a run's
         `config.json` or a resolved Hydra config); raises `ConfigError` naming the bad key."""
-        raw = _upgrade_old_run_config(raw)
+        from ifscale.legacy import upgrade_old_run_config
+
+        raw = upgrade_old_run_config(raw)
         schema = cls.schema(
             raw.get("dataset", {}).get("kind", "images"),
             raw.get("model", {}).get("name", "cnn_large"),
@@ -477,25 +478,6 @@ class RunConfig:
         if isinstance(d["method"]["layers"], tuple):
             d["method"]["layers"] = list(d["method"]["layers"])
         return d
-
-
-def _upgrade_old_run_config(raw: dict[str, Any]) -> dict[str, Any]:
-    """A run's `config.json` written before the typed schemas (`dataset.kind` "image" or
-    "text", `train.checkpoints`) in today's layout, so reports still read old run folders."""
-    dataset = raw.get("dataset", {})
-    if dataset.get("kind") not in ("image", "text"):
-        return raw
-    from ifscale.kinds import DATA_CONFIGS
-
-    raw = copy.deepcopy(raw)
-    kind = "translation" if dataset["kind"] == "text" else "images"
-    fields = {f.name for f in dataclasses.fields(DATA_CONFIGS[kind])}
-    raw["dataset"] = {k: v for k, v in dataset.items() if k in fields} | {"kind": kind}
-    raw["model"] = {k: v for k, v in raw.get("model", {}).items() if v is not None}
-    train = raw.get("train", {})
-    if "checkpoints" in train:
-        train["kept_checkpoints"] = train.pop("checkpoints")
-    return raw
 
 
 def build(cfg) -> RunConfig:

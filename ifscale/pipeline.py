@@ -1,5 +1,5 @@
-"""One run of an experiment: data -> noise -> train (cached) -> fit (cached) -> score ->
-evaluate -> metrics.json (+ scores.csv).
+"""One run of an experiment: data -> noise -> train (cached) -> fit (cached, `fit_stage`) ->
+score (stored in chunks, `ifscale.scores`) -> evaluate -> metrics.json (+ scores.csv).
 
 Every stage goes through the run's data kind (`ifscale.kinds`) and the method's interface
 (`ifscale.influence.protocol`), never asking which kind or method it has. The Hydra entry
@@ -26,17 +26,15 @@ from ifscale.artifacts import ArtifactCache
 from ifscale.config import RunConfig
 from ifscale.data import stratified_subset
 from ifscale.distributed import barrier, local_mesh, localize
-from ifscale.influence import Checkpoints, InfluenceMethod, SpectralMethod, Task
-from ifscale.influence.hvp import device_batches
-from ifscale.influence.scoring import place, prepared_scorer, stream_chunks
-from ifscale.influence.sharding import Layout, make_mesh
+from ifscale.fit_stage import fit_method, run_mesh
+from ifscale.influence import InfluenceMethod
+from ifscale.influence.scoring import prepared_scorer, stream_chunks
 from ifscale.influence.task import ParamView
 from ifscale.kinds import DataKind, Dataset, kind_of
 from ifscale.models import count_params
 from ifscale.record import RunMetrics
 from ifscale.scores import ChunkPlan, ScoreStore
 from ifscale.selection import selection_stage
-from ifscale.store import SpectrumStore
 from ifscale.train import TrainedModel, cached_training
 from ifscale.utils import (
     check,
@@ -44,8 +42,6 @@ from ifscale.utils import (
     describe_device,
     fingerprint_arrays,
     git_commit,
-    stream_key,
-    stream_rng,
 )
 
 log = logging.getLogger(__name__)
@@ -53,7 +49,6 @@ log = logging.getLogger(__name__)
 # Versions of the cache keys built here: bump one when what determines its artifact
 # changes, so that artifacts made before are not found (see `ifscale.artifacts`).
 TRAINED_VERSION = 2
-FIT_VERSION = 3  # 3: orbax spectra holding the top `keep` eigenvectors
 
 
 @dataclasses.dataclass
@@ -119,24 +114,6 @@ def prepare(cfg: RunConfig) -> Prepared:
     return Prepared(kind, data, model, trained, hit, key)
 
 
-def run_mesh(cfg: RunConfig):
-    """The device mesh of `cfg.mesh` (`ifscale.influence.sharding`)."""
-    return make_mesh(cfg.mesh.data, cfg.mesh.model)
-
-
-def fit_batches(cfg: RunConfig, data: Dataset) -> list[Any]:
-    """The seeded training examples whose mean loss defines H, in equal batches."""
-    m = cfg.method
-    total = m.fit_batch_size * m.fit_batches
-    check(
-        total <= data.n_train,
-        "method.fit_batches",
-        f"fit_batch_size x fit_batches = {total} exceeds the {data.n_train} training examples",
-    )
-    index = stream_rng(cfg.seed, "fit").choice(data.n_train, total, replace=False)
-    return [data.train_batch(chunk) for chunk in index.reshape(m.fit_batches, m.fit_batch_size)]
-
-
 def scored_subset(cfg: RunConfig, prep: Prepared, size: int | None = None) -> np.ndarray:
     """Indices of the training examples to score: all, or a seeded subset of `size`
     (default `score.max_examples`) with exactly the data's share of noisy examples
@@ -156,73 +133,6 @@ def scored_subset(cfg: RunConfig, prep: Prepared, size: int | None = None) -> np
         if k > 0
     ]
     return np.sort(np.concatenate(parts))
-
-
-def fit_key(cfg: RunConfig, prep: Prepared, method: SpectralMethod) -> dict[str, Any]:
-    """What determines a method's cached spectrum: the trained model, the fit data and
-    the hyperparameters the spectrum depends on (`method.fit_fields`; e.g. Arnoldi's n but
-    not p̄, so one fit serves every p̄)."""
-    return {
-        "trained": config_hash(prep.train_key),
-        "method": cfg.method.name,
-        "options": {k: getattr(method, k) for k in method.fit_fields},
-        "layers": cfg.method.layers,
-        "fit_batch_size": cfg.method.fit_batch_size,
-        "fit_batches": cfg.method.fit_batches,
-        "sequence_loss": cfg.method.sequence_loss,
-        "l2": cfg.train.l2,
-        "seed": cfg.seed,
-    }
-
-
-def fit_method(cfg: RunConfig, prep: Prepared, method: InfluenceMethod, task: Task):
-    """The method's fitted state, and (fit seconds, whether the fit came from the cache).
-
-    Spectral methods (Arnoldi, RandProj, Exact) store their spectrum with orbax under
-    `<cache_dir>/fits/` (`ifscale.store`), laid out on the run's mesh; the others (LISSA,
-    TracIn) have no one-time work worth caching. With `score.require_fit` a missing
-    spectrum is an error instead of a fit.
-    """
-    trained = prep.trained
-    batches = fit_batches(cfg, prep.data) if method.uses_fit_data else []
-    key = stream_key(cfg.seed, "method")
-    if not isinstance(method, SpectralMethod):
-        checkpoints = Checkpoints(trained.checkpoint_params, trained.checkpoint_lrs)
-        start = time.perf_counter()
-        state = method.fit(task, trained.params, batches, key, checkpoints)
-        jax.block_until_ready(state)
-        return state, time.perf_counter() - start, False
-    mesh = run_mesh(cfg)
-    view = place(ParamView.create(task, trained.params, example=batches[0]), mesh)
-    layout = Layout.create(view.size, mesh)
-    store = SpectrumStore(cfg.paths.cache_dir, FIT_VERSION)
-    cache_key = fit_key(cfg, prep, method)
-    hit = store.load(cache_key, layout)
-    if hit is not None:
-        spectrum, info = hit
-        log.info("Reusing the %s fit cached at %s", method.name, store.path(cache_key))
-        return method.from_spectrum(view, spectrum, layout), info["t_fit_s"], True
-    check(
-        not cfg.score.require_fit,
-        "score.require_fit",
-        f"no cached {method.name} fit at {store.path(cache_key)}; run stage=fit with the "
-        "same config first",
-    )
-    check(
-        cfg.method.fit_batch_size % layout.data == 0,
-        "method.fit_batch_size",
-        f"{cfg.method.fit_batch_size} must be divisible by the {layout.data} devices on the "
-        "mesh's data axis",
-    )
-    progress = store.progress(cache_key, method.checkpoint_every)
-    start = time.perf_counter()
-    spectrum = method.spectrum(view, device_batches(batches, layout.batch()), key, layout, progress)
-    jax.block_until_ready(spectrum.vectors)
-    t_fit = time.perf_counter() - start
-    store.save(cache_key, spectrum, {"t_fit_s": t_fit})
-    if progress is not None:
-        progress.clear()
-    return method.from_spectrum(view, spectrum, layout), t_fit, False
 
 
 def detection_metrics(is_noisy: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:

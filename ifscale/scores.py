@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ifscale.utils import canonical_json, config_hash
+from ifscale.utils import canonical_json, config_hash, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class ScoreStore:
             log.warning("Refusing the scores at %s: another key. Scoring again.", self.folder)
             for path in [*self.folder.glob("chunk-*.npz"), self.folder / CHOICES]:
                 path.unlink(missing_ok=True)
-        _write_atomically(meta, json.dumps({"key": self.key}, indent=2, sort_keys=True).encode())
+        write_atomically(meta, json.dumps({"key": self.key}, indent=2, sort_keys=True).encode())
         return self
 
     def choices(self) -> dict[str, Any] | None:
@@ -192,7 +192,7 @@ class ScoreStore:
             seconds=np.array(seconds),
             compile=np.array(compile_seconds),
         )
-        _write_atomically(self.path(j), buffer.getvalue())
+        write_atomically(self.path(j), buffer.getvalue())
 
     def done(self, chunks) -> dict[int, dict[str, Any]]:
         """The finished chunks among `chunks` (each read and checked once)."""
@@ -217,23 +217,3 @@ class ScoreStore:
             )
         scores = np.concatenate([chunks[j]["scores"] for j in range(self.plan.count)])
         return scores, chunks
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Writes `data` to `path` through a temporary file in the same folder: fsync, rename,
-    fsync the folder. Readers see the old file or the whole new one, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)

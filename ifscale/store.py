@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from jax.sharding import NamedSharding
 from ifscale.influence.arnoldi import ArnoldiProgress
 from ifscale.influence.protocol import Spectrum
 from ifscale.influence.sharding import Layout
-from ifscale.utils import canonical_json, config_hash
+from ifscale.utils import canonical_json, config_hash, write_atomically
 
 log = logging.getLogger(__name__)
 # orbax logs every save and restore at INFO.
@@ -45,12 +44,7 @@ logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 def _write_json_atomically(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
 
 def _restore_spectrum(path: Path, layout: Layout) -> Spectrum:

@@ -24,12 +24,13 @@ from ifscale.data.text import (
     to_ids,
     train_tokenizer,
 )
+from ifscale.fit_stage import fit_key
 from ifscale.influence.methods import make_method
 from ifscale.influence.task import ParamView
 from ifscale.kinds.translation import bleu, resolve_layers, translation_task
 from ifscale.models import build_model
 from ifscale.models.transformer import greedy_decode, pair_losses
-from ifscale.pipeline import fit_key, run
+from ifscale.pipeline import run
 from ifscale.utils import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
