@@ -29,7 +29,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 from schema import register  # noqa: E402
 
 from ifscale import distributed  # noqa: E402
-from ifscale.config import build  # noqa: E402
+from ifscale.config import RunConfig, build, one_line  # noqa: E402
 from ifscale.pipeline import run  # noqa: E402
 from ifscale.scores import IncompleteScores  # noqa: E402
 from ifscale.utils import ConfigError  # noqa: E402
@@ -68,6 +68,9 @@ def one_line_errors():
     except IncompleteScores as e:
         log.error("Cannot merge: %s", e)
         sys.exit(2)
+    except FloatingPointError as e:  # diverged training, a degenerate model, a NaN score
+        log.error("Stopped: %s", str(e).splitlines()[0])
+        sys.exit(2)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -78,19 +81,60 @@ def main(cfg: DictConfig) -> dict:
         return run(build(cfg), HydraConfig.get().runtime.output_dir)
 
 
-def refuse_unsafe_names(argv: list[str]) -> None:
-    """Checks a `name=` override before Hydra makes its run folder (the `run_name`
-    resolver refuses the same names later, with Hydra's longer message)."""
-    for arg in argv:
+def compose_run(overrides: list[str]) -> RunConfig:
+    """The checked `RunConfig` that `run.py <overrides>` runs (for plain `key=value`
+    overrides); raises ConfigError with one line for a bad name, value, type, key or group
+    option."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    for arg in overrides:
         key, _, value = arg.partition("=")
         if key.lstrip("+~") == "name":
             try:
                 run_name(value)
             except ValueError as e:
-                print(f"Bad configuration: {e}", file=sys.stderr)
-                sys.exit(2)
+                raise ConfigError(str(e)) from None
+    try:
+        with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
+            return build(compose("config", overrides))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(_hydra_line(e)) from None
+
+
+def _hydra_line(error: Exception) -> str:
+    """Hydra's (often multi-line) composition error as one line, naming the key."""
+    cause = error.__cause__ or error.__context__
+    if cause is not None and getattr(cause, "full_key", None):
+        return one_line(cause)
+    text = str(error).strip()
+    line = text.splitlines()[0].removeprefix("In 'config': ") if text else type(error).__name__
+    if "Available options" in text:  # an unknown group option: list the known ones
+        options = text.split("Available options", 1)[1].split("Config search path")[0]
+        line += f"; options: {', '.join(options.split(':', 1)[1].split())}"
+    return line
+
+
+def preflight(argv: list[str]) -> None:
+    """Checks a run's overrides before Hydra makes its run folder: a bad one ends in one line
+    (exit 2) and writes nothing. With Hydra's flags (a multirun's `-m`, `--cfg`, ...) only
+    the run name is checked here; the rest is Hydra's and the job's."""
+    flags = any(arg.startswith("-") for arg in argv)
+    overrides = [arg for arg in argv if not arg.startswith(("hydra.", "hydra/", "-"))]
+    if flags:
+        overrides = [arg for arg in overrides if arg.partition("=")[0].lstrip("+~") == "name"]
+    try:
+        if flags:
+            for arg in overrides:
+                run_name(arg.partition("=")[2])
+        else:
+            compose_run(overrides)
+    except (ConfigError, ValueError) as e:
+        print(f"Bad configuration: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
-    refuse_unsafe_names(sys.argv[1:])
+    preflight(sys.argv[1:])
     main()

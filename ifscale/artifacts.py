@@ -9,28 +9,36 @@ Layout: `<root>/<kind>/<hash of key>/meta.json` and one `.npy` file per array. `
 holds the key, each array's name, dtype, shape and the sha256 of its bytes, recorded at
 save. A load reads each file once: the array is read, then its bytes are hashed in memory
 and compared, so a truncated or corrupt file, or a key that differs from the request (a
-hash collision or an edited file), is refused (and rebuilt by the caller). Writes go to a
-temporary folder renamed into place, so a crash never leaves a half-written artifact under
-a valid key.
+hash collision or an edited file), is refused (and rebuilt by the caller); so is an edited
+`info` (its sha256 is recorded too). Writes go to a temporary folder renamed into place, so
+a crash never leaves a half-written artifact under a valid key; the temporary folders of
+writers that died (their process is gone, or older than `STALE_SECONDS`) are removed by the
+next save.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flax import traverse_util
 
-from ifscale.utils import canonical_json, config_hash
+from ifscale.utils import canonical_json, config_hash, write_atomically
 
 log = logging.getLogger(__name__)
+
+# A temporary folder older than this is a dead writer's, whatever its process id says.
+STALE_SECONDS = 6 * 3600
 
 
 def _digest(array: np.ndarray) -> str:
@@ -63,6 +71,8 @@ class ArtifactCache:
         if not folder.exists():
             return None
         try:
+            if not folder.is_dir():
+                raise _Refused("it is not a folder")
             return self._read(folder, config)
         except _Refused as e:
             log.warning("Refusing cached %s at %s: %s. Rebuilding it.", self.kind, folder, e)
@@ -89,13 +99,23 @@ class ArtifactCache:
             ):
                 raise _Refused(f"{entry['file']} is truncated or corrupt (checksum mismatch)")
             arrays[entry["name"]] = array
-        return arrays, meta["info"]
+        info = meta.get("info")
+        recorded = meta.get("info_sha256")
+        if recorded is None:  # written before info was checksummed: record it now
+            meta["info_sha256"] = _info_digest(info)
+            with contextlib.suppress(OSError):  # a read-only cache: checked from its next writer
+                _write_meta(folder, meta)
+        elif _info_digest(info) != recorded:
+            raise _Refused("its info differs from the one saved (an edited meta.json)")
+        return arrays, info
 
     def save(self, config: dict, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> Path:
         """Writes an artifact atomically and returns its folder."""
         folder = self.path(config)
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{folder.name}-"))
+        self._remove_stale_writes()
+        prefix = f".{folder.name}-{_HOST}-{os.getpid()}-"
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=prefix))
         try:
             entries = []
             for i, (name, array) in enumerate(arrays.items()):
@@ -111,10 +131,18 @@ class ArtifactCache:
                         "sha256": _digest(array),
                     }
                 )
-            meta = {"key": self.key(config), "arrays": entries, "info": info}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-            if folder.exists():
+            info = json.loads(json.dumps(info, default=str))  # as it will read back
+            meta = {
+                "key": self.key(config),
+                "arrays": entries,
+                "info": info,
+                "info_sha256": _info_digest(info),
+            }
+            _write_meta(tmp, meta)
+            if folder.is_dir() and not folder.is_symlink():
                 shutil.rmtree(folder, ignore_errors=True)
+            elif folder.exists() or folder.is_symlink():  # a file or link under the key
+                folder.unlink()
             try:
                 tmp.rename(folder)
             except OSError:
@@ -127,6 +155,43 @@ class ArtifactCache:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return folder
+
+    def _remove_stale_writes(self) -> None:
+        """Removes the temporary folders of writers that died mid-save."""
+        for tmp in self.root.glob(".*-*"):
+            parts = tmp.name[1:].split("-")
+            try:
+                age = time.time() - tmp.stat().st_mtime
+            except OSError:
+                continue  # finished (renamed) meanwhile
+            dead = age > STALE_SECONDS
+            if len(parts) >= 4 and parts[1] == _HOST and parts[2].isdigit():
+                dead = dead or not _alive(int(parts[2]))
+            if dead:
+                log.info("Removing a dead writer's temporary folder %s", tmp)
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+_HOST = socket.gethostname().replace("-", "_")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _info_digest(info) -> str:
+    return hashlib.sha256(canonical_json(info).encode()).hexdigest()
+
+
+def _write_meta(folder: Path, meta: dict) -> None:
+    text = json.dumps(meta, indent=2, sort_keys=True, default=str)
+    write_atomically(folder / "meta.json", text.encode())
 
 
 class _Refused(Exception):

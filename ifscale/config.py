@@ -364,7 +364,7 @@ class MeshConfig:
         check(self.model >= 1, "mesh.model", f"must be >= 1, got {self.model}")
 
 
-STAGES = ("all", "fit", "score")
+STAGES = ("all", "check", "fit", "score")
 
 
 @dataclasses.dataclass
@@ -408,12 +408,12 @@ class RunConfig:
         check(self.seed >= 0, "seed", "must be an integer >= 0")
         check(self.stage in STAGES, "stage", f"must be one of {STAGES}, got {self.stage!r}")
         check(
-            self.stage == "all" or self.method.name != "none",
+            self.stage in ("all", "check") or self.method.name != "none",
             "stage",
             f"stage={self.stage} needs a method (method=arnoldi, ...)",
         )
         check(
-            self.stage == "all" or self.select.method is None,
+            self.stage in ("all", "check") or self.select.method is None,
             "stage",
             "the fit and score stages are for scoring runs, not data cleaning (select)",
         )

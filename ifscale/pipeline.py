@@ -29,7 +29,7 @@ from ifscale.distributed import barrier, local_mesh, localize
 from ifscale.fit_stage import fit_method, run_mesh
 from ifscale.influence import InfluenceMethod
 from ifscale.influence.scoring import prepared_scorer, stream_chunks
-from ifscale.influence.task import ParamView
+from ifscale.influence.task import ParamView, check_layers
 from ifscale.kinds import DataKind, Dataset, kind_of
 from ifscale.models import count_params
 from ifscale.record import RunMetrics
@@ -37,6 +37,7 @@ from ifscale.scores import ChunkPlan, ScoreStore
 from ifscale.selection import selection_stage
 from ifscale.train import TrainedModel, cached_training
 from ifscale.utils import (
+    DegenerateModelError,
     check,
     config_hash,
     describe_device,
@@ -94,23 +95,59 @@ def reproducible_config(cfg: RunConfig) -> dict[str, Any]:
     return d
 
 
-def prepare(cfg: RunConfig) -> Prepared:
-    """Loads the data, applies noise and trains (or reuses a cached) model."""
+@dataclasses.dataclass
+class Inputs:
+    """The data and model of a run, checked before any training (`check_inputs`)."""
+
+    kind: DataKind
+    data: Dataset
+    model: nn.Module
+
+
+def check_inputs(cfg: RunConfig) -> Inputs:
+    """Everything that can be refused before training, refused now (ConfigError, one line
+    naming the key or file): the cache folder, the data (loaded and checked by the kind:
+    labels, pixels, files, corpora), whether the model can take them, and whether
+    `method.layers` names parameters of the model (traced for shapes only, no compute).
+    What `stage=check` runs, and the first thing every run does."""
+    cache = Path(cfg.paths.cache_dir)
+    check(
+        not cache.exists() or cache.is_dir(),
+        "paths.cache_dir",
+        f"{cache} is a file, not a folder",
+    )
     kind = kind_of(cfg.dataset)
     data = kind.load(cfg)
+    model = kind.build_model(cfg, data)
+    kind.check_data(cfg, data, model)
+    if cfg.method.name != "none":
+        shapes = jax.eval_shape(lambda: kind.init_params(model, data, cfg.seed))
+        if shapes is not None:
+            check_layers(kind.task(model, cfg).layers, shapes)
+    return Inputs(kind, data, model)
+
+
+def prepare(cfg: RunConfig, inputs: Inputs | None = None) -> Prepared:
+    """Loads and checks the data (`check_inputs`, unless given), applies noise and trains
+    (or reuses a cached) model."""
+    inputs = inputs or check_inputs(cfg)
+    kind, data, model = inputs.kind, inputs.data, inputs.model
     log.info(
         "Data: %d training examples (%d noisy), %d test examples",
         data.n_train,
         int(data.is_noisy.sum()),
         kind.n_test(data),
     )
-    model = kind.build_model(cfg, data)
     key = training_key(cfg, kind, data)
     trained, hit = cached_training(
         lambda: kind.train(model, data, cfg.train, cfg.seed, progress=cfg.progress),
         ArtifactCache(cfg.paths.cache_dir, "trained", TRAINED_VERSION),
         key,
     )
+    if cfg.method.name != "none":  # influence needs a model whose outputs move
+        problem = kind.degenerate(model, trained.params, data)
+        if problem is not None:
+            raise DegenerateModelError(problem)
     return Prepared(kind, data, model, trained, hit, key)
 
 
@@ -324,7 +361,10 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike, merge: bool = False) -> dict
     )
     if merge:  # a merge never fits: the fit is the shard jobs' (or stage=fit's)
         cfg = dataclasses.replace(cfg, score=dataclasses.replace(cfg.score, require_fit=True))
-    prep = prepare(cfg)
+    inputs = check_inputs(cfg)
+    if cfg.stage == "check":
+        return _report_check(cfg, inputs)
+    prep = prepare(cfg, inputs)
     info = prep.trained.info
     metrics = {
         "experiment": cfg.name,
@@ -417,6 +457,24 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike, merge: bool = False) -> dict
         run_dir / "metrics.json",
     )
     return record.to_dict()
+
+
+def _report_check(cfg: RunConfig, inputs: Inputs) -> dict[str, Any]:
+    """`stage=check`: logs what a run would use and writes nothing."""
+    data = inputs.data
+    shapes = jax.eval_shape(lambda: inputs.kind.init_params(inputs.model, data, cfg.seed))
+    summary = {
+        "stage": "check",
+        "dataset": cfg.dataset.name,
+        "n_train": data.n_train,
+        "n_noisy": int(data.is_noisy.sum()),
+        "n_test": inputs.kind.n_test(data),
+        "model": cfg.model.name,
+        "n_params": None if shapes is None else count_params(shapes),
+        "method": cfg.method.name,
+    }
+    log.info("check passed: %s", ", ".join(f"{k}={v}" for k, v in summary.items()))
+    return summary
 
 
 def _plain(layers):

@@ -62,7 +62,7 @@ class RunMetrics:
     test_loss_per_token: float | None | _Missing = MISSING
     test_examples: int | None | _Missing = MISSING
     vocab_size: int | _Missing = MISSING
-    data_stats: dict[str, int] | _Missing = MISSING
+    data_stats: dict[str, int | None] | _Missing = MISSING
     sequence_loss: str | _Missing = MISSING  # text data with a method
 
     # Influence scores (`pipeline.influence_stage`): influence runs and selections.

@@ -20,6 +20,10 @@ class ConfigError(ValueError):
     """A bad configuration value; the message names the config key to fix."""
 
 
+class DegenerateModelError(FloatingPointError):
+    """The trained model cannot be explained by influence (e.g. constant outputs)."""
+
+
 def check(condition: bool, key: str, message: str) -> None:
     """Raises `ConfigError` naming `key` unless `condition` holds."""
     if not condition:

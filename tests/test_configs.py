@@ -337,21 +337,31 @@ def _run_cli(*overrides, tmp_path, data_dir):
             ["model=cnn_small", "dataset.subset_size=70000"],
             "Bad configuration: dataset.subset_size: 70000 is larger than the 60000",
         ),
-        (["model=resnet"], "Could not find 'model/resnet'"),
-        # Unknown keys and wrong types: refused by OmegaConf while Hydra composes, naming
-        # the key (Hydra's exit code 1).
-        (["train.lerning_rate=0.1"], "Key 'lerning_rate' not in 'TrainConfig'"),
-        (["train.epochs=two"], "full_key: train.epochs"),
-        (["method=arnoldi", "method.iterations=5"], "Key 'iterations' not in 'ArnoldiConfig'"),
-        (["method=arnoldi", "method.pbar=2.5"], "full_key: method.pbar"),
+        (["model=resnet"], "Bad configuration: Could not find 'model/resnet'; options: "),
+        # Unknown keys and wrong types: refused while composing, before Hydra makes a run
+        # folder, in one line naming the key.
+        (
+            ["train.lerning_rate=0.1"],
+            "Bad configuration: train.lerning_rate: Key 'lerning_rate' not in 'TrainConfig'",
+        ),
+        (
+            ["train.epochs=two"],
+            "Bad configuration: train.epochs: Value 'two' of type 'str' could not be converted",
+        ),
+        (
+            ["method=arnoldi", "method.iterations=5"],
+            "Bad configuration: method.iterations: Key 'iterations' not in 'ArnoldiConfig'",
+        ),
+        (["method=arnoldi", "method.pbar=2.5"], "Bad configuration: method.pbar: Value '2.5'"),
     ],
 )
 def test_runner_rejects_bad_config_with_one_clear_line(overrides, message, tmp_path, mnist_dir):
     result = _run_cli(*overrides, tmp_path=tmp_path, data_dir=mnist_dir)
-    assert result.returncode != 0
+    assert result.returncode == 2
     output = result.stdout + result.stderr
     assert message in output
     assert "Traceback" not in output
+    assert len([line for line in output.splitlines() if "Bad configuration" in line]) == 1
 
 
 def test_runner_trains_writes_metrics_and_reuses_the_cache(tmp_path, mnist_dir):

@@ -47,7 +47,7 @@ def test_hash_mismatch_is_a_clear_error(tmp_path):
 
 
 def test_missing_file_says_how_to_fetch(tmp_path):
-    with pytest.raises(FileNotFoundError, match="make setup"):
+    with pytest.raises(ConfigError, match="make setup"):
         load_images("hub", data_dir=tmp_path)
 
 

@@ -245,7 +245,7 @@ def test_a_recorded_route_is_made_again_instead_of_timed(tabular_kind, tmp_path)
 
     cfg = _blobs_run(tmp_path)
     metrics = ifscale.pipeline.run(cfg, tmp_path / "run")
-    timed = metrics["score_choices"]["route"]  # route=auto: chosen by timing, then recorded
+    timed = metrics["score_choices"]["route"]  # route=auto: chosen by the rule, recorded
     assert timed in ("grad", "jvp", "layerwise")
     prep = ifscale.pipeline.prepare(cfg)
     method = cfg.method.build(progress=False)
@@ -254,6 +254,19 @@ def test_a_recorded_route_is_made_again_instead_of_timed(tabular_kind, tmp_path)
     sample = prep.data.train_batch(np.arange(8))
     _, made = prepared_scorer(method, state, sample, make_mesh(), {"route": other})
     assert made == {"route": other}
+
+
+def test_route_auto_is_a_rule_so_fresh_caches_give_identical_scores(tabular_kind, tmp_path):  # noqa: F811
+    """`route=auto` never times: two runs on fresh caches choose the same route and write
+    the same scores, bit for bit; `route=fastest` times once and records its choice."""
+    runs = [ifscale.pipeline.run(_blobs_run(tmp_path / c), tmp_path / f"run-{c}") for c in "ab"]
+    assert runs[0]["score_choices"] == runs[1]["score_choices"]
+    texts = [(tmp_path / f"run-{c}" / "scores.csv").read_text() for c in "ab"]
+    assert texts[0] == texts[1]
+    cfg = _blobs_run(tmp_path / "c")
+    cfg.method = dataclasses.replace(cfg.method, route="fastest")
+    timed = ifscale.pipeline.run(cfg, tmp_path / "run-c")
+    assert timed["score_choices"]["route"] in ("grad", "jvp", "layerwise")
 
 
 def _hydra_cfg(*overrides):

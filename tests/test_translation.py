@@ -77,8 +77,13 @@ def test_tokenizer_round_trips_real_sentences(multi30k, tmp_path):
         assert row[n - 1] == EOS_ID and np.all(row[n:] == PAD_ID) and np.all(row[: n - 1] > EOS_ID)
     # Cached: the same model comes back from the file, and another size is another model.
     assert cached_tokenizer(text, 500, tmp_path).model_proto == tokenizer.model_proto
-    assert len(list((tmp_path / "tokenizers").glob("*.model"))) == 1
+    stored = list((tmp_path / "tokenizers").glob("*/0000.npy"))
+    assert len(stored) == 1
     assert cached_tokenizer(text, 400, tmp_path).vocab_size == 400
+    # A truncated or edited stored model is refused and trained again, never used.
+    for damage in (lambda b: b[: len(b) // 2], lambda b: b[:-1] + bytes([b[-1] ^ 1])):
+        stored[0].write_bytes(damage(stored[0].read_bytes()))
+        assert cached_tokenizer(text, 500, tmp_path).model_proto == tokenizer.model_proto
 
 
 def test_tokenizer_errors_name_the_key():

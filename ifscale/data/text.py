@@ -172,21 +172,30 @@ def train_tokenizer(sentences: list[str], vocab_size: int, seed: int = 0) -> Tok
     return Tokenizer(out.getvalue())
 
 
+# Version of the tokenizer cache key (see `ifscale.artifacts`).
+TOKENIZER_VERSION = 2
+
+
 def cached_tokenizer(
     sentences: list[str], vocab_size: int, cache_dir: str | os.PathLike | None, seed: int = 0
 ) -> Tokenizer:
-    """`train_tokenizer`, stored under `<cache_dir>/tokenizers/` keyed by text and size."""
+    """`train_tokenizer`, stored under `<cache_dir>/tokenizers/` keyed by text and size,
+    with the checksums of every artifact: a truncated or edited model is refused and
+    trained again, never used."""
+    from ifscale.artifacts import ArtifactCache
+
     if cache_dir is None:
         return train_tokenizer(sentences, vocab_size, seed)
-    key = config_hash({"text": config_hash(sentences), "vocab_size": vocab_size, "seed": seed})
-    path = Path(cache_dir) / "tokenizers" / f"{key}.model"
-    if path.is_file():
-        return Tokenizer(path.read_bytes())
+    cache = ArtifactCache(cache_dir, "tokenizers", TOKENIZER_VERSION)
+    key = {"text": config_hash(sentences), "vocab_size": vocab_size, "seed": seed}
+    hit = cache.load(key)
+    if hit is not None:
+        try:
+            return Tokenizer(hit[0]["model"].tobytes())
+        except RuntimeError as e:  # checksummed, yet unreadable: made by another version
+            log.warning("Refusing the cached tokenizer (%s); training it again", e)
     tokenizer = train_tokenizer(sentences, vocab_size, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(tokenizer.model_proto)
-    tmp.replace(path)
+    cache.save(key, {"model": np.frombuffer(tokenizer.model_proto, np.uint8)}, {})
     return tokenizer
 
 
@@ -374,6 +383,13 @@ def load_translation(
     splits = read_corpus(source, path, data_dir, train_size)
     train = splits["train"]
     if train_size is not None:
+        if train_size > len(train):  # not an error (a cap), but never silent
+            log.warning(
+                "dataset.train_size=%d but the corpus has %d training pairs: using all %d",
+                train_size,
+                len(train),
+                len(train),
+            )
         train = ParallelSplit(train.source[:train_size], train.target[:train_size])
     if extra_path is not None:
         extra = read_parallel_text(extra_path, splits=("train",))["train"]
@@ -405,6 +421,7 @@ def load_translation(
     src_test, src_test_len = to_ids(tokenizer, test.source, max_length)
     tgt_test, tgt_test_len = to_ids(tokenizer, test.target, max_length)
     stats = {
+        "train_pairs_requested": train_size,
         "train_pairs_read": n,
         "train_pairs_dropped_too_long": int(n - len(keep)),
         "noisy_pairs_dropped_too_long": int(is_noisy.sum() - is_noisy[keep].sum()),

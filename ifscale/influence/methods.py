@@ -33,6 +33,7 @@ from ifscale.influence.projection import (
     choose_route,
     project,
     project_prepared,
+    rule_route,
 )
 from ifscale.influence.protocol import SpectralMethod, Spectrum
 from ifscale.influence.sharding import Layout
@@ -57,8 +58,8 @@ class ProjectedState:
       inner: M [k, k], symmetric.
       eigvals: [k] the curvature values behind M (eigenvalues of H, Ritz values, or
         eigenvalues of H̃), for inspection (Figure 2).
-      route: the projection route ("grad", "jvp", "layerwise"), or "auto" until
-        `prepare` chooses one.
+      route: the projection route ("grad", "jvp", "layerwise"), or "auto"/"fastest"
+        until `prepare` chooses one.
       layout: how `directions` are laid out on the mesh (sharded over `model`, padded).
       prepared: U laid out per layer for the layerwise route (set by `prepare`).
     """
@@ -131,13 +132,19 @@ class _Projected(SpectralMethod):
     def prepare(
         self, state: ProjectedState, batch: Batch, choices: dict[str, Any] | None = None
     ) -> ProjectedState:
-        """Fixes the projection route ("auto": the one in `choices`, else the fastest on
-        `batch`) and lays the directions out once for the layerwise route."""
-        route = (choices or {}).get("route", state.route) if state.route == "auto" else state.route
+        """Fixes the projection route and lays the directions out once for the layerwise
+        route. "auto" and "fastest" take the route recorded in `choices` (an earlier job of
+        the same scoring), else "auto" applies `rule_route` and "fastest" times the routes
+        on `batch`."""
+        route = state.route
+        if route in ("auto", "fastest"):
+            route = (choices or {}).get("route", route)
         # Per-layer products need every direction whole on each device: not with a
         # parameter axis sharded over `model`.
         per_layer = state.view.per_layer and (state.layout is None or state.layout.model == 1)
         if route == "auto":
+            route = rule_route(state.view, batch, per_layer)
+        elif route == "fastest":
             route = choose_route(state.view, state.directions, batch, per_layer)
         if route == "layerwise" and not per_layer:
             raise ConfigError(
@@ -200,7 +207,8 @@ class Arnoldi(_Projected):
       checkpoint_every: save the iteration every this many steps, so that a killed fit
         resumes (null: never).
       progress: progress bar during the fit.
-      route: projection route ("auto", "grad", "jvp", "layerwise").
+      route: projection route: "auto" (a rule on the shapes: deterministic), "fastest"
+        (timed once per scoring, recorded), "grad", "jvp", "layerwise".
     """
 
     n: int = 200

@@ -7,8 +7,10 @@ Three routes give the same [b, k] projections `G · ∇L(x)`:
   * "layerwise": layer inputs and output gradients from one batched backward pass, then
             per-layer products (`ifscale.influence.layerwise`), for tasks whose perturbed
             parameters all belong to Dense/Conv layers.
-Which is faster depends on the model, k and the hardware: `choose_route` times them, and a
-fitted method keeps its choice in its state (`InfluenceMethod.prepare`).
+Which is faster depends on the model, k and the hardware. "auto" picks by a fixed rule
+(`rule_route`), so one config gives bit-identical scores on every fresh cache; "fastest"
+times them (`choose_route`), and the choice is recorded beside the scores so every later
+job of the same scoring makes it again (`InfluenceMethod.prepare`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from ifscale.influence.task import Batch, ParamView
 from ifscale.utils import ConfigError
 
 log = logging.getLogger(__name__)
-ROUTES = ("auto", "grad", "jvp", "layerwise")
+ROUTES = ("auto", "fastest", "grad", "jvp", "layerwise")
+# "auto" forms per-example gradients ("grad") only while a batch of them stays below this.
+GRAD_ROUTE_BYTES = 1 << 30
 
 
 @jax.jit
@@ -75,6 +79,17 @@ def _project_jvp(view: ParamView, directions: jnp.ndarray, batch: Batch) -> jnp.
 _PROJECTORS = {"grad": _project_grad, "jvp": _project_jvp, "layerwise": _project_layerwise}
 
 
+def rule_route(view: ParamView, batch: Batch, per_layer: bool | None = None) -> str:
+    """The route of "auto", decided by the shapes alone: per layer where the view allows it
+    (`per_layer`, default `view.per_layer`), else per-example gradients while a batch of
+    them fits in `GRAD_ROUTE_BYTES`, else one JVP per direction."""
+    per_layer = view.per_layer if per_layer is None else per_layer
+    if per_layer:
+        return "layerwise"
+    rows = jax.tree_util.tree_leaves(batch)[0].shape[0]
+    return "grad" if rows * view.size * 4 <= GRAD_ROUTE_BYTES else "jvp"
+
+
 def choose_route(
     view: ParamView, directions: jnp.ndarray, batch: Batch, per_layer: bool | None = None
 ) -> str:
@@ -109,11 +124,10 @@ def project_prepared(view: ParamView, prepared: dict, k: int, batch: Batch) -> j
 def project(view: ParamView, directions: jnp.ndarray, batch: Batch, route: str = "auto"):
     """[b, k] projections of each example's gradient onto the rows of `directions` [k, p].
 
-    "auto" here (no timing: a state that was never `prepare`d) is the per-layer route
-    where the view allows it, else per-example gradients.
+    "auto" or "fastest" here (a state that was never `prepare`d) is `rule_route`.
     """
-    if route == "auto":
-        route = "layerwise" if view.per_layer else "grad"
+    if route in ("auto", "fastest"):
+        route = rule_route(view, batch)
     if route == "layerwise" and not view.per_layer:
         raise ConfigError(
             "method.route: 'layerwise' needs every perturbed parameter to be a "

@@ -47,6 +47,20 @@ class Task:
     error_norm: LossFn | None = None
 
 
+def check_layers(layers: Sequence[str] | None, params) -> None:
+    """Refuses (ConfigError) a path prefix of `layers` that selects no parameter of the
+    `params` tree (arrays or shapes): a misspelt layer is never silently left out."""
+    if layers is None:
+        return
+    flat = traverse_util.flatten_dict(params, sep="/")
+    missing = [p for p in layers if not any(_path_selected(k, (p,)) for k in flat)]
+    if missing:
+        tops = sorted({k.split("/")[0] for k in flat})
+        raise ConfigError(
+            f"method.layers: {missing} name no parameter of the model; its layers are {tops}"
+        )
+
+
 def _path_selected(path: str, layers: Sequence[str] | None) -> bool:
     if layers is None:
         return True
@@ -87,13 +101,9 @@ class ParamView:
           example: a batch of the task's data (any size), traced once to decide
             `per_layer`; without one the per-layer route is off.
         """
+        check_layers(task.layers, params)
         flat = traverse_util.flatten_dict(params, sep="/")
         chosen = {k: v for k, v in flat.items() if _path_selected(k, task.layers)}
-        if not chosen:
-            raise ConfigError(
-                f"method.layers: {list(task.layers)} names no parameter; parameters are "
-                f"{sorted(flat)}"
-            )
         theta, unravel = ravel_pytree(chosen)
         frozen = {k: v for k, v in flat.items() if k not in chosen}
         names = tuple(sorted(chosen))

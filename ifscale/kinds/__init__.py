@@ -97,6 +97,20 @@ class DataKind(abc.ABC):
     def task(self, model: nn.Module, cfg: RunConfig) -> Task:
         """The influence task of a trained `model` under `cfg.method`."""
 
+    def init_params(self, model: nn.Module, data: Dataset, seed: int):
+        """The untrained parameters of `model` for `data` (traced for their shapes only, to
+        check `method.layers` before training); None: not checked."""
+        return None
+
+    def check_data(self, cfg: RunConfig, data: Dataset, model: nn.Module) -> None:
+        """Refuses (ConfigError) loaded data that `model` cannot take; by default none."""
+        return None
+
+    def degenerate(self, model: nn.Module, params, data: Dataset) -> str | None:
+        """Why the trained model is degenerate (e.g. outputs that do not depend on the input,
+        so every gradient and the Hessian vanish), or None."""
+        return None
+
     def strata(self, data: Dataset) -> np.ndarray:
         """[n] labels within which scored subsets are stratified; by default one stratum."""
         return np.zeros(data.n_train, np.int64)

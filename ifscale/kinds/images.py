@@ -16,9 +16,9 @@ from ifscale.influence.baselines import error_norm
 from ifscale.influence.layerwise import FlaxLayerwise
 from ifscale.influence.task import Task
 from ifscale.kinds import DataKind
-from ifscale.models import MODELS, build_model
+from ifscale.models import MODELS, build_model, init_params
 from ifscale.train import TrainConfig, TrainedModel, cross_entropy, train
-from ifscale.utils import check
+from ifscale.utils import check, stream_key
 
 
 @dataclasses.dataclass
@@ -132,6 +132,31 @@ class ImagesKind(DataKind):
 
     def build_model(self, cfg, data: ImageData) -> nn.Module:
         return build_model(cfg.model.name, data.num_classes)
+
+    def init_params(self, model: nn.Module, data: ImageData, seed: int):
+        return init_params(model, data.input_shape, stream_key(seed, "init"))
+
+    def check_data(self, cfg, data: ImageData, model: nn.Module) -> None:
+        smallest = getattr(model, "min_image_size", 1)
+        height, width = data.input_shape[:2]
+        check(
+            min(height, width) >= smallest,
+            "dataset",
+            f"images of {height}x{width} pixels are too small for model.name="
+            f"{cfg.model.name}, which needs at least {smallest}x{smallest}",
+        )
+
+    def degenerate(self, model: nn.Module, params, data: ImageData) -> str | None:
+        x = data.x_train[:256]
+        logits = np.asarray(model.apply({"params": params}, x), np.float64)
+        spread = float(np.ptp(logits, axis=0).max())
+        if spread <= 1e-6 * max(1.0, float(np.abs(logits).max())):
+            return (
+                f"the trained {type(model).__name__} gives the same outputs for every image "
+                "(its gradients and Hessian vanish, so influence is undefined). Training "
+                "collapsed: lower train.learning_rate or check the data"
+            )
+        return None
 
     def train(
         self,

@@ -259,6 +259,9 @@ class TranslationKind(DataKind):
             length_policy=d.length_policy,
         )
 
+    def init_params(self, model: nn.Module, data: TextData, seed: int):
+        return init_translation_params(model, data, seed)
+
     def arrays(self, data: TextData) -> tuple[np.ndarray, ...]:
         return data.source_train, data.target_train, data.source_test, data.target_test
 

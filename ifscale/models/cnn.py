@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -15,6 +17,8 @@ class CNNSmall(nn.Module):
     """
 
     num_classes: int = 10
+    #: height and width below which its three poolings leave no pixel.
+    min_image_size: ClassVar[int] = 8
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -36,6 +40,8 @@ class CNNLarge(nn.Module):
     """
 
     num_classes: int = 10
+    #: height and width below which its two poolings leave no pixel.
+    min_image_size: ClassVar[int] = 4
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
