@@ -20,7 +20,7 @@ SHARDS   ?= 2
 LAUNCHER ?= local
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow lint format train train-small table1 table1-check figures table2 table2-check table3 table3-check score-sharded merge bench bench-memory notebook clean
+.PHONY: help setup test test-slow lint format train train-small table1 table1-check explain explain-translation explain-check figures table2 table2-check table3 table3-check score-sharded merge bench bench-memory notebook clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -65,6 +65,17 @@ table1: setup ## Table 1: 8 methods on cnn_large, 60,000 MNIST -> results/table1
 table1-check: setup ## After table1: variants of the Arnoldi p̄=10 row (eigenvalues, n, epochs), added to results/table1.md
 	$(PY) experiments/run.py experiment=table1_check $(ARGS)
 	$(PY) experiments/report.py table1
+
+explain: setup ## Proponents/opponents of 16 misclassified MNIST test images (Arnoldi p̄=100, Table 1's model) -> results/explain_mnist/
+	$(PY) experiments/run.py experiment=explain_mnist $(ARGS)
+	$(PY) experiments/report.py explain
+
+explain-translation: setup ## Proponents/opponents of 8 Multi30k test pairs (transformer_tiny) -> results/explain_translation/
+	$(PY) experiments/run.py experiment=explain_translation $(ARGS)
+	$(PY) experiments/report.py explain
+
+explain-check: setup ## Explanations against retraining without proponents/opponents (cnn_small) -> results/explain.{md,csv}
+	$(PY) experiments/explain_check.py $(ARGS)
 
 figures: setup ## Figures 1-2: cnn_small on the 10% subset -> results/figures/
 	$(PY) experiments/run.py experiment=figures $(ARGS)

@@ -5,6 +5,8 @@
     python experiments/report.py table2    # newest outputs/multirun/table2/*, -> results/table2.*
     python experiments/report.py table3    # newest outputs/multirun/table3/*, -> results/table3.*
     python experiments/report.py readme    # README.md's Table 1 block <- results/table1.md
+    python experiments/report.py explain   # newest explain_mnist / explain_translation runs
+                                           # -> results/explain_mnist/, explain_translation/
     python experiments/report.py table1 --sweep outputs/multirun/table1/2026-11-26_04-00-00
 
 Every number written comes from a run's `metrics.json` / `scores.csv`; nothing is typed in
@@ -251,9 +253,43 @@ def write_figures(sweeps: Sequence[Path], results: Path) -> None:
     print(f"wrote {out / 'figure1.png'} and {out / 'figure2.png'} (+ csv)")
 
 
+def write_explanations(outputs: Path, results: Path, names: Sequence[str]) -> None:
+    """Copies the newest finished run of each explanation experiment into results/<name>/
+    with a summary (README.md) written from its metrics.json and explanations.csv."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from ifscale.reports.explain import explain_summary
+
+    found = False
+    for name in names:
+        runs = sorted(p.parent for p in (outputs / name).glob("*/explanations.csv"))
+        if not runs:
+            continue
+        found = True
+        run = runs[-1]
+        target = results / name
+        target.mkdir(parents=True, exist_ok=True)
+        for file in ("explanations.csv", "explanations.png", "explanations.md"):
+            if (run / file).exists():
+                shutil.copyfile(run / file, target / file)
+        metrics = json.loads((run / "metrics.json").read_text())
+        table = pd.read_csv(run / "explanations.csv")
+        figure = "explanations.png" if (run / "explanations.png").exists() else None
+        text = explain_summary(metrics, table, _relative(run), figure)
+        (target / "README.md").write_text(text)
+        print(f"wrote {target}/ from {run}")
+    if not found:
+        sys.exit(f"no finished explanation run under {outputs}/{{{','.join(names)}}}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["table1", "table2", "table3", "figures", "readme"])
+    parser.add_argument(
+        "what", choices=["table1", "table2", "table3", "figures", "readme", "explain"]
+    )
     parser.add_argument("--sweep", type=Path, nargs="*", help="multirun folder(s) to read")
     parser.add_argument(
         "--check", type=Path, help="table1_check / table2_check / table3_check folder to add"
@@ -299,6 +335,8 @@ def main() -> None:
         write_table3(sweep.resolve(), args.results, check)
     elif args.what == "readme":
         write_readme(readme or ROOT / "README.md", args.results)
+    elif args.what == "explain":
+        write_explanations(args.outputs, args.results, ["explain_mnist", "explain_translation"])
     else:
         sweeps = (
             [complete(s) for s in args.sweep]

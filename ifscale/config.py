@@ -302,6 +302,61 @@ class ScoreConfig:
 SELECTIONS = ("all", "precleaning", "random", "influence")
 
 
+EXPLAIN_SELECTIONS = ("misclassified", "highest_loss", "random")
+EXPLAIN_TARGETS = ("prediction", "label")
+
+
+@dataclasses.dataclass
+class ExplainConfig:
+    """Which test predictions `stage=explain` explains, and how.
+
+    Attributes:
+      test_indices: explain these test examples (positions in the test split); null: choose
+        `count` of them by `select`.
+      select: "misclassified" (those with the highest loss among the wrongly classified;
+        classifiers only), "highest_loss" or "random" (seeded).
+      count: how many test examples `select` chooses.
+      target: whose loss L(z) is explained: "prediction" (the trained model's predicted
+        class: proponents support the prediction as made) or "label" (the test label, or a
+        translation's reference: proponents help the right answer).
+      top_k: proponents and opponents kept per test example.
+      compare_examples: the same run times self-influence on this many training examples,
+        for the cost ratio of an explanation to a self-influence score.
+    """
+
+    test_indices: list[int] | None = None
+    select: str = "misclassified"
+    count: int = 16
+    target: str = "prediction"
+    top_k: int = 20
+    compare_examples: int = 2048
+
+    def __post_init__(self):
+        check(
+            self.select in EXPLAIN_SELECTIONS,
+            "explain.select",
+            f"must be one of {EXPLAIN_SELECTIONS}, got {self.select!r}",
+        )
+        check(self.count >= 1, "explain.count", f"must be >= 1, got {self.count}")
+        check(
+            self.target in EXPLAIN_TARGETS,
+            "explain.target",
+            f"must be one of {EXPLAIN_TARGETS}, got {self.target!r}",
+        )
+        check(self.top_k >= 1, "explain.top_k", f"must be >= 1, got {self.top_k}")
+        check(self.compare_examples >= 1, "explain.compare_examples", "must be >= 1")
+        if self.test_indices is not None:
+            indices = list(self.test_indices)
+            check(len(indices) >= 1, "explain.test_indices", "give at least one, or null")
+            check(min(indices) >= 0, "explain.test_indices", f"must be >= 0, got {min(indices)}")
+            check(
+                len(set(indices)) == len(indices),
+                "explain.test_indices",
+                "each test example once",
+            )
+            self.test_indices = indices
+
+
 @dataclasses.dataclass
 class SelectConfig:
     """Data cleaning (Table 3): select part of the noisy training set, train a fresh model
@@ -364,7 +419,7 @@ class MeshConfig:
         check(self.model >= 1, "mesh.model", f"must be >= 1, got {self.model}")
 
 
-STAGES = ("all", "check", "fit", "score")
+STAGES = ("all", "check", "fit", "score", "explain")
 
 
 @dataclasses.dataclass
@@ -380,8 +435,10 @@ class PathsConfig:
 class RunConfig:
     """Everything one run of the pipeline needs.
 
-    `stage`: "all" (train, fit, score), "fit" (train and fit only: the fit is cached for
-    scoring jobs) or "score" (with `score.require_fit`, only from a cached fit).
+    `stage`: "all" (train, fit, score), "check" (load and check the inputs, then stop),
+    "fit" (train and fit only: the fit is cached for scoring jobs), "score" (with
+    `score.require_fit`, only from a cached fit) or "explain" (the top proponents and
+    opponents of chosen test predictions, `explain`).
 
     The data kind of `dataset` checks that the other parts fit it (a Transformer on
     images, permutation noise on images... are refused here).
@@ -395,6 +452,7 @@ class RunConfig:
     method: MethodConfig = dataclasses.field(default_factory=MethodConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     select: SelectConfig = dataclasses.field(default_factory=SelectConfig)
+    explain: ExplainConfig = dataclasses.field(default_factory=ExplainConfig)
     paths: PathsConfig = dataclasses.field(default_factory=PathsConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     name: str = "default"
@@ -417,6 +475,15 @@ class RunConfig:
             "stage",
             "the fit and score stages are for scoring runs, not data cleaning (select)",
         )
+        if self.stage == "explain":
+            from ifscale.influence import METHODS
+
+            check(
+                self.method.name != "none" and METHODS[self.method.name].pairwise,
+                "method.name",
+                f"stage=explain needs a method with pairwise influence (arnoldi, randproj, "
+                f"exact, lissa, tracin), got {self.method.name!r}",
+            )
         kind_of(self.dataset).check(self)
         if self.select.method == "influence":
             check(

@@ -26,6 +26,7 @@ from ifscale.artifacts import ArtifactCache
 from ifscale.config import RunConfig
 from ifscale.data import stratified_subset
 from ifscale.distributed import barrier, local_mesh, localize
+from ifscale.explain_stage import check_explain_request, explain_stage
 from ifscale.fit_stage import fit_method, run_mesh
 from ifscale.influence import InfluenceMethod
 from ifscale.influence.scoring import prepared_scorer, stream_chunks
@@ -120,6 +121,8 @@ def check_inputs(cfg: RunConfig) -> Inputs:
     data = kind.load(cfg)
     model = kind.build_model(cfg, data)
     kind.check_data(cfg, data, model)
+    if cfg.stage == "explain":
+        check_explain_request(cfg, kind, data)
     if cfg.method.name != "none":
         shapes = jax.eval_shape(lambda: kind.init_params(model, data, cfg.seed))
         if shapes is not None:
@@ -398,6 +401,9 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike, merge: bool = False) -> dict
         _, t_fit, hit = fit_method(cfg, prep, method, prep.kind.task(prep.model, cfg))
         metrics |= {"stage": "fit", "t_fit_s": t_fit, "fit_cache_hit": hit}
         log.info("%s fit: %.1fs%s", cfg.method.name, t_fit, " (cached)" if hit else "")
+    elif cfg.stage == "explain":
+        explain_metrics, explanations = explain_stage(cfg, prep)
+        metrics |= explain_metrics | {"method_options": cfg.method.options()}
     elif cfg.select.method is not None:
         select_metrics, scores = selection_stage(
             cfg, prep, lambda pool: pool_scores(cfg, prep, pool)
@@ -446,6 +452,10 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike, merge: bool = False) -> dict
         return record.to_dict()
     if scores is not None:
         scores.to_csv(run_dir / "scores.csv", index=False)
+    if cfg.stage == "explain":
+        explanations.to_csv(run_dir / "explanations.csv", index=False)
+        written = prep.kind.write_explanations(run_dir, explanations, prep.data)
+        log.info("explanations in %s", ", ".join(["explanations.csv", *written]))
     # The resolved config beside the metrics: reports reload the run's data from it.
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     (run_dir / "metrics.json").write_text(record.to_json())

@@ -92,6 +92,16 @@ class RunMetrics:
     chunks_scored: int | _Missing = MISSING  # of this job's chunks, scored now
     score_choices: dict[str, Any] | _Missing = MISSING  # e.g. the projection route used
 
+    # Explanations (`stage=explain`, `ifscale.explain_stage`).
+    explain_test_indices: list[int] | _Missing = MISSING
+    explain_select: str | None | _Missing = MISSING  # null: explain.test_indices given
+    explain_top_k: int | _Missing = MISSING
+    explain_target: str | _Missing = MISSING  # "prediction" or "label"
+    explain_seconds: float | _Missing = MISSING  # the pass over the training set
+    explain_examples_per_s: float | _Missing = MISSING  # training examples per second
+    self_influence_examples_per_s: float | _Missing = MISSING  # the same run, same data
+    explain_cost_ratio: float | _Missing = MISSING  # per training example, to self-influence
+
     # Data cleaning (`pipeline.selection_stage`, Table 3).
     select: dict[str, Any] | _Missing = MISSING  # the SelectConfig
     n_selected: int | _Missing = MISSING
@@ -113,7 +123,7 @@ class RunMetrics:
     layers: str | None | _Missing = MISSING  # influence runs
 
     # Runs that are not one whole scoring: "fit" (`stage=fit`), "shard" (one of
-    # `score.shards`, no AUC), "merge" (gathered shards, `experiments/merge.py`).
+    # `score.shards`, no AUC), "merge" (gathered shards, `experiments/merge.py`), "explain".
     stage: str | _Missing = MISSING
 
     # Every run, written last.

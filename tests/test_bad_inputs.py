@@ -52,7 +52,7 @@ def _overrides(case, inputs: Path, cache: Path) -> list[str]:
 def test_the_corpus_is_large_and_covers_every_class():
     assert len(CASES) >= 40
     prefixes = {case.id.split("-")[0] for case in CASES}
-    assert prefixes == {"config", "images", "text", "cache"}
+    assert prefixes == {"config", "explain", "images", "text", "cache"}
     assert len({case.id for case in CASES}) == len(CASES)
 
 
@@ -238,3 +238,26 @@ def test_a_train_size_beyond_the_corpus_is_logged_and_recorded(inputs, tmp_path,
         )
     assert "train_size=1000 but the corpus has 48" in caplog.text
     assert data.stats["train_pairs_requested"] == 1000 and data.stats["train_pairs_read"] == 48
+
+
+def test_a_degenerate_model_stops_the_run_before_the_fit(inputs, tmp_path, monkeypatch):
+    from ifscale.utils import DegenerateModelError
+
+    monkeypatch.setattr(ImagesKind, "degenerate", lambda self, model, params, data: "collapsed")
+    fitted = []
+    monkeypatch.setattr(ifscale.pipeline, "fit_method", lambda *a, **k: fitted.append(1))
+    cfg = cli.compose_run(
+        [
+            "dataset=images_npz",
+            f"dataset.path={inputs}/good.npz",
+            "model=cnn_small",
+            "train.batch_size=8",
+            "train.kept_checkpoints=5",
+            "method=tracin",
+            "progress=false",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        ]
+    )
+    with pytest.raises(DegenerateModelError, match="collapsed"):
+        ifscale.pipeline.run(cfg, tmp_path / "run")
+    assert not fitted and not (tmp_path / "run" / "metrics.json").exists()

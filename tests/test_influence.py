@@ -354,7 +354,7 @@ import json, sys, jax, numpy as np
 jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, sys.argv[1])
 from tests.influence_fixtures import mlp_problem
-from ifscale.influence import Arnoldi, TracIn, Lissa, Checkpoints
+from ifscale.influence import Arnoldi, TracIn, Lissa, Checkpoints, top_influences
 from ifscale.influence.scoring import self_influence_scores
 task, params, data = mlp_problem()
 ckpt = Checkpoints(jax.tree_util.tree_map(lambda a: a[None], params), np.array([0.1]))
@@ -364,6 +364,10 @@ for name, m in {"arnoldi": Arnoldi(n=20, pbar=8, progress=False, route="grad"),
     state = m.fit(task, params, [data], jax.random.key(0), ckpt)
     out[name] = self_influence_scores(m, state, data, batch_size=12,
                                       progress=False).scores.tolist()
+    top = top_influences(m, state, data, (data[0][:5], data[1][:5]), k=6, batch_size=12,
+                         progress=False)
+    out["top-" + name] = [top.proponents.tolist(), top.opponents.tolist(),
+                          top.proponent_scores.tolist()]
 print(json.dumps(out))
 """
 
@@ -390,6 +394,9 @@ def test_scores_on_four_devices_equal_scores_on_one():
     assert (one["devices"], four["devices"]) == (1, 4)
     for name in ("arnoldi", "tracin", "lissa"):
         np.testing.assert_allclose(four[name], one[name], rtol=1e-9)
+        # Explanations too: the same proponents and opponents, the same scores.
+        assert four["top-" + name][:2] == one["top-" + name][:2]
+        np.testing.assert_allclose(four["top-" + name][2], one["top-" + name][2], rtol=1e-9)
 
 
 class _MixedNet(flax_nn.Module):

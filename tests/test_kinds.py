@@ -88,6 +88,9 @@ class TabularKind(DataKind):
     def arrays(self, data):
         return data.x_train, data.y_train, data.x_test, data.y_test
 
+    def test_batch(self, data, index):
+        return data.x_test[index], data.y_test[index]
+
     def n_test(self, data):
         return len(data.y_test)
 

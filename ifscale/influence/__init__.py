@@ -1,5 +1,6 @@
 """Influence methods behind one interface (`protocol`), and what they share."""
 
+from ifscale.influence.explain import TopInfluences, top_influences
 from ifscale.influence.methods import (
     EL2N,
     METHODS,
@@ -30,8 +31,10 @@ __all__ = [
     "SpectralMethod",
     "Spectrum",
     "Task",
+    "TopInfluences",
     "TracIn",
     "make_method",
     "self_influence_scores",
     "stream_scores",
+    "top_influences",
 ]

@@ -34,6 +34,7 @@ class BaselineState:
 
 class _Baseline(InfluenceMethod):
     uses_fit_data: ClassVar[bool] = False
+    pairwise: ClassVar[bool] = False
 
     def fit(self, task, params, batches, key, checkpoints: Checkpoints | None = None):
         return BaselineState(ParamView.create(task, params))

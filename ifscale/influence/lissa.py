@@ -60,9 +60,14 @@ class Lissa(InfluenceMethod):
         return jnp.sum(g * self.inverse_hvp(state, g), axis=-1)
 
     def influence(self, state: LissaState, train_batch: Batch, test_batch: Batch):
-        gx = per_example_grads(state.view, train_batch)
-        gz = per_example_grads(state.view, test_batch)
-        return gz @ self.inverse_hvp(state, gx).T
+        return self.influence_on(state, train_batch, self.test_side(state, test_batch))
+
+    def test_side(self, state: LissaState, test_batch: Batch) -> jnp.ndarray:
+        """H⁻¹∇L(z) [m, p] (Koh & Liang's s_test): r HVPs per test example, once."""
+        return self.inverse_hvp(state, per_example_grads(state.view, test_batch))
+
+    def influence_on(self, state: LissaState, train_batch: Batch, test_side: jnp.ndarray):
+        return test_side @ per_example_grads(state.view, train_batch).T
 
 
 def _lissa(state: LissaState, vs, r: int, scale, damping):

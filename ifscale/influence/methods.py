@@ -171,9 +171,13 @@ class _Projected(SpectralMethod):
         return _quadratic(self._project(state, batch), state.inner)
 
     def influence(self, state: ProjectedState, train_batch: Batch, test_batch: Batch):
-        px = self._project(state, train_batch)
-        pz = self._project(state, test_batch)
-        return pz @ state.inner @ px.T
+        return self.influence_on(state, train_batch, self.test_side(state, test_batch))
+
+    def test_side(self, state: ProjectedState, test_batch: Batch) -> jnp.ndarray:
+        return self._project(state, test_batch) @ state.inner  # [m, k]: M·(U g_z)
+
+    def influence_on(self, state: ProjectedState, train_batch: Batch, test_side: jnp.ndarray):
+        return test_side @ self._project(state, train_batch).T
 
 
 @jax.jit

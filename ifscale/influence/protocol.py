@@ -9,6 +9,9 @@ A method is a frozen dataclass of hyperparameters that subclasses `InfluenceMeth
 
 and may override the optional members, which have working defaults here:
 
+    test_side(state, test_batch) -> side   # what pairwise influence needs of test examples,
+    influence_on(state, train_batch, side) # computed once: explaining m test examples costs
+                                           # each training example one pass, whatever m
     prepare(state, batch, choices) -> state  # fix choices before scoring many batches
     choices(state) -> dict              # ... recorded with stored scores, made again later
     fitted_metrics(state) -> dict       # numbers of the fit worth reporting
@@ -67,6 +70,8 @@ class InfluenceMethod(abc.ABC):
     name: ClassVar[str]
     #: whether `fit` reads the fit batches (the baselines do not: no fit set is drawn).
     uses_fit_data: ClassVar[bool] = True
+    #: whether `influence` between two examples is defined (not for per-example baselines).
+    pairwise: ClassVar[bool] = True
 
     @abc.abstractmethod
     def fit(
@@ -87,7 +92,19 @@ class InfluenceMethod(abc.ABC):
 
     @abc.abstractmethod
     def influence(self, state: Any, train_batch: Batch, test_batch: Batch) -> Any:
-        """[n_test, n_train] influence of each training example on each test example."""
+        """[n_test, n_train] influence of each training example on each test example:
+        I(x, z) = <∇L(z), H⁻¹ ∇L(x)>, H the Hessian of the mean training loss. I > 0: x is a
+        proponent of z (removing it raises L(z), by about I/n); I < 0: an opponent."""
+
+    def test_side(self, state: Any, test_batch: Batch) -> Any:
+        """What `influence_on` needs of the test examples, computed once for a whole pass
+        over the training set (projected methods: M·(U∇L(z)); LISSA: H⁻¹∇L(z); TracIn: the
+        test gradients at each checkpoint); by default the test batch itself."""
+        return test_batch
+
+    def influence_on(self, state: Any, train_batch: Batch, test_side: Any) -> Any:
+        """[n_test, n_train] `influence`, with the test side from `test_side`."""
+        return self.influence(state, train_batch, test_side)
 
     def prepare(self, state: Any, batch: Batch, choices: dict[str, Any] | None = None) -> Any:
         """The state, ready to score many batches shaped like `batch` (e.g. a projection

@@ -73,7 +73,20 @@ class TracIn(InfluenceMethod):
         return _tracin_self(state, batch)
 
     def influence(self, state: TracInState, train_batch: Batch, test_batch: Batch):
-        return _tracin_pairs(state, train_batch, test_batch)
+        return self.influence_on(state, train_batch, self.test_side(state, test_batch))
+
+    def test_side(self, state: TracInState, test_batch: Batch) -> list[jnp.ndarray]:
+        """η_t ∇L(z; θ_t) [m, p] at each checkpoint t."""
+        return [
+            per_example_grads(state.view.with_theta(theta), test_batch) * lr
+            for theta, lr in zip(state.thetas, state.lrs, strict=True)
+        ]
+
+    def influence_on(self, state: TracInState, train_batch: Batch, test_side):
+        total = 0.0
+        for theta, side in zip(state.thetas, test_side, strict=True):
+            total = total + _dots(side, state.view.with_theta(theta), train_batch)
+        return total
 
 
 # Python loops over checkpoints of jitted per-checkpoint work (see `_lissa`).
@@ -84,13 +97,6 @@ def _tracin_self(state: TracInState, batch):
     return total
 
 
-def _tracin_pairs(state: TracInState, train_batch, test_batch):
-    total = 0.0
-    for theta, lr in zip(state.thetas, state.lrs, strict=True):
-        total = total + _grad_dots(state.view.with_theta(theta), train_batch, test_batch) * lr
-    return total
-
-
 @jax.jit
-def _grad_dots(view, train_batch, test_batch):
-    return per_example_grads(view, test_batch) @ per_example_grads(view, train_batch).T
+def _dots(test_side, view, train_batch):
+    return test_side @ per_example_grads(view, train_batch).T

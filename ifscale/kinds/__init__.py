@@ -48,6 +48,9 @@ class DataKind(abc.ABC):
     models: ClassVar[tuple[str, ...]]
     #: the noise it can add (`noise.kind`).
     noise_kinds: ClassVar[tuple[str, ...]]
+    #: whether its models predict one class per example (`correct`, `predicted_batch`), so
+    #: that `explain.select=misclassified` and `explain.target=prediction` are defined.
+    predicts_classes: ClassVar[bool] = False
 
     def check(self, cfg: RunConfig) -> None:
         """Refuses (ConfigError naming the key) a run whose other parts do not fit this kind;
@@ -63,6 +66,17 @@ class DataKind(abc.ABC):
             "noise.kind",
             f"{self.name} data take noise {self.noise_kinds}, got {cfg.noise.kind!r}",
         )
+        if cfg.stage == "explain" and not self.predicts_classes:
+            check(
+                cfg.explain.target == "label",
+                "explain.target",
+                f"{self.name} models predict no single class: use explain.target=label",
+            )
+            check(
+                cfg.explain.test_indices is not None or cfg.explain.select != "misclassified",
+                "explain.select",
+                f"{self.name} models predict no single class: use highest_loss or random",
+            )
 
     @abc.abstractmethod
     def load(self, cfg: RunConfig) -> Dataset:
@@ -110,6 +124,32 @@ class DataKind(abc.ABC):
         """Why the trained model is degenerate (e.g. outputs that do not depend on the input,
         so every gradient and the Hessian vanish), or None."""
         return None
+
+    # ---- explaining test predictions (`stage=explain`, `ifscale.explain_stage`)
+
+    @abc.abstractmethod
+    def test_batch(self, data: Dataset, index: np.ndarray) -> Batch:
+        """The test examples at `index`, as the model's batch."""
+
+    def predicted_batch(self, model: nn.Module, params, data: Dataset, index) -> Batch | None:
+        """The test examples at `index` with the model's own prediction as their label
+        (`explain.target=prediction`); None where the kind does not define it."""
+        return None
+
+    def correct(self, model: nn.Module, params, data: Dataset) -> np.ndarray | None:
+        """[m] whether the model predicts each test example right; None where the kind has
+        no single right answer (translation), so `explain.select=misclassified` is refused."""
+        return None
+
+    def test_columns(self, model: nn.Module, params, data: Dataset, index) -> dict[str, Any]:
+        """Columns of `explanations.csv` that describe the test examples at `index` (their
+        labels and predictions, or their text and translation)."""
+        return {}
+
+    def write_explanations(self, folder, table, data: Dataset) -> list[str]:
+        """Writes a human-readable view of `explanations.csv` (`table`) into `folder`;
+        returns the file names (by default none)."""
+        return []
 
     def strata(self, data: Dataset) -> np.ndarray:
         """[n] labels within which scored subsets are stratified; by default one stratum."""

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ifscale.config import DataConfig
@@ -92,6 +94,7 @@ class ImagesKind(DataKind):
     name: ClassVar[str] = "images"
     models: ClassVar[tuple[str, ...]] = tuple(MODELS)
     noise_kinds: ClassVar[tuple[str, ...]] = ("none", "mislabel")
+    predicts_classes: ClassVar[bool] = True
 
     def check(self, cfg) -> None:
         super().check(cfg)
@@ -180,6 +183,33 @@ class ImagesKind(DataKind):
 
     def task(self, model: nn.Module, cfg) -> Task:
         return classification_task(model, cfg.method.layers, cfg.train.l2)
+
+    def test_batch(self, data: ImageData, index: np.ndarray):
+        return data.x_test[index], data.y_test[index]
+
+    def _predictions(self, model: nn.Module, params, x: np.ndarray) -> np.ndarray:
+        predict = jax.jit(lambda p, xb: jnp.argmax(model.apply({"params": p}, xb), -1))
+        return np.concatenate(
+            [np.asarray(predict(params, x[i : i + 1000])) for i in range(0, len(x), 1000)]
+        )
+
+    def predicted_batch(self, model: nn.Module, params, data: ImageData, index):
+        x = data.x_test[np.asarray(index)]
+        return x, self._predictions(model, params, x).astype(np.int32)
+
+    def correct(self, model: nn.Module, params, data: ImageData) -> np.ndarray:
+        return self._predictions(model, params, data.x_test) == data.y_test
+
+    def test_columns(self, model: nn.Module, params, data: ImageData, index) -> dict[str, Any]:
+        index = np.asarray(index)
+        predicted = self._predictions(model, params, data.x_test[index])
+        return {"test_label": data.y_test[index], "test_prediction": predicted}
+
+    def write_explanations(self, folder, table, data: ImageData) -> list[str]:
+        from ifscale.reports.explain import image_explanations
+
+        image_explanations(table, data, Path(folder) / "explanations.png")
+        return ["explanations.png"]
 
     def strata(self, data: ImageData) -> np.ndarray:
         return data.y_train

@@ -279,6 +279,23 @@ class TranslationKind(DataKind):
     def task(self, model: Transformer, cfg) -> Task:
         return translation_task(model, cfg.method.layers, cfg.train.l2, cfg.method.sequence_loss)
 
+    def test_batch(self, data: TextData, index: np.ndarray):
+        return data.source_test[index], data.target_test[index]
+
+    def test_columns(self, model, params, data: TextData, index) -> dict[str, Any]:
+        index = np.asarray(index)
+        return {
+            "test_source": [data.test_pairs.source[i] for i in index],
+            "test_reference": [data.test_pairs.target[i] for i in index],
+            "test_translation": translate(model, params, data, data.source_test[index]),
+        }
+
+    def write_explanations(self, folder, table, data: TextData) -> list[str]:
+        from ifscale.reports.explain import text_explanations
+
+        (Path(folder) / "explanations.md").write_text(text_explanations(table))
+        return ["explanations.md"]
+
     def score_columns(self, data: TextData, index: np.ndarray) -> dict[str, Any]:
         return {
             "noise_kind": data.noise_kind[index],

@@ -189,6 +189,52 @@ CASES: tuple[Case, ...] = (
         (*TEXT, "dataset.path={dir}/corpus_good", "method=arnoldi", "method.layers=last9_decoder"),
         "method.layers",
     ),
+    Case(
+        "explain-test-index",
+        (
+            *IMAGES,
+            "dataset.path={dir}/good.npz",
+            "method=tracin",
+            "stage=explain",
+            "explain.test_indices=[3,25]",
+        ),
+        "explain.test_indices",
+    ),
+    Case(
+        "explain-top-k",
+        (
+            *IMAGES,
+            "dataset.path={dir}/good.npz",
+            "method=tracin",
+            "stage=explain",
+            "explain.top_k=41",
+        ),
+        "explain.top_k",
+    ),
+    Case("explain-baseline-method", ("method=loss", "stage=explain"), "method.name"),
+    Case("explain-no-method", ("stage=explain",), "stage"),
+    Case(
+        "explain-translation-misclassified",
+        (
+            *TEXT,
+            "dataset.path={dir}/corpus_good",
+            "method=arnoldi",
+            "stage=explain",
+            "explain.target=label",
+        ),
+        "explain.select",
+    ),
+    Case(
+        "explain-translation-prediction",
+        (
+            *TEXT,
+            "dataset.path={dir}/corpus_good",
+            "method=arnoldi",
+            "stage=explain",
+            "explain.select=random",
+        ),
+        "explain.target",
+    ),
     # ---- image data: labels, pixels, shapes, files
     _npz("label_2pow31"),
     _npz("label_2pow32_plus3"),

@@ -1,0 +1,146 @@
+"""Readable views of `explanations.csv` (`stage=explain`): a figure for images, a Markdown
+table for translation, and the summary of an explanation run's metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SHOWN = 6  # proponents and opponents drawn per test example
+
+
+def image_explanations(table: pd.DataFrame, data, path: Path, shown: int = SHOWN) -> None:
+    """One row per test example: the image (label, prediction), then its top proponents and
+    top opponents with their given and true labels; mislabeled training images are framed
+    red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tests = list(dict.fromkeys(table["test_index"]))
+    cols = 1 + 2 * shown
+    fig, axes = plt.subplots(
+        len(tests), cols, figsize=(1.25 * cols, 1.45 * len(tests)), squeeze=False
+    )
+    for row, z in enumerate(tests):
+        rows = table[table["test_index"] == z]
+        first = rows.iloc[0]
+        _show(
+            axes[row, 0],
+            data.x_test[z],
+            f"test {z}\ny={first.test_label} ŷ={first.test_prediction}",
+        )
+        axes[row, 0].set_title(axes[row, 0].get_title(), fontsize=7, color="navy")
+        for offset, which in ((1, "proponent"), (1 + shown, "opponent")):
+            picked = rows[rows["kind"] == which].head(shown)
+            for col, (_, r) in enumerate(picked.iterrows()):
+                ax = axes[row, offset + col]
+                mark = f"{r.label} (true {r.clean_label})" if r.is_noisy else f"{r.label}"
+                _show(ax, data.x_train[r.train_example], f"{which[:3]} {r['rank']}: {mark}")
+                if r.is_noisy:
+                    for spine in ax.spines.values():
+                        spine.set(visible=True, color="red", linewidth=2)
+            for col in range(len(picked), shown):
+                axes[row, offset + col].axis("off")
+    fig.suptitle(
+        "Test images (left), their top proponents (I > 0) and top opponents (I < 0); "
+        "label shown as given (true label if mislabeled, framed red)",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _show(ax, image: np.ndarray, title: str) -> None:
+    ax.imshow(np.asarray(image)[..., 0], cmap="gray_r", vmin=0, vmax=1)
+    ax.set_title(title, fontsize=6)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def text_explanations(table: pd.DataFrame, shown: int = 3) -> str:
+    """Markdown: each test pair (source, reference, translation), then its top proponents
+    and opponents (source, target as trained, noise kind, influence)."""
+    lines = ["# Explanations", ""]
+    lines += [
+        "For each test pair, the training pairs whose removal would most raise its loss "
+        "(proponents, I > 0) and most lower it (opponents, I < 0). `noise` is the pair's "
+        "noise kind (`clean` or how it was corrupted).",
+        "",
+    ]
+    for z, rows in table.groupby("test_index", sort=False):
+        first = rows.iloc[0]
+        lines += [
+            f"## Test pair {z}",
+            "",
+            f"- source: {_cell(first.test_source)}",
+            f"- reference: {_cell(first.test_reference)}",
+            f"- translation: {_cell(first.test_translation)}",
+            "",
+            "| kind | rank | influence | noise | source | target |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for which in ("proponent", "opponent"):
+            for _, r in rows[rows["kind"] == which].head(shown).iterrows():
+                lines.append(
+                    f"| {which} | {r['rank']} | {r.influence:.4g} | {r.noise_kind} | "
+                    f"{_cell(r.source)} | {_cell(r.target)} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def explain_summary(metrics: dict, table: pd.DataFrame, run: str, figure: str | None) -> str:
+    """results/explain_<data>/README.md: what an explanation run explained, how fast, and
+    how many mislabeled or noisy training examples its proponents and opponents hold."""
+    k = metrics["explain_top_k"]
+    target = (
+        "make explain" if metrics["experiment"] == "explain_mnist" else "make explain-translation"
+    )
+    lines = [
+        f"# Explanations: {metrics['experiment']}",
+        "",
+        f"Produced by `{target}` from `{run}` (`python experiments/report.py explain`); do not "
+        "edit by hand.",
+        "",
+        f"- Model: {metrics['model']} ({metrics['n_params']:,} parameters) on "
+        f"{metrics['dataset']}, {metrics['n_train']:,} training examples of which "
+        f"{metrics['noise']['n_noisy']:,} noisy.",
+        f"- Method: {metrics['method']} {metrics.get('method_options', {})}; "
+        f"{len(metrics['explain_test_indices'])} test examples "
+        f"({metrics.get('explain_select') or 'explain.test_indices'}), each explained at its "
+        f"{'predicted class' if metrics['explain_target'] == 'prediction' else 'label'}; "
+        f"top {k} proponents (I > 0) and opponents (I < 0) among all training examples.",
+        f"- Speed: {metrics['explain_examples_per_s']:,.0f} training examples/s against all "
+        f"test examples at once ({metrics['explain_seconds']:.1f} s, compilation excluded); "
+        f"self-influence in the same run: {metrics['self_influence_examples_per_s']:,.0f} "
+        f"examples/s, so an explanation costs {metrics['explain_cost_ratio']:.2f}x a "
+        "self-influence score per training example.",
+        f"- Hardware: {metrics['device']}.",
+        "",
+        "Noisy training examples among each test example's top proponents and opponents:",
+        "",
+        "| test example | proponents noisy | opponents noisy |",
+        "| --- | --- | --- |",
+    ]
+    for z, rows in table.groupby("test_index", sort=False):
+        pro = rows[rows["kind"] == "proponent"]["is_noisy"]
+        opp = rows[rows["kind"] == "opponent"]["is_noisy"]
+        lines.append(f"| {z} | {int(pro.sum())} of {len(pro)} | {int(opp.sum())} of {len(opp)} |")
+    noisy_share = metrics["noise"]["n_noisy"] / metrics["n_train"]
+    lines += ["", f"Share of noisy examples in the training set: {noisy_share:.1%}."]
+    if figure:
+        lines += ["", f"![explanations]({figure})"]
+    else:
+        lines += ["", "The pairs themselves: [explanations.md](explanations.md)."]
+    return "\n".join(lines) + "\n"
