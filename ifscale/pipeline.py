@@ -36,7 +36,7 @@ from ifscale.models import count_params
 from ifscale.record import RunMetrics
 from ifscale.scores import ChunkPlan, ScoreStore
 from ifscale.selection import selection_stage
-from ifscale.train import TrainedModel, cached_training
+from ifscale.train import TrainedModel, cached_training, check_schedule
 from ifscale.utils import (
     DegenerateModelError,
     check,
@@ -121,6 +121,7 @@ def check_inputs(cfg: RunConfig) -> Inputs:
     data = kind.load(cfg)
     model = kind.build_model(cfg, data)
     kind.check_data(cfg, data, model)
+    check_schedule(cfg.train, data.n_train)
     if cfg.stage == "explain":
         check_explain_request(cfg, kind, data)
     if cfg.method.name != "none":

@@ -151,6 +151,21 @@ def make_optimizer(cfg: TrainConfig, schedule: optax.Schedule) -> optax.Gradient
     return optax.sgd(schedule, momentum=cfg.momentum or None)
 
 
+def check_schedule(cfg: TrainConfig, n: int) -> int:
+    """The number of training steps on `n` examples, or ConfigError (one line) when the
+    batch is larger than the data or the kept checkpoints outnumber the steps: checked
+    before training starts."""
+    steps_per_epoch = n // cfg.batch_size
+    check(
+        steps_per_epoch >= 1,
+        "train.batch_size",
+        f"{cfg.batch_size} is larger than the {n} training examples",
+    )
+    total = cfg.steps or steps_per_epoch * cfg.epochs
+    checkpoint_steps(total, cfg.kept_checkpoints)
+    return total
+
+
 def checkpoint_steps(total_steps: int, k: int) -> np.ndarray:
     """K evenly spaced step counts in (0, total_steps], the last being total_steps."""
     check(
@@ -241,12 +256,7 @@ def train_loop(
     """
     n = len(arrays[0])
     steps_per_epoch = n // cfg.batch_size
-    check(
-        steps_per_epoch >= 1,
-        "train.batch_size",
-        f"{cfg.batch_size} is larger than the {n} training examples",
-    )
-    total = cfg.steps or steps_per_epoch * cfg.epochs
+    total = check_schedule(cfg, n)
     epochs = -(-total // steps_per_epoch)
     evaluations = []
     save_at = checkpoint_steps(total, cfg.kept_checkpoints)

@@ -119,7 +119,7 @@ def make_inputs(folder: Path) -> None:
     (folder / "a_file").write_text("a file, not a folder\n")
 
 
-IMAGES = ("dataset=images_npz", "model=cnn_small", "train.batch_size=8")
+IMAGES = ("dataset=images_npz", "model=cnn_small", "train.batch_size=8", "train.kept_checkpoints=5")
 TEXT = (
     "dataset=parallel_text",
     "noise=permute",
@@ -168,6 +168,16 @@ CASES: tuple[Case, ...] = (
         "config-shard-out-of-range",
         ("method=loss", "score.shards=2", "score.shard=5"),
         "score.shard",
+    ),
+    Case(
+        "config-more-checkpoints-than-steps",
+        (*IMAGES, "dataset.path={dir}/good.npz", "train.kept_checkpoints=100"),
+        "train.kept_checkpoints",
+    ),
+    Case(
+        "config-batch-larger-than-data",
+        (*IMAGES, "dataset.path={dir}/good.npz", "train.batch_size=64"),
+        "train.batch_size",
     ),
     Case("config-subset-fraction", ("dataset.subset_fraction=2",), "dataset.subset_fraction"),
     Case("config-text-model-on-images", ("model=transformer_tiny",), "model"),
