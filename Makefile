@@ -20,7 +20,7 @@ SHARDS   ?= 2
 LAUNCHER ?= local
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow lint format train train-small table1 table1-check explain explain-translation explain-check figures table2 table2-check table3 table3-check score-sharded merge bench bench-memory notebook clean
+.PHONY: help setup test test-slow lint format train train-small table1 table1-check explain explain-translation explain-check figures table2 table2-check table3 table3-check regimes score-sharded merge bench bench-memory notebook clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -81,6 +81,10 @@ figures: setup ## Figures 1-2: cnn_small on the 10% subset -> results/figures/
 	$(PY) experiments/run.py experiment=figures $(ARGS)
 	$(PY) experiments/run.py experiment=figures_baselines $(ARGS)
 	$(PY) experiments/report.py figures
+
+regimes: setup ## Memorisation regimes: cnn_large on the 10% subset for E epochs, every method, 3 seeds -> results/regimes.{md,csv} (EPOCHS=2,5,... SEEDS=0,1,...)
+	$(PY) experiments/run.py experiment=regimes $(if $(EPOCHS),train.epochs=$(EPOCHS)) $(if $(SEEDS),seed=$(SEEDS)) $(ARGS)
+	$(PY) experiments/report.py regimes
 
 table2: setup ## Table 2: Transformer, 6% permuted references -> results/table2.{md,csv} (DATA=multi30k: offline)
 	$(PY) experiments/run.py experiment=table2 dataset=$(DATA) $(if $(FULL),score.max_examples=null) $(ARGS)

@@ -2,16 +2,20 @@
 
 Prints, for a fixed set of MNIST training examples: examples/s of each method's
 self-influence, each as a ratio to one plain batched forward+backward pass over the same
-examples, and the Arnoldi fit time. Compilation is excluded (one warm-up batch) and the
-clock stops after `block_until_ready`. Uses the trained cnn_large from the cache when
-present (`make train`), else freshly initialised parameters (speed does not depend on it).
+examples, and the fits (Arnoldi n HVPs, RandProj p̄ HVPs over 2,560 examples) one vector
+at a time and in blocks of `--block` vectors: seconds, HVP throughput (examples x vectors
+per second) and achieved GFLOP/s, counting the FLOPs XLA reports for the compiled HVP
+program. Compilation is excluded (one warm-up call) and the clock stops after
+`block_until_ready`. cnn_large at freshly initialised parameters (speed does not depend on
+the values).
 
-    python experiments/bench.py --examples 2048 --arnoldi-n 200
+    python experiments/bench.py --examples 2048 --arnoldi-n 200 --block 16
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import resource
@@ -19,11 +23,12 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ifscale.data import load_images
 from ifscale.influence import Arnoldi, Checkpoints, Lissa, ParamView, RandProj, TracIn
-from ifscale.influence.hvp import device_batches
+from ifscale.influence.hvp import device_batches, hvp_many
 from ifscale.influence.methods import ProjectedState
 from ifscale.influence.scoring import self_influence_scores
 from ifscale.kinds.images import classification_task
@@ -55,6 +60,7 @@ def main() -> None:
     parser.add_argument("--fit-batches", type=int, default=20)
     parser.add_argument("--lissa-examples", type=int, default=64)
     parser.add_argument("--pbar-large", type=int, default=100, help="the larger p̄ row")
+    parser.add_argument("--block", type=int, default=16, help="HVPs per pass of a block fit")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench.json"))
     args = parser.parse_args()
 
@@ -85,14 +91,69 @@ def main() -> None:
     print(f"plain forward+backward: {fb:8.0f} examples/s")
 
     view = ParamView.create(task, params, example=fit[0])
-    start = time.perf_counter()
-    spectrum = Arnoldi(n=args.arnoldi_n, pbar=1).spectrum(view, device_batches(fit), key)
-    jax.block_until_ready(spectrum.vectors)
-    report["arnoldi_fit_s"] = time.perf_counter() - start
-    print(
-        f"Arnoldi fit, n={args.arnoldi_n}, {args.fit_batch_size * args.fit_batches} "
-        f"examples: {report['arnoldi_fit_s']:.1f} s"
-    )
+    fit = device_batches(fit)
+    fit_examples = args.fit_batch_size * args.fit_batches
+    report["fit_examples"] = fit_examples
+    report["fits"] = {}
+    spectrum = None
+    for name, method, vectors in (
+        *(
+            (
+                f"arnoldi_n{args.arnoldi_n}",
+                Arnoldi(n=args.arnoldi_n, pbar=1, block=b, progress=False),
+                args.arnoldi_n,
+            )
+            for b in (1, args.block)
+        ),
+        *(
+            (
+                f"randproj_pbar{args.pbar_large}",
+                RandProj(pbar=args.pbar_large, block=b, progress=False),
+                args.pbar_large,
+            )
+            for b in (1, args.block)
+        ),
+    ):
+        block = method.block
+        # Compile the HVP programs outside the clock: a warm-up fit of one full block and
+        # of the last, partial one.
+        size = block + vectors % block
+        warm = dataclasses.replace(
+            method,
+            progress=False,
+            **({"n": size} if isinstance(method, Arnoldi) else {"pbar": size}),
+        )
+        jax.block_until_ready(warm.spectrum(view, fit, key).vectors)
+        start = time.perf_counter()
+        fitted = method.spectrum(view, fit, key)
+        jax.block_until_ready(fitted.vectors)
+        seconds = time.perf_counter() - start
+        if isinstance(method, Arnoldi) and block == 1:
+            spectrum = fitted
+        if isinstance(method, RandProj) and block > 1:
+            randproj_spectrum = fitted
+        flops = (
+            hvp_many.lower(view, fit[0], jnp.zeros((block, view.size), view.theta.dtype))
+            .compile()
+            .cost_analysis()["flops"]
+        )
+        rate = fit_examples * vectors / seconds
+        row = {
+            "seconds": seconds,
+            "block": block,
+            "hvps": vectors,
+            "examples_x_vectors_per_s": rate,
+            "flop_per_example_vector": flops / (args.fit_batch_size * block),
+            "achieved_gflop_per_s": rate * flops / (args.fit_batch_size * block) / 1e9,
+        }
+        report["fits"][f"{name}_block{block}"] = row
+        print(
+            f"{name} fit, block {block}: {seconds:7.1f} s  {rate:7.0f} example-HVPs/s  "
+            f"{row['achieved_gflop_per_s']:5.1f} GFLOP/s "
+            f"({row['flop_per_example_vector'] / 1e6:.1f} MFLOP each)",
+            flush=True,
+        )
+    report["arnoldi_fit_s"] = report["fits"][f"arnoldi_n{args.arnoldi_n}_block1"]["seconds"]
 
     # LISSA with the settings of Table 1 (conf/table1/lissa_r10.yaml): an HVP batch of 16.
     lissa_fit = [
@@ -115,7 +176,7 @@ def main() -> None:
         ),
         f"randproj_pbar{args.pbar_large}": (
             RandProj(pbar=args.pbar_large),
-            None,
+            RandProj(pbar=args.pbar_large).from_spectrum(view, randproj_spectrum),
             args.examples,
             fit,
         ),

@@ -2,6 +2,7 @@
 
     python experiments/report.py table1    # newest outputs/multirun/table1/*, -> results/table1.*
     python experiments/report.py figures   # newest figures + figures_baselines sweeps
+    python experiments/report.py regimes   # newest regimes sweep -> results/regimes.*
     python experiments/report.py table2    # newest outputs/multirun/table2/*, -> results/table2.*
     python experiments/report.py table3    # newest outputs/multirun/table3/*, -> results/table3.*
     python experiments/report.py readme    # README.md's Table 1 block <- results/table1.md
@@ -37,6 +38,11 @@ from ifscale.reports import (
     missing_jobs,
     plot_figure1,
     plot_figure2,
+    plot_regimes,
+    regimes_findings,
+    regimes_frame,
+    regimes_runs_frame,
+    regimes_table,
     require_complete,
     sync_readme,
     table1_frame,
@@ -50,6 +56,7 @@ from ifscale.reports import (
     table3_notes,
     top_examples,
     top_pairs,
+    training_table,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,6 +235,56 @@ def write_table3(sweep: Path, results: Path, check: Path | None = None) -> None:
     print((results / "table3.md").read_text())
 
 
+def write_regimes(sweep: Path, results: Path) -> None:
+    runs = load_runs(sweep)
+    per_run = regimes_runs_frame(runs)
+    if per_run.empty:
+        raise SystemExit(f"No regimes runs (influence or baseline scores) under {sweep}")
+    stats = regimes_frame(per_run)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "figures").mkdir(exist_ok=True)
+    per_run["run_dir"] = [_relative(d) for d in per_run["run_dir"]]
+    per_run.to_csv(results / "regimes.csv", index=False)
+    first = runs[0]
+    seeds = sorted(per_run["seed"].unique())
+    setting = (
+        f"{first['model']} on {first['dataset']} ({first['n_train']:,} training images, "
+        f"{first['noise']['n_noisy']:,} mislabeled), seeds {', '.join(map(str, seeds))}"
+    )
+    plot_regimes(stats, results / "figures" / "regimes.png", setting)
+    text = [
+        "# Memorisation regimes: which method finds the mislabeled examples, by training length",
+        "",
+        f"Produced by `make regimes` from `{_relative(sweep)}` (`python experiments/report.py "
+        "regimes`); do not edit by hand. Hardware: " + first["device"] + ".",
+        "",
+        f"Setting: {setting}. Each seed changes the training and the noise. Cells are mean ± "
+        "standard deviation over the seeds; one value where one seed ran.",
+        "",
+        "## Findings (computed from the numbers below)",
+        "",
+        *regimes_findings(stats),
+        "",
+        "## AP (%)",
+        "",
+        markdown_table(regimes_table(stats, "ap")),
+        "",
+        "## AUC (%)",
+        "",
+        markdown_table(regimes_table(stats, "auc")),
+        "",
+        "## Training",
+        "",
+        markdown_table(training_table(stats)),
+        "",
+        "![regimes](figures/regimes.png)",
+        "",
+        "Per run (method, epochs, seed): `results/regimes.csv`.",
+    ]
+    (results / "regimes.md").write_text("\n".join(text) + "\n")
+    print((results / "regimes.md").read_text())
+
+
 def write_readme(readme: Path, results: Path) -> None:
     """Copies the main table of `results/table1.md` into `readme` between its markers."""
     try:
@@ -288,7 +345,8 @@ def write_explanations(outputs: Path, results: Path, names: Sequence[str]) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "what", choices=["table1", "table2", "table3", "figures", "readme", "explain"]
+        "what",
+        choices=["table1", "table2", "table3", "figures", "regimes", "readme", "explain"],
     )
     parser.add_argument("--sweep", type=Path, nargs="*", help="multirun folder(s) to read")
     parser.add_argument(
@@ -333,6 +391,9 @@ def main() -> None:
             "table3_check", args.outputs, required=False
         )
         write_table3(sweep.resolve(), args.results, check)
+    elif args.what == "regimes":
+        sweep = complete(args.sweep[0]) if args.sweep else latest_sweep("regimes", args.outputs)
+        write_regimes(sweep.resolve(), args.results)
     elif args.what == "readme":
         write_readme(readme or ROOT / "README.md", args.results)
     elif args.what == "explain":

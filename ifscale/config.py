@@ -11,7 +11,8 @@ The schema of a part can depend on a choice: each kind of data has its own datas
 `DataConfig` subclass beside its kind in `ifscale/kinds/`, picked by `dataset.kind`), CNNs and
 Transformers their own model schemas (by `model.name`), and each influence method its own
 method schema (by `method.name`: the shared keys of `MethodConfig` plus the method's
-hyperparameters).
+hyperparameters). The settings of the optional stages (`explain`, `select`) are in
+`ifscale/stage_config.py`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ifscale.data.noise import KINDS as NOISE_KINDS
 from ifscale.influence.methods import METHODS as INFLUENCE_METHODS
 from ifscale.influence.methods import make_method
 from ifscale.models.transformer import SEQUENCE_LOSSES
+from ifscale.stage_config import ExplainConfig, SelectConfig
 from ifscale.train import TrainConfig
 from ifscale.utils import ConfigError, check
 
@@ -296,107 +298,6 @@ class ScoreConfig:
             "score.compare_examples",
             f"the comparison subset ({self.compare_examples}) must be the scored set: "
             f"score.max_examples must be null or equal to it, got {self.max_examples}",
-        )
-
-
-SELECTIONS = ("all", "precleaning", "random", "influence")
-
-
-EXPLAIN_SELECTIONS = ("misclassified", "highest_loss", "random")
-EXPLAIN_TARGETS = ("prediction", "label")
-
-
-@dataclasses.dataclass
-class ExplainConfig:
-    """Which test predictions `stage=explain` explains, and how.
-
-    Attributes:
-      test_indices: explain these test examples (positions in the test split); null: choose
-        `count` of them by `select`.
-      select: "misclassified" (those with the highest loss among the wrongly classified;
-        classifiers only), "highest_loss" or "random" (seeded).
-      count: how many test examples `select` chooses.
-      target: whose loss L(z) is explained: "prediction" (the trained model's predicted
-        class: proponents support the prediction as made) or "label" (the test label, or a
-        translation's reference: proponents help the right answer).
-      top_k: proponents and opponents kept per test example.
-      compare_examples: the same run times self-influence on this many training examples,
-        for the cost ratio of an explanation to a self-influence score.
-    """
-
-    test_indices: list[int] | None = None
-    select: str = "misclassified"
-    count: int = 16
-    target: str = "prediction"
-    top_k: int = 20
-    compare_examples: int = 2048
-
-    def __post_init__(self):
-        check(
-            self.select in EXPLAIN_SELECTIONS,
-            "explain.select",
-            f"must be one of {EXPLAIN_SELECTIONS}, got {self.select!r}",
-        )
-        check(self.count >= 1, "explain.count", f"must be >= 1, got {self.count}")
-        check(
-            self.target in EXPLAIN_TARGETS,
-            "explain.target",
-            f"must be one of {EXPLAIN_TARGETS}, got {self.target!r}",
-        )
-        check(self.top_k >= 1, "explain.top_k", f"must be >= 1, got {self.top_k}")
-        check(self.compare_examples >= 1, "explain.compare_examples", "must be >= 1")
-        if self.test_indices is not None:
-            indices = list(self.test_indices)
-            check(len(indices) >= 1, "explain.test_indices", "give at least one, or null")
-            check(min(indices) >= 0, "explain.test_indices", f"must be >= 0, got {min(indices)}")
-            check(
-                len(set(indices)) == len(indices),
-                "explain.test_indices",
-                "each test example once",
-            )
-            self.test_indices = indices
-
-
-@dataclasses.dataclass
-class SelectConfig:
-    """Data cleaning (Table 3): select part of the noisy training set, train a fresh model
-    on it, report BLEU after a short and a long budget.
-
-    Attributes:
-      method: null (no cleaning stage), "all" (no cleaning), "precleaning" (heuristic
-        filters, `ifscale.cleaning`), "random" (the control), "influence" (lowest
-        self-influence under `method`, from the model trained on the whole noisy set).
-      fraction: share of the whole training set to keep (random, influence).
-      after_precleaning: select from the pre-cleaned pairs only (random, influence).
-      by_length: (influence) keep `fraction` of each target-length decile, its lowest
-        scores, instead of the lowest scores overall.
-      budget_short, budget_long: training steps of the fresh model at which BLEU is
-        measured.
-    """
-
-    method: str | None = None
-    fraction: float = 1.0
-    after_precleaning: bool = False
-    by_length: bool = False
-    budget_short: int = 300
-    budget_long: int = 1500
-
-    def __post_init__(self):
-        check(
-            self.method is None or self.method in SELECTIONS,
-            "select.method",
-            f"must be null or one of {SELECTIONS}, got {self.method!r}",
-        )
-        check(0 < self.fraction <= 1, "select.fraction", f"must be in (0, 1], got {self.fraction}")
-        check(
-            not self.by_length or self.method == "influence",
-            "select.by_length",
-            f"stratifies selection by influence, not select.method={self.method!r}",
-        )
-        check(
-            1 <= self.budget_short <= self.budget_long,
-            "select.budget_short",
-            f"must be in [1, budget_long={self.budget_long}], got {self.budget_short}",
         )
 
 

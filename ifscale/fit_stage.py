@@ -58,7 +58,13 @@ def fit_key(cfg: RunConfig, prep: Prepared, method: SpectralMethod) -> dict[str,
     return {
         "trained": config_hash(prep.train_key),
         "method": cfg.method.name,
-        "options": {k: getattr(method, k) for k in method.fit_fields},
+        "options": {
+            k: getattr(method, k)
+            for k in method.fit_fields
+            # block 1 is the one-vector fit, bit for bit: the keys stored before `block`
+            # existed stay valid.
+            if not (k == "block" and getattr(method, k) == 1)
+        },
         "layers": cfg.method.layers,
         "fit_batch_size": cfg.method.fit_batch_size,
         "fit_batches": cfg.method.fit_batches,

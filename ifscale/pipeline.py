@@ -103,6 +103,7 @@ class Inputs:
     kind: DataKind
     data: Dataset
     model: nn.Module
+    shapes: Any = None  # the parameters' shapes (jax.ShapeDtypeStruct), traced once
 
 
 def check_inputs(cfg: RunConfig) -> Inputs:
@@ -124,11 +125,10 @@ def check_inputs(cfg: RunConfig) -> Inputs:
     check_schedule(cfg.train, data.n_train)
     if cfg.stage == "explain":
         check_explain_request(cfg, kind, data)
-    if cfg.method.name != "none":
-        shapes = jax.eval_shape(lambda: kind.init_params(model, data, cfg.seed))
-        if shapes is not None:
-            check_layers(kind.task(model, cfg).layers, shapes)
-    return Inputs(kind, data, model)
+    shapes = jax.eval_shape(lambda: kind.init_params(model, data, cfg.seed))
+    if cfg.method.name != "none" and shapes is not None:
+        check_layers(kind.task(model, cfg).layers, shapes)
+    return Inputs(kind, data, model, shapes)
 
 
 def prepare(cfg: RunConfig, inputs: Inputs | None = None) -> Prepared:
@@ -472,8 +472,7 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike, merge: bool = False) -> dict
 
 def _report_check(cfg: RunConfig, inputs: Inputs) -> dict[str, Any]:
     """`stage=check`: logs what a run would use and writes nothing."""
-    data = inputs.data
-    shapes = jax.eval_shape(lambda: inputs.kind.init_params(inputs.model, data, cfg.seed))
+    data, shapes = inputs.data, inputs.shapes
     summary = {
         "stage": "check",
         "dataset": cfg.dataset.name,

@@ -57,6 +57,10 @@ class RunMetrics:
     train_key_hash: str
     git_commit: str | None
 
+    # Image data: the share of training labels the model predicts (all; mislabeled ones).
+    train_accuracy: float | None | _Missing = MISSING
+    noisy_labels_fitted: float | None | _Missing = MISSING
+
     # Text data (translation).
     bleu: float | None | _Missing = MISSING
     test_loss_per_token: float | None | _Missing = MISSING

@@ -163,8 +163,15 @@ class FitProgress:
             manager.wait_until_finished()
         log.info("Checkpointed the Arnoldi iteration at step %d in %s", progress.step, self.folder)
 
-    def load(self, layout: Layout, shape: tuple[int, int], dtype) -> ArnoldiProgress | None:
-        """The last checkpoint if it belongs to this fit and restores; else None."""
+    def load(
+        self, layout: Layout, shape: tuple[int, int], dtype, columns: int
+    ) -> ArnoldiProgress | None:
+        """The last checkpoint if it belongs to this fit and restores; else None.
+
+        Args:
+          shape: [rows, padded] of the basis (n + block rows).
+          columns: the Hessenberg matrix's columns (n).
+        """
         try:
             stored = json.loads((self.folder / "key.json").read_text())
         except (OSError, ValueError):
@@ -178,7 +185,7 @@ class FitProgress:
                     return None
                 target = {
                     "basis": jax.ShapeDtypeStruct(shape, dtype, sharding=layout.rows()),
-                    "hessenberg": np.zeros((shape[0], shape[0] - 1), np.float64),
+                    "hessenberg": np.zeros((shape[0], columns), np.float64),
                 }
                 restored = manager.restore(step, args=ocp.args.StandardRestore(target))
         except Exception as e:  # a damaged checkpoint: start over

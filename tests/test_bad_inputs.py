@@ -28,7 +28,7 @@ from ifscale.data.text import load_translation
 from ifscale.kinds.images import ImagesKind
 from ifscale.models import build_model, init_params
 from ifscale.utils import ConfigError
-from tests.bad_inputs import CASES, make_inputs
+from tests.bad_inputs import CASES, good_image_run, make_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -103,17 +103,9 @@ def test_the_command_line_says_one_line_and_exits_2(case_id, inputs, tmp_path):
 
 def test_stage_check_loads_and_checks_without_training_or_writing(inputs, tmp_path):
     cfg = cli.compose_run(
-        [
-            "dataset=images_npz",
-            f"dataset.path={inputs}/good.npz",
-            "model=cnn_small",
-            "train.batch_size=8",
-            "train.kept_checkpoints=5",
-            "method=arnoldi",
-            "method.layers=[Dense_0]",
-            "stage=check",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-        ]
+        good_image_run(
+            inputs, tmp_path / "cache", "method=arnoldi", "method.layers=[Dense_0]", "stage=check"
+        )
     )
     summary = ifscale.pipeline.run(cfg, tmp_path / "run")
     assert summary["stage"] == "check" and summary["n_train"] == 40 and summary["n_test"] == 20
@@ -254,16 +246,7 @@ def test_a_degenerate_model_stops_the_run_before_the_fit(inputs, tmp_path, monke
     fitted = []
     monkeypatch.setattr(ifscale.pipeline, "fit_method", lambda *a, **k: fitted.append(1))
     cfg = cli.compose_run(
-        [
-            "dataset=images_npz",
-            f"dataset.path={inputs}/good.npz",
-            "model=cnn_small",
-            "train.batch_size=8",
-            "train.kept_checkpoints=5",
-            "method=tracin",
-            "progress=false",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-        ]
+        good_image_run(inputs, tmp_path / "cache", "method=tracin", "progress=false")
     )
     with pytest.raises(DegenerateModelError, match="collapsed"):
         ifscale.pipeline.run(cfg, tmp_path / "run")

@@ -127,19 +127,16 @@ def test_stage_explain_writes_the_top_examples_of_each_test_prediction(tmp_path)
     import pandas as pd
 
     import ifscale.pipeline
-    from tests.bad_inputs import make_inputs
+    from tests.bad_inputs import good_image_run, make_inputs
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
     import run as cli
 
     make_inputs(tmp_path / "in")
     cfg = cli.compose_run(
-        [
-            "dataset=images_npz",
-            f"dataset.path={tmp_path / 'in' / 'good.npz'}",
-            "model=cnn_small",
-            "train.batch_size=8",
-            "train.kept_checkpoints=5",
+        good_image_run(
+            tmp_path / "in",
+            tmp_path / "cache",
             "method=arnoldi",
             "method.n=12",
             "method.pbar=6",
@@ -150,8 +147,7 @@ def test_stage_explain_writes_the_top_examples_of_each_test_prediction(tmp_path)
             "explain.count=3",
             "explain.top_k=4",
             "progress=false",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-        ]
+        )
     )
     metrics = ifscale.pipeline.run(cfg, tmp_path / "run")
     table = pd.read_csv(tmp_path / "run" / "explanations.csv")

@@ -471,3 +471,43 @@ def test_the_loss_baseline_verdict_is_computed_from_the_table():
     assert "**no influence row beats it** (of 2)" in baseline_verdict(table, _label)[0]
     md = "| a |\n| --- |\n| 1 |\n\n- Hardware: cpu.\n" + verdict + "\n"
     assert readme_block(md).endswith(verdict.removeprefix("- "))
+
+
+def test_regimes_are_averaged_over_seeds_and_the_findings_computed():
+    from ifscale.reports import regimes_findings, regimes_frame, regimes_table, training_table
+
+    # loss: best at E=2, worse at E=50; Arnoldi p̄=10 the other way round; TracIn [1] in
+    # between. AP decides, then AUC.
+    ap = {("loss", 2): (90, 92), ("loss", 50): (40, 44), ("arnoldi_10", 2): (60, 62)}
+    ap |= {("arnoldi_10", 50): (70, 72), ("tracin_1", 2): (70, 70), ("tracin_1", 50): (50, 50)}
+    labels = {"loss": "Loss (baseline)", "arnoldi_10": "Arnoldi p̄=10", "tracin_1": "TracIn [1]"}
+    per_run = pd.DataFrame(
+        [
+            {
+                "row": key,
+                "Method": labels[key],
+                "epochs": e,
+                "seed": seed,
+                "AUC": 95.0,
+                "AP": values[seed],
+                "noisy fitted": {2: 10.0, 50: 99.0}[e] + seed,
+                "test accuracy": 90.0,
+            }
+            for (key, e), values in ap.items()
+            for seed in (0, 1)
+        ]
+    )
+    stats = regimes_frame(per_run)
+    assert list(dict.fromkeys(stats["row"])) == ["loss", "tracin_1", "arnoldi_10"]
+    line = stats[(stats["row"] == "loss") & (stats["epochs"] == 2)].iloc[0]
+    assert line["ap_mean"] == 91 and line["seeds"] == 2
+    assert np.isclose(line["ap_sd"], np.std([90, 92], ddof=1))
+    table = regimes_table(stats, "ap")
+    assert list(table.columns) == ["Method", "E=2", "E=50"]
+    assert table.iloc[0]["E=2"] == "91 ± 1.4"
+    findings = regimes_findings(stats)
+    assert "- TracIn [1] beats the loss baseline at E = 50 only" in findings[0]
+    assert "- Arnoldi p̄=10 beats the loss baseline at E = 50 only" in findings[1]
+    assert findings[2].startswith("- Curvature (Arnoldi/RandProj) beats TracIn [1] at E = 50")
+    assert "at E = 50 the model predicts the given (wrong) label of 99.5%" in findings[3]
+    assert list(training_table(stats)["noisy labels fitted, %"]) == ["10.5 ± 0.7", "99.5 ± 0.7"]

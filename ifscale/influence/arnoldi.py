@@ -80,9 +80,10 @@ class ArnoldiProgress:
     """The state of an unfinished iteration, enough to continue it bit for bit.
 
     Attributes:
-      step: matrix-vector products done (rows 0..step of `basis` are set).
-      basis: [n+1, padded] the basis so far (rows after `step` are zero).
-      hessenberg: [n+1, n] float64, columns before `step` set.
+      step: matrix-vector products done, a whole number of blocks (rows 0 .. step+b-1 of
+        `basis` are set).
+      basis: [n+b, padded] the basis so far (the rows after those are zero).
+      hessenberg: [n+b, n] float64, columns before `step` set.
     """
 
     step: int
@@ -194,13 +195,23 @@ def arnoldi(
     resume: ArnoldiProgress | None = None,
     checkpoint: Callable[[ArnoldiProgress], None] | None = None,
     checkpoint_every: int | None = None,
+    block: int = 1,
+    matvec_block: Callable[[jnp.ndarray], jnp.ndarray] | None = None,
 ) -> Krylov:
-    """Builds an orthonormal basis of the Krylov subspace span{v, Hv, ..., H^(n-1) v}.
+    """Builds an orthonormal basis of the (block) Krylov subspace of H and a start block.
+
+    With `block` = b > 1 (block Arnoldi), each step multiplies b basis rows at once
+    (`matvec_block`: one pass over the fit data for b vectors) and the Krylov space is
+    span{V, HV, H²V, ...} of a start block V of b vectors; the total number of products is
+    still n. Every product is orthogonalized against all rows so far (modified
+    Gram-Schmidt, one vector at a time), so A = W H Wᵀ is banded upper Hessenberg with b
+    subdiagonals and its eigenpairs are the Ritz pairs, as for b = 1. With b = 1 this is
+    the one-vector iteration, operation for operation.
 
     Args:
       matvec: v -> H v for a symmetric H (here: a Hessian-vector product), on [p] vectors.
-      start: [p] start vector (the poster draws it from N(0, I)).
-      n: number of iterations (matrix-vector products).
+      start: [p] start vector, or [b, p] start block (the poster draws it from N(0, I)).
+      n: number of matrix-vector products (the basis size).
       reorthogonalize: run Gram-Schmidt twice per step, which keeps the basis orthogonal
         to working precision when n is large (at twice the orthogonalization cost).
       breakdown_tol: stop early when the new residual's norm falls below this fraction of
@@ -210,8 +221,12 @@ def arnoldi(
       basis_memory: "device", or "host": rows kept in host memory and brought to the
         device one at a time for each product (slower; for bases larger than the device).
       resume: continue an unfinished iteration (the same arguments otherwise).
-      checkpoint: called with the progress every `checkpoint_every` steps.
-      checkpoint_every: steps between checkpoints (None: never).
+      checkpoint: called with the progress every `checkpoint_every` products (at the end
+        of a block).
+      checkpoint_every: products between checkpoints (None: never).
+      block: vectors multiplied per step (b); `start` must have b rows when b > 1.
+      matvec_block: [k, p] -> [k, p], H applied to k <= b rows at once (default: `matvec`
+        row by row).
 
     Returns:
       A `Krylov` with m <= n basis vectors.
@@ -221,50 +236,72 @@ def arnoldi(
     """
     if n < 1:
         raise ValueError(f"method.n: must be >= 1, got {n}")
-    layout = Layout.create(start.shape[0]) if layout is None else layout
+    if block < 1:
+        raise ValueError(f"method.block: must be >= 1, got {block}")
+    start = start.reshape(-1, start.shape[-1])
+    if start.shape[0] != block:
+        raise ValueError(f"arnoldi: a start block of {block} rows is needed, got {start.shape[0]}")
+    if matvec_block is None:
+
+        def matvec_block(vs):
+            return jnp.stack([matvec(v) for v in vs])
+
+    layout = Layout.create(start.shape[1]) if layout is None else layout
     passes = 2 if reorthogonalize else 1
+    extend = _extend_on(layout, passes)
     if resume is None:
         # Normalised outside the jit (fused, the division rounds differently).
-        basis = _first_rows(layout, n + 1)(layout.pad(start / jnp.linalg.norm(start)))
-        hessenberg = np.zeros((n + 1, n), np.float64)
-        first = 1
+        basis = _first_rows(layout, n + block)(layout.pad(start[0] / jnp.linalg.norm(start[0])))
+        for row in range(1, block):  # the rest of the start block: orthonormalized
+            basis, _, _ = extend(basis, layout.pad(start[row]), jnp.asarray(row))
+        hessenberg = np.zeros((n + block, n), np.float64)
+        done = 0
     else:
-        basis, hessenberg, first = resume.basis, resume.hessenberg.copy(), resume.step + 1
-    host = _HostRows(layout, basis, first) if basis_memory == "host" else None
+        basis, hessenberg, done = resume.basis, resume.hessenberg.copy(), resume.step
+    host = _HostRows(layout, basis, done + block) if basis_memory == "host" else None
     if host is not None:
         del basis  # rows live in host memory from here on
     m = n
     breakdown = False
-    extend = _extend_on(layout, passes)
     bar = tqdm(
-        total=n, initial=first - 1, desc="arnoldi", unit="hvp", disable=not progress, mininterval=1
+        total=n, initial=done, desc="arnoldi", unit="hvp", disable=not progress, mininterval=1
     )
-    for step in range(first, n + 1):
-        previous = host[step - 1] if host is not None else basis[step - 1]
-        w = matvec(layout.unpad(previous))
-        w_norm = float(jnp.linalg.norm(w))
-        if not np.isfinite(w_norm):
-            raise FloatingPointError(
-                f"Arnoldi step {step}: the Hessian-vector product returned NaN/Inf. Check the "
-                "trained parameters and the fit batches (method.fit_batch_size)."
-            )
+    for first in range(done, n, block):
+        rows = range(first, min(first + block, n))  # the rows multiplied in this step
         if host is not None:
-            coeffs, norm = host.extend(layout.pad(w), step, passes)
+            current = jnp.stack([host[j] for j in rows])
         else:
-            basis, coeffs, norm = extend(basis, layout.pad(w), jnp.asarray(step))
-            coeffs = coeffs[:step]
-        norm = float(norm)
-        hessenberg[:step, step - 1] = np.asarray(coeffs, np.float64)
-        hessenberg[step, step - 1] = norm
-        bar.update(1)
-        if norm <= breakdown_tol * max(w_norm, np.finfo(np.float64).tiny):
-            m, breakdown = step, True
-            log.info("Arnoldi: invariant subspace after %d of %d steps", step, n)
-            break
-        if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0:
+            current = basis[first : rows[-1] + 1]
+        products = matvec_block(layout.unpad(current))
+        for j, w in zip(rows, products, strict=True):
+            w_norm = float(jnp.linalg.norm(w))
+            if not np.isfinite(w_norm):
+                raise FloatingPointError(
+                    f"Arnoldi step {j + 1}: the Hessian-vector product returned NaN/Inf. Check "
+                    "the trained parameters and the fit batches (method.fit_batch_size)."
+                )
+            count = j + block  # rows so far: H w_j is orthogonalized against all of them
             if host is not None:
-                rows = host.stacked(step + 1)
-                saved = layout.zeros_rows(n + 1, rows.dtype).at[: step + 1].set(rows)
+                coeffs, norm = host.extend(layout.pad(w), count, passes)
+            else:
+                basis, coeffs, norm = extend(basis, layout.pad(w), jnp.asarray(count))
+                coeffs = coeffs[:count]
+            norm = float(norm)
+            hessenberg[:count, j] = np.asarray(coeffs, np.float64)
+            hessenberg[count, j] = norm
+            if norm <= breakdown_tol * max(w_norm, np.finfo(np.float64).tiny):
+                # A[:j+1, :j+1] is complete: every entry of its columns is set.
+                m, breakdown = j + 1, True
+                log.info("Arnoldi: invariant subspace after %d of %d steps", j + 1, n)
+                break
+        bar.update(len(rows))
+        if breakdown:
+            break
+        step = rows[-1] + 1
+        if checkpoint is not None and checkpoint_every and step % checkpoint_every < len(rows):
+            if host is not None:
+                stacked = host.stacked(step + block)
+                saved = layout.zeros_rows(n + block, stacked.dtype).at[: step + block].set(stacked)
             else:
                 saved = basis
             checkpoint(ArnoldiProgress(step, saved, hessenberg))

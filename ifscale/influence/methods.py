@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ifscale.influence import layerwise
 from ifscale.influence.arnoldi import _combine, arnoldi
 from ifscale.influence.baselines import EL2N, LossBaseline
-from ifscale.influence.hvp import dense_hessian, hvp
+from ifscale.influence.hvp import dense_hessian, hvp, hvp_block
 from ifscale.influence.lissa import Lissa
 from ifscale.influence.projection import (
     ROUTES,
@@ -210,6 +210,12 @@ class Arnoldi(_Projected):
         the device for each product (for bases larger than device memory; slower).
       checkpoint_every: save the iteration every this many steps, so that a killed fit
         resumes (null: never).
+      block: Hessian-vector products per pass over the fit data (block Arnoldi): the
+        forward and backward pass of each fit batch is shared by `block` vectors, so a fit
+        of the same n is faster (on the 2-core CPU, block 16 runs about 1.6x the products
+        per second of block 1), at `block` times the activation memory. The Krylov space
+        is then that of a random start block, so the eigenpairs differ from block 1's
+        within the iteration's accuracy. 1: the one-vector iteration.
       progress: progress bar during the fit.
       route: projection route: "auto" (a rule on the shapes: deterministic), "fastest"
         (timed once per scoring, recorded), "grad", "jvp", "layerwise".
@@ -222,10 +228,11 @@ class Arnoldi(_Projected):
     positive_only: bool = False
     basis_memory: str = "device"
     checkpoint_every: int | None = None
+    block: int = 1
     progress: bool = True
     route: str = "auto"
     name: ClassVar[str] = "arnoldi"
-    fit_fields: ClassVar[tuple[str, ...]] = ("n", "keep", "reorthogonalize")
+    fit_fields: ClassVar[tuple[str, ...]] = ("n", "keep", "reorthogonalize", "block")
 
     def __post_init__(self):
         check(self.n >= 1, "method.n", f"must be >= 1, got {self.n}")
@@ -250,18 +257,26 @@ class Arnoldi(_Projected):
             "method.checkpoint_every",
             "must be >= 1 or null",
         )
+        check(
+            1 <= self.block <= self.n,
+            "method.block",
+            f"must be between 1 and method.n={self.n}, got {self.block}",
+        )
         _check_route(self.route)
 
     def spectrum(self, view, batches, key, layout=None, progress=None) -> Spectrum:
         layout = layout or Layout.create(view.size)
         dtype = view.theta.dtype
-        start = jax.random.normal(key, (view.size,), dtype)
-        shape = (self.n + 1, layout.padded)
-        resume = None if progress is None else progress.load(layout, shape, dtype)
+        shape = (self.block, view.size) if self.block > 1 else (view.size,)
+        start = jax.random.normal(key, shape, dtype)
+        rows = (self.n + self.block, layout.padded)
+        resume = None if progress is None else progress.load(layout, rows, dtype, self.n)
         krylov = arnoldi(
             lambda v: hvp(view, batches, v),
             start,
             self.n,
+            block=self.block,
+            matvec_block=(lambda vs: hvp_block(view, batches, vs)) if self.block > 1 else None,
             reorthogonalize=self.reorthogonalize,
             progress=self.progress,
             layout=layout,
@@ -281,8 +296,8 @@ class Arnoldi(_Projected):
     def select(self, spectrum):
         # Only the stored eigenvectors can be used (the leading values are theirs).
         keep = np.arange(len(spectrum.vectors))
-        if self.positive_only:
-            keep = keep[spectrum.values > 0]
+        if self.positive_only:  # among the stored ones (the spectrum has all n values)
+            keep = keep[spectrum.values[: len(keep)] > 0]
         keep = keep[: self.pbar]
         if len(keep) < self.pbar:
             log.warning(
@@ -312,6 +327,8 @@ class RandProj(_Projected):
       rcond: relative cutoff of the pseudo-inverse.
       positive_only: also drop the directions of negative eigenvalues of H̃ (as Arnoldi's
         option of that name).
+      block: HVPs per pass over the fit data (the directions are independent, so this
+        changes only the rounding and the speed; as Arnoldi's `block`).
       progress: progress bar during the fit.
       route: projection route.
     """
@@ -319,14 +336,16 @@ class RandProj(_Projected):
     pbar: int = 10
     rcond: float = 1e-2
     positive_only: bool = False
+    block: int = 1
     progress: bool = True
     route: str = "auto"
     name: ClassVar[str] = "randproj"
-    fit_fields: ClassVar[tuple[str, ...]] = ("pbar",)
+    fit_fields: ClassVar[tuple[str, ...]] = ("pbar", "block")
 
     def __post_init__(self):
         check(self.pbar >= 1, "method.pbar", f"must be >= 1, got {self.pbar}")
         check(self.rcond >= 0, "method.rcond", "must be >= 0")
+        check(self.block >= 1, "method.block", f"must be >= 1, got {self.block}")
         _check_route(self.route)
 
     def spectrum(self, view, batches, key, layout=None, progress=None) -> Spectrum:
@@ -344,15 +363,18 @@ class RandProj(_Projected):
         )(key)
         g = g / np.sqrt(self.pbar)
         to_vector = jax.jit(layout.pad, out_shardings=layout.vector())
-        hg = _stack_rows(
-            layout,
-            [
-                to_vector(hvp(view, batches, layout.unpad(row)))
-                for row in tqdm(
-                    g, desc="randproj", unit="hvp", disable=not self.progress, mininterval=1.0
-                )
-            ],
-        )
+        products = []
+        with tqdm(
+            total=self.pbar, desc="randproj", unit="hvp", disable=not self.progress, mininterval=1
+        ) as bar:
+            for first in range(0, self.pbar, self.block):
+                if self.block == 1:
+                    rows = [hvp(view, batches, layout.unpad(g[first]))]
+                else:
+                    rows = hvp_block(view, batches, layout.unpad(g[first : first + self.block]))
+                products.extend(to_vector(row) for row in rows)
+                bar.update(len(rows))
+        hg = _stack_rows(layout, products)
         if not bool(jnp.isfinite(hg).all()):
             raise FloatingPointError("RandProj: a Hessian-vector product returned NaN/Inf")
         h_tilde = np.asarray(_gram(g, hg), np.float64)

@@ -170,7 +170,7 @@ class ImagesKind(DataKind):
         progress: bool = True,
         evaluate_at: tuple[int, ...] = (),
     ) -> TrainedModel:
-        return train(
+        trained = train(
             model,
             data.x_train,
             data.y_train,
@@ -180,6 +180,22 @@ class ImagesKind(DataKind):
             data.y_test,
             progress=progress,
         )
+        trained.info.update(self._fitted_labels(model, trained.params, data))
+        return trained
+
+    def _fitted_labels(self, model: nn.Module, params, data: ImageData) -> dict[str, Any]:
+        """How far training fitted its labels: the share of training examples predicted as
+        labelled, and of the mislabeled ones (memorisation of the noise; None without)."""
+        hit = self._predictions(model, params, data.x_train) == data.y_train
+        noisy = np.asarray(data.is_noisy, bool)
+        return {
+            "train_accuracy": float(hit.mean()),
+            "noisy_labels_fitted": float(hit[noisy].mean()) if noisy.any() else None,
+        }
+
+    def run_metrics(self, cfg, data: ImageData, info: dict[str, Any]) -> dict[str, Any]:
+        # Models trained before these were measured have neither (None).
+        return {key: info.get(key) for key in ("train_accuracy", "noisy_labels_fitted")}
 
     def task(self, model: nn.Module, cfg) -> Task:
         return classification_task(model, cfg.method.layers, cfg.train.l2)

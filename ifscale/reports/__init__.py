@@ -5,7 +5,7 @@ what `ifscale.pipeline.run` writes; its `metrics.json` is read through
 `ifscale.record.RunMetrics`.
 
 - `runs`: loading run folders, matching runs to a paper's rows, formatting and markdown
-- `table1`, `figures`, `table2`, `table3`: one module per table or figure pair
+- `table1`, `figures`, `table2`, `table3`, `regimes`: one module per table or figure pair
 - `readme`: the README's copy of Table 1
 """
 
@@ -17,6 +17,15 @@ from ifscale.reports.figures import (
     plot_figure2,
 )
 from ifscale.reports.readme import ReadmeSyncError, readme_block, sync_readme
+from ifscale.reports.regimes import (
+    REGIME_ROWS,
+    plot_regimes,
+    regimes_findings,
+    regimes_frame,
+    regimes_runs_frame,
+    regimes_table,
+    training_table,
+)
 from ifscale.reports.runs import (
     METHOD_LABELS,
     IncompleteSweep,
@@ -65,6 +74,13 @@ from ifscale.reports.table3 import (
 )
 
 __all__ = [
+    "REGIME_ROWS",
+    "plot_regimes",
+    "regimes_findings",
+    "regimes_frame",
+    "regimes_runs_frame",
+    "regimes_table",
+    "training_table",
     "IncompleteSweep",
     "missing_jobs",
     "require_complete",

@@ -126,6 +126,14 @@ TEXT = (
     "model=transformer_tiny",
     "dataset.vocab_size=40",
 )
+GOOD_IMAGES = (*IMAGES, "dataset.path={dir}/good.npz")  # a valid tiny image set
+GOOD_TEXT = (*TEXT, "dataset.path={dir}/corpus_good")
+
+
+def good_image_run(folder: Path, cache: Path, *extra: str) -> list[str]:
+    """Overrides of a run on the valid tiny image set written by `make_inputs(folder)`."""
+    data = [o.replace("{dir}", str(folder)) for o in GOOD_IMAGES]
+    return [*data, *extra, f"paths.cache_dir={cache}"]
 
 
 def _npz(name: str, *extra: str, names: str | None = None) -> Case:
@@ -134,6 +142,10 @@ def _npz(name: str, *extra: str, names: str | None = None) -> Case:
         (*IMAGES, f"dataset.path={{dir}}/{name}.npz", *extra),
         names or f"{name}.npz",
     )
+
+
+def _explain(name: str, data: tuple[str, ...], *extra: str, names: str) -> Case:
+    return Case(f"explain-{name}", (*data, "stage=explain", *extra), names)
 
 
 def _text(name: str, *extra: str, names: str = "dataset.path", corpus: str = "") -> Case:
@@ -164,6 +176,13 @@ CASES: tuple[Case, ...] = (
         ("method=arnoldi", "method.fit_batch_size=0"),
         "method.fit_batch_size",
     ),
+    Case("config-block-zero", ("method=arnoldi", "method.block=0"), "method.block"),
+    Case(
+        "config-block-above-n",
+        ("method=arnoldi", "method.n=20", "method.block=32"),
+        "method.block",
+    ),
+    Case("config-randproj-block-zero", ("method=randproj", "method.block=0"), "method.block"),
     Case(
         "config-shard-out-of-range",
         ("method=loss", "score.shards=2", "score.shard=5"),
@@ -171,12 +190,12 @@ CASES: tuple[Case, ...] = (
     ),
     Case(
         "config-more-checkpoints-than-steps",
-        (*IMAGES, "dataset.path={dir}/good.npz", "train.kept_checkpoints=100"),
+        (*GOOD_IMAGES, "train.kept_checkpoints=100"),
         "train.kept_checkpoints",
     ),
     Case(
         "config-batch-larger-than-data",
-        (*IMAGES, "dataset.path={dir}/good.npz", "train.batch_size=64"),
+        (*GOOD_IMAGES, "train.batch_size=64"),
         "train.batch_size",
     ),
     Case("config-subset-fraction", ("dataset.subset_fraction=2",), "dataset.subset_fraction"),
@@ -186,64 +205,37 @@ CASES: tuple[Case, ...] = (
     Case("config-stage", ("stage=everything",), "stage"),
     Case(
         "config-image-layer-missing",
-        (
-            *IMAGES,
-            "dataset.path={dir}/good.npz",
-            "method=arnoldi",
-            "method.layers=[Dense_0,Dense_9]",
-        ),
+        (*GOOD_IMAGES, "method=arnoldi", "method.layers=[Dense_0,Dense_9]"),
         "Dense_9",
     ),
     Case(
         "config-text-subset-missing",
-        (*TEXT, "dataset.path={dir}/corpus_good", "method=arnoldi", "method.layers=last9_decoder"),
+        (*GOOD_TEXT, "method=arnoldi", "method.layers=last9_decoder"),
         "method.layers",
     ),
-    Case(
-        "explain-test-index",
-        (
-            *IMAGES,
-            "dataset.path={dir}/good.npz",
-            "method=tracin",
-            "stage=explain",
-            "explain.test_indices=[3,25]",
-        ),
-        "explain.test_indices",
+    _explain(
+        "test-index",
+        GOOD_IMAGES,
+        "method=tracin",
+        "explain.test_indices=[3,25]",
+        names="explain.test_indices",
     ),
-    Case(
-        "explain-top-k",
-        (
-            *IMAGES,
-            "dataset.path={dir}/good.npz",
-            "method=tracin",
-            "stage=explain",
-            "explain.top_k=41",
-        ),
-        "explain.top_k",
+    _explain("top-k", GOOD_IMAGES, "method=tracin", "explain.top_k=41", names="explain.top_k"),
+    _explain("baseline-method", (), "method=loss", names="method.name"),
+    _explain("no-method", (), names="stage"),
+    _explain(
+        "translation-misclassified",
+        GOOD_TEXT,
+        "method=arnoldi",
+        "explain.target=label",
+        names="explain.select",
     ),
-    Case("explain-baseline-method", ("method=loss", "stage=explain"), "method.name"),
-    Case("explain-no-method", ("stage=explain",), "stage"),
-    Case(
-        "explain-translation-misclassified",
-        (
-            *TEXT,
-            "dataset.path={dir}/corpus_good",
-            "method=arnoldi",
-            "stage=explain",
-            "explain.target=label",
-        ),
-        "explain.select",
-    ),
-    Case(
-        "explain-translation-prediction",
-        (
-            *TEXT,
-            "dataset.path={dir}/corpus_good",
-            "method=arnoldi",
-            "stage=explain",
-            "explain.select=random",
-        ),
-        "explain.target",
+    _explain(
+        "translation-prediction",
+        GOOD_TEXT,
+        "method=arnoldi",
+        "explain.select=random",
+        names="explain.target",
     ),
     # ---- image data: labels, pixels, shapes, files
     _npz("label_2pow31"),

@@ -1,0 +1,220 @@
+"""The memorisation regimes (`make regimes`): how the methods rank the mislabeled examples as
+training goes from a few epochs (the noisy labels not yet fitted) to many (memorised).
+
+One run per (epochs, seed, method) of `experiment=regimes`; this module averages over seeds,
+tabulates mean ± sd, draws AUC and AP against epochs, and states its findings from the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ifscale.reports.runs import Row, fmt, pct
+
+# The rows: baselines first, then the influence methods (TracIn without curvature, then the
+# curvature methods). `checkpoints: k` is TracIn over all of the run's kept checkpoints.
+REGIME_ROWS = (
+    Row("loss", "Loss (baseline)", "loss", {}, {}),
+    Row("el2n", "EL2N (baseline)", "el2n", {}, {}),
+    Row("tracin_1", "TracIn [1]", "tracin", {"checkpoints": 1}, {}),
+    Row("tracin_k", "TracIn [k]", "tracin", {}, {}, {"tracin_all_checkpoints": (True,)}),
+    Row("arnoldi_10", "Arnoldi p̄=10", "arnoldi", {"pbar": 10}, {}),
+    Row("arnoldi_100", "Arnoldi p̄=100", "arnoldi", {"pbar": 100}, {}),
+    Row("randproj_10", "RandProj p̄=10", "randproj", {"pbar": 10}, {}),
+    Row("randproj_100", "RandProj p̄=100", "randproj", {"pbar": 100}, {}),
+)
+CURVATURE_ROWS = ("arnoldi_10", "arnoldi_100", "randproj_10", "randproj_100")
+INFLUENCE_ROWS = ("tracin_1", "tracin_k", *CURVATURE_ROWS)
+
+
+def _row_of(run: dict[str, Any]) -> Row | None:
+    # TracIn [k] is told apart from [1] by its checkpoint count: all the run kept (> 1).
+    checkpoints = (run.get("method_options") or {}).get("checkpoints", 1)
+    marked = {**run, "tracin_all_checkpoints": checkpoints > 1}
+    return next((row for row in REGIME_ROWS if row.matches(marked)), None)
+
+
+def _epochs(run: dict[str, Any]) -> int:
+    """The run's training epochs, from the config it ran with."""
+    config = json.loads((Path(run["run_dir"]) / "config.json").read_text())
+    return int(config["train"]["epochs"])
+
+
+def regimes_runs_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """One line per run: row, epochs, seed, AUC, AP (percent), the share of the mislabeled
+    training examples whose given label the model predicts, and test accuracy."""
+    lines = []
+    for run in runs:
+        row = _row_of(run)
+        if row is None or run.get("auc") is None:
+            continue
+        lines.append(
+            {
+                "row": row.key,
+                "Method": row.label,
+                "epochs": _epochs(run),
+                "seed": run["seed"],
+                "AUC": pct(run["auc"]),
+                "AP": pct(run["ap"]),
+                "noisy fitted": pct(run.get("noisy_labels_fitted")),
+                "test accuracy": pct(run.get("test_accuracy")),
+                "run_dir": run["run_dir"],
+            }
+        )
+    return pd.DataFrame(lines)
+
+
+def regimes_frame(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds per (row, epochs); rows in `REGIME_ROWS`'s
+    order, then by epochs."""
+    stats = (
+        per_run.groupby(["row", "epochs"])
+        .agg(
+            Method=("Method", "first"),
+            seeds=("seed", "nunique"),
+            auc_mean=("AUC", "mean"),
+            auc_sd=("AUC", "std"),
+            ap_mean=("AP", "mean"),
+            ap_sd=("AP", "std"),
+            fitted_mean=("noisy fitted", "mean"),
+            fitted_sd=("noisy fitted", "std"),
+            accuracy_mean=("test accuracy", "mean"),
+        )
+        .reset_index()
+    )
+    order = {row.key: i for i, row in enumerate(REGIME_ROWS)}
+    stats["order"] = stats["row"].map(order)
+    return stats.sort_values(["order", "epochs"]).drop(columns="order").reset_index(drop=True)
+
+
+def _pm(mean: float, sd: float) -> str:
+    return fmt(mean) if not np.isfinite(sd) else f"{fmt(mean)} ± {sd:.1f}"
+
+
+def regimes_table(stats: pd.DataFrame, what: str) -> pd.DataFrame:
+    """Method x epochs, each cell mean ± sd of `what` ("auc" or "ap") over seeds."""
+    epochs = sorted(stats["epochs"].unique())
+    lines = []
+    for key in dict.fromkeys(stats["row"]):
+        part = stats[stats["row"] == key].set_index("epochs")
+        line = {"Method": part["Method"].iloc[0]}
+        for e in epochs:
+            line[f"E={e}"] = (
+                _pm(part.at[e, f"{what}_mean"], part.at[e, f"{what}_sd"])
+                if e in part.index
+                else "—"
+            )
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def training_table(stats: pd.DataFrame) -> pd.DataFrame:
+    """Per epochs: the mislabeled examples fitted and test accuracy (mean ± sd over seeds)."""
+    first = stats.groupby("epochs").first().reset_index()
+    return pd.DataFrame(
+        {
+            "epochs": first["epochs"],
+            "noisy labels fitted, %": [
+                _pm(m, s) for m, s in zip(first["fitted_mean"], first["fitted_sd"], strict=True)
+            ],
+            "test accuracy, %": [fmt(v) for v in first["accuracy_mean"]],
+        }
+    )
+
+
+def regimes_findings(stats: pd.DataFrame) -> list[str]:
+    """The findings, computed: at which epochs each influence method beats the loss
+    baseline (mean AP, then mean AUC), and whether curvature beats TracIn [1] anywhere."""
+
+    def at(key: str, e: int) -> pd.Series | None:
+        hit = stats[(stats["row"] == key) & (stats["epochs"] == e)]
+        return None if hit.empty else hit.iloc[0]
+
+    def better(a: pd.Series, b: pd.Series) -> bool:
+        return (a["ap_mean"], a["auc_mean"]) > (b["ap_mean"], b["auc_mean"])
+
+    epochs = sorted(stats["epochs"].unique())
+    lines = []
+    for key in INFLUENCE_ROWS:
+        label = next(r.label for r in REGIME_ROWS if r.key == key)
+        pairs = [(e, at(key, e), at("loss", e)) for e in epochs]
+        pairs = [(e, a, b) for e, a, b in pairs if a is not None and b is not None]
+        if not pairs:
+            continue
+        wins = [e for e, a, b in pairs if better(a, b)]
+        if not wins:
+            text = "never beats the loss baseline"
+        elif len(wins) == len(pairs):
+            text = "beats the loss baseline at every E"
+        else:
+            text = f"beats the loss baseline at E = {', '.join(map(str, wins))} only"
+        lines.append(f"- {label} {text} (mean AP, then AUC, over seeds; {len(pairs)} E measured).")
+    curvature = [
+        (key, e)
+        for key in CURVATURE_ROWS
+        for e in epochs
+        if at(key, e) is not None
+        and at("tracin_1", e) is not None
+        and better(at(key, e), at("tracin_1", e))
+    ]
+    if curvature:
+        where = sorted({e for _, e in curvature})
+        lines.append(
+            "- Curvature (Arnoldi/RandProj) beats TracIn [1] at E = "
+            f"{', '.join(map(str, where))} ({len(curvature)} method-epoch pairs)."
+        )
+    elif any(at("tracin_1", e) is not None for e in epochs):
+        lines.append("- Curvature (Arnoldi/RandProj) beats TracIn [1] at no E measured.")
+    memorised = stats.groupby("epochs")["fitted_mean"].first()
+    if memorised.notna().any():
+        top = memorised.idxmax()
+        lines.append(
+            f"- Memorisation: at E = {top} the model predicts the given (wrong) label of "
+            f"{memorised[top]:.1f}% of the mislabeled training examples (mean over seeds)."
+        )
+    return lines
+
+
+def plot_regimes(stats: pd.DataFrame, path: str | Path, setting: str) -> None:
+    """AUC and AP against epochs per method (error bars: sd over seeds), with the share of
+    mislabeled examples fitted and test accuracy on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharex=True)
+    for ax, what, name in ((axes[0], "auc", "AUC, %"), (axes[1], "ap", "AP, %")):
+        for key in dict.fromkeys(stats["row"]):
+            part = stats[stats["row"] == key]
+            baseline = key in ("loss", "el2n")
+            ax.errorbar(
+                part["epochs"],
+                part[f"{what}_mean"],
+                yerr=part[f"{what}_sd"].fillna(0),
+                label=part["Method"].iloc[0],
+                marker="o" if not baseline else "s",
+                linestyle="--" if baseline else "-",
+                color="red" if key == "loss" else None,
+                capsize=3,
+                markersize=4,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("training epochs (log scale)")
+        ax.set_ylabel(f"finding the mislabeled examples: {name}")
+        twin = ax.twinx()
+        first = stats.groupby("epochs").first().reset_index()
+        twin.plot(first["epochs"], first["fitted_mean"], color="grey", linewidth=3, alpha=0.4)
+        twin.plot(first["epochs"], first["accuracy_mean"], color="grey", linestyle=":", linewidth=2)
+        twin.set_ylim(0, 100)
+        twin.set_ylabel("grey: mislabeled fitted, % (solid); test accuracy, % (dotted)")
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(f"Memorisation regimes: {setting}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
