@@ -116,12 +116,24 @@ def _hydra_line(error: Exception) -> str:
     return line
 
 
+def _has_sweep(overrides: list[str]) -> bool:
+    """Whether an override sweeps (`a=1,2`, `range(...)`, ...), as Hydra parses it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # noqa: BLE001 - a malformed override: compose_run names it
+        return False
+    return any(o.is_sweep_override() for o in parsed)
+
+
 def preflight(argv: list[str]) -> None:
     """Checks a run's overrides before Hydra makes its run folder: a bad one ends in one line
-    (exit 2) and writes nothing. With Hydra's flags (a multirun's `-m`, `--cfg`, ...) only
-    the run name is checked here; the rest is Hydra's and the job's."""
-    flags = any(arg.startswith("-") for arg in argv)
+    (exit 2) and writes nothing. With Hydra's flags (a multirun's `-m`, `--cfg`, ...) or a
+    sweep on the command line (`seed=0,1,2` in an experiment that is a multirun) only the run
+    name is checked here; the rest is Hydra's and the job's."""
     overrides = [arg for arg in argv if not arg.startswith(("hydra.", "hydra/", "-"))]
+    flags = any(arg.startswith("-") for arg in argv) or _has_sweep(overrides)
     if flags:
         overrides = [arg for arg in overrides if arg.partition("=")[0].lstrip("+~") == "name"]
     try:

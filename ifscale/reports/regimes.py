@@ -153,6 +153,14 @@ def regimes_findings(stats: pd.DataFrame) -> list[str]:
             text = "beats the loss baseline at every E"
         else:
             text = f"beats the loss baseline at E = {', '.join(map(str, wins))} only"
+        # A win by less than the seeds' spread is not a finding.
+        close = [
+            e
+            for e, a, b in pairs
+            if e in wins and a["ap_mean"] - b["ap_mean"] < np.nanmax([a["ap_sd"], b["ap_sd"], 0])
+        ]
+        if close:
+            text += f"; by less than one sd of AP at E = {', '.join(map(str, close))}"
         lines.append(f"- {label} {text} (mean AP, then AUC, over seeds; {len(pairs)} E measured).")
     curvature = [
         (key, e)
@@ -188,33 +196,43 @@ def plot_regimes(stats: pd.DataFrame, path: str | Path, setting: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), sharex=True)
+    epochs = sorted(stats["epochs"].unique())
+    first = stats.groupby("epochs").first().reset_index()
+    # tab10 without its grey (index 7), which the memorisation lines use.
+    colors = iter(c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7)
+    styles = {  # the baselines in black, dashed; the influence methods in colour
+        "loss": {"color": "black", "linestyle": "--", "marker": "s"},
+        "el2n": {"color": "black", "linestyle": ":", "marker": "s"},
+    }
+    for key in dict.fromkeys(stats["row"]):
+        if key not in styles:
+            styles[key] = {"color": next(colors), "linestyle": "-", "marker": "o"}
     for ax, what, name in ((axes[0], "auc", "AUC, %"), (axes[1], "ap", "AP, %")):
         for key in dict.fromkeys(stats["row"]):
             part = stats[stats["row"] == key]
-            baseline = key in ("loss", "el2n")
             ax.errorbar(
                 part["epochs"],
                 part[f"{what}_mean"],
                 yerr=part[f"{what}_sd"].fillna(0),
                 label=part["Method"].iloc[0],
-                marker="o" if not baseline else "s",
-                linestyle="--" if baseline else "-",
-                color="red" if key == "loss" else None,
                 capsize=3,
                 markersize=4,
+                **styles[key],
             )
         ax.set_xscale("log")
+        ax.set_xticks(epochs, [str(e) for e in epochs])
+        ax.minorticks_off()
         ax.set_xlabel("training epochs (log scale)")
         ax.set_ylabel(f"finding the mislabeled examples: {name}")
         twin = ax.twinx()
-        first = stats.groupby("epochs").first().reset_index()
-        twin.plot(first["epochs"], first["fitted_mean"], color="grey", linewidth=3, alpha=0.4)
-        twin.plot(first["epochs"], first["accuracy_mean"], color="grey", linestyle=":", linewidth=2)
+        twin.plot(first["epochs"], first["fitted_mean"], color="grey", linewidth=4, alpha=0.35)
+        twin.plot(first["epochs"], first["accuracy_mean"], color="grey", linestyle=":")
         twin.set_ylim(0, 100)
-        twin.set_ylabel("grey: mislabeled fitted, % (solid); test accuracy, % (dotted)")
-    axes[0].legend(fontsize=8, loc="lower left")
+        twin.set_ylabel("grey: mislabeled fitted % (wide), test accuracy % (dotted)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
     fig.suptitle(f"Memorisation regimes: {setting}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
