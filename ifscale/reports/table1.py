@@ -106,6 +106,15 @@ def table1_notes(table: pd.DataFrame, runs: list[dict[str, Any]]) -> list[str]:
         else "subset: not used in this table, where every row scored every example "
         "(`make table1 FULL=1`)."
     )
+    # HVPs per pass over the fit data of the rows that fit (`method.block`; 1 before it existed).
+    blocks = sorted(
+        {
+            int((run.get("method_options") or {}).get("block", 1))
+            for run in matched.values()
+            if run.get("method") in ("arnoldi", "randproj")
+        }
+    )
+    per_pass = f", {' or '.join(map(str, blocks))} per pass over the fit data" if blocks else ""
     notes = [
         "## How to read it",
         "",
@@ -120,8 +129,8 @@ def table1_notes(table: pd.DataFrame, runs: list[dict[str, Any]]) -> list[str]:
         "- **T, s** is the scoring time of that row: self-influence of its `n scored` "
         "examples with compilation excluded (the first, compiling batch is not timed; T is "
         "all n examples at the rate of the timed batches), clock stopped after "
-        "`block_until_ready`. The one-time fit (Arnoldi's n HVPs, RandProj's p̄ HVPs) is the "
-        "`fit, s` column; it is cached, and both Arnoldi rows share one fit. Compare costs "
+        f"`block_until_ready`. The one-time fit (Arnoldi's n HVPs, RandProj's p̄ HVPs{per_pass}) "
+        "is the `fit, s` column; it is cached, and both Arnoldi rows share one fit. Compare costs "
         "across rows with `examples/s` (in `table1.csv`, also `ms/example`): rows score "
         "different numbers of examples.",
         "- **AUC, subset / AP, subset**: every row evaluated on the same seeded, stratified "
