@@ -105,6 +105,7 @@ def test_block_and_one_vector_fits_agree_on_an_mlp_with_the_exact_top_pbar():
         assert cosines.min() > 1 - 1e-6
 
 
+@pytest.mark.slow  # about 30 s: in make test-slow
 def test_block_and_one_vector_fits_agree_on_cnn_small_in_float64():
     """n < p: the top eigenpairs of a block fit, a one-vector fit and the dense Hessian."""
     with jax.enable_x64(True):
