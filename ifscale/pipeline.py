@@ -125,7 +125,9 @@ def check_inputs(cfg: RunConfig) -> Inputs:
     check_schedule(cfg.train, data.n_train)
     if cfg.stage == "explain":
         check_explain_request(cfg, kind, data)
-    shapes = jax.eval_shape(lambda: kind.init_params(model, data, cfg.seed))
+    shapes = None  # traced only where used: a method's layers, stage=check's summary
+    if cfg.method.name != "none" or cfg.stage == "check":
+        shapes = jax.eval_shape(lambda: kind.init_params(model, data, cfg.seed))
     if cfg.method.name != "none" and shapes is not None:
         check_layers(kind.task(model, cfg).layers, shapes)
     return Inputs(kind, data, model, shapes)

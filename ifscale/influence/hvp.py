@@ -51,9 +51,14 @@ def hvp(view: ParamView, batches: list[Batch], v: jnp.ndarray) -> jnp.ndarray:
     Returns:
       [p] the product.
     """
-    total = _hvp_jit(view, batches[0], v)
+    return _mean_over_batches(_hvp_jit, view, batches, v)
+
+
+def _mean_over_batches(product, view: ParamView, batches: list[Batch], x: jnp.ndarray):
+    """(1/B) Σ_b product(view, batch_b, x): one jitted product per batch, summed in order."""
+    total = product(view, batches[0], x)
     for batch in batches[1:]:
-        total = total + _hvp_jit(view, batch, v)
+        total = total + product(view, batch, x)
     return total / len(batches)
 
 
@@ -68,10 +73,7 @@ def hvp_many(view: ParamView, batch: Batch, vs: jnp.ndarray) -> jnp.ndarray:
 def hvp_block(view: ParamView, batches: list[Batch], vs: jnp.ndarray) -> jnp.ndarray:
     """[k, p] -> H · vs for the rows of vs: one pass over the fit batches for all k.
     Memory is that of one batch times k tangents."""
-    total = hvp_many(view, batches[0], vs)
-    for batch in batches[1:]:
-        total = total + hvp_many(view, batch, vs)
-    return total / len(batches)
+    return _mean_over_batches(hvp_many, view, batches, vs)
 
 
 def dense_hessian(
@@ -85,6 +87,6 @@ def dense_hessian(
     ):
         stop = min(start + chunk, p)
         basis = jnp.eye(chunk, p, k=start, dtype=view.theta.dtype)
-        total = sum(hvp_many(view, batch, basis) for batch in batches) / len(batches)
+        total = hvp_block(view, batches, basis)
         out[start:stop] = np.asarray(total)[: stop - start]
     return 0.5 * (out + out.T)  # exact in exact arithmetic; removes rounding asymmetry
