@@ -44,6 +44,8 @@ from ifscale.reports import (
     regimes_runs_frame,
     regimes_table,
     require_complete,
+    seeds_frame,
+    seeds_section,
     sync_readme,
     table1_frame,
     table1_notes,
@@ -104,8 +106,12 @@ def _relative(path: str | Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def write_table1(sweep: Path, results: Path, check: Path | None = None) -> None:
+def write_table1(
+    sweep: Path, results: Path, check: Path | None = None, seeds: Path | None = None
+) -> None:
     runs = load_runs(sweep)
+    # The fast rows over more seeds (`make table1 SEEDS=3`): seed 0 from this sweep.
+    per_seed = seeds_frame(runs + (load_runs(seeds) if seeds else []))
     table = table1_frame(runs)
     table["run_dir"] = [_relative(d) for d in table["run_dir"]]
     results.mkdir(parents=True, exist_ok=True)
@@ -133,14 +139,19 @@ def write_table1(sweep: Path, results: Path, check: Path | None = None) -> None:
         "# Table 1: mislabeled MNIST, cnn_large (824,458 parameters)",
         "",
         f"Produced by `make table1` from `{source}`"
-        " (`python experiments/report.py table1`); do not edit by hand.",
+        + (f" and `{_relative(seeds)}` (the other seeds)" if seeds else "")
+        + " (`python experiments/report.py table1`); do not edit by hand.",
         "",
         markdown_table(shown),
+        *seeds_section(per_seed),
         "",
         *notes,
         *(check_section(load_runs(check), table) if check else []),
     ]
     (results / "table1.md").write_text("\n".join(text) + "\n")
+    if seeds:
+        per_seed["run_dir"] = [_relative(d) for d in per_seed["run_dir"]]
+        per_seed.to_csv(results / "table1_seeds.csv", index=False)
     found = found_at_k(runs)
     found.to_csv(results / "table1_found_at_k.csv", index=False)
     best = top_examples(runs, count=32)
@@ -352,6 +363,7 @@ def main() -> None:
     parser.add_argument(
         "--check", type=Path, help="table1_check / table2_check / table3_check folder to add"
     )
+    parser.add_argument("--seeds", type=Path, help="table1_seeds folder (Table 1 over more seeds)")
     parser.add_argument(
         "--baselines", type=Path, help="table2_baselines folder (the loss rows of Table 2)"
     )
@@ -373,7 +385,11 @@ def main() -> None:
         check = (args.check and complete(args.check)) or latest_sweep(
             "table1_check", args.outputs, required=False
         )
-        write_table1(sweep.resolve(), args.results, check)
+        # The fast rows over more seeds, when they were run (`make table1 SEEDS=3`).
+        seeds = (args.seeds and complete(args.seeds)) or latest_sweep(
+            "table1_seeds", args.outputs, required=False
+        )
+        write_table1(sweep.resolve(), args.results, check, seeds and seeds.resolve())
         if readme is not None:
             write_readme(readme, args.results)
     elif args.what == "table2":

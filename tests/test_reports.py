@@ -162,6 +162,8 @@ def results(sweep, tmp_path_factory) -> Path:
         str(out),
         "--check",  # the same runs, listed as variants: exercises the investigation section
         str(sweep),
+        "--outputs",  # no other sweep (table1_seeds) of this machine's outputs/ is read
+        str(out / "outputs"),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -511,3 +513,45 @@ def test_regimes_are_averaged_over_seeds_and_the_findings_computed():
     assert findings[2].startswith("- Curvature (Arnoldi/RandProj) beats TracIn [1] at E = 50")
     assert "at E = 50 the model predicts the given (wrong) label of 99.5%" in findings[3]
     assert list(training_table(stats)["noisy labels fitted, %"]) == ["10.5 ± 0.7", "99.5 ± 0.7"]
+
+
+def test_table1_seeds_are_averaged_and_the_differences_paired_by_seed():
+    from ifscale.reports import seeds_frame, seeds_section
+
+    def run(method, options, seed, auc, ap):
+        return {
+            "method": method,
+            "method_options": options,
+            "seed": seed,
+            "auc": auc / 100,
+            "ap": ap / 100,
+            "t_score_s": 1.0,
+            "t_fit_s": 2.0,
+            "n_scored": 60000,
+            "test_accuracy": 0.98 + seed / 1000,
+            "run_dir": f"r{seed}",
+        }
+
+    # Arnoldi p̄=10 is 1 AP point under the loss at every seed (a resolved gap, though the
+    # seeds' spread of each row is 10 points); TracIn [1] is above the loss at one seed
+    # and under it at the other two (unresolved). LISSA is not a seeds row: left out.
+    runs = []
+    for seed, base in ((0, 90), (1, 80), (2, 100)):
+        runs += [
+            run("loss", {}, seed, 99, base),
+            run("arnoldi", {"pbar": 10}, seed, 98, base - 1),
+            run("tracin", {"checkpoints": 1}, seed, 98, base + (5 if seed == 0 else -1)),
+            run("lissa", {"r": 10}, seed, 90, 50),
+        ]
+    runs.append(run("loss", {}, 2, 99, 100))  # a rerun of a (row, seed): the later one wins
+    per_seed = seeds_frame(runs)
+    assert list(per_seed["row"]) == ["loss"] * 3 + ["tracin_1"] * 3 + ["arnoldi_10"] * 3
+    text = "\n".join(seeds_section(per_seed))
+    assert "mean ± sd over 3 seeds" in text
+    assert "| Loss (baseline) | — | 3 | 99.00 ± 0.00 | 90.0 ± 10.0 |" in text
+    assert "- Arnoldi p̄=10 against Loss (baseline): AP -1.0 ± 0.0" in text
+    assert text.count("lower.") == 1
+    assert "- TracIn [1] against Loss (baseline): AP +1.0 ± 3.5" in text
+    assert "unresolved (inside one sd)" in text
+    # One seed alone is no spread: no section.
+    assert seeds_section(per_seed[per_seed["seed"] == 0]) == []
