@@ -5,14 +5,15 @@
     python experiments/report.py regimes   # newest regimes sweep -> results/regimes.*
     python experiments/report.py table2    # newest outputs/multirun/table2/*, -> results/table2.*
     python experiments/report.py table3    # newest outputs/multirun/table3/*, -> results/table3.*
-    python experiments/report.py readme    # README.md's Table 1 block <- results/table1.md
+    python experiments/report.py readme    # README.md's Table 1 and loss-baseline lines <- results/
     python experiments/report.py explain   # newest explain_mnist / explain_translation runs
                                            # -> results/explain_mnist/, explain_translation/
     python experiments/report.py table1 --sweep outputs/multirun/table1/2026-11-26_04-00-00
 
 Every number written comes from a run's `metrics.json` / `scores.csv`; nothing is typed in
-except the paper's published values, which are shown beside ours. `table1` ends by copying
-the new table into README.md (as `readme` does) when it writes the project's results/.
+except the paper's published values, which are shown beside ours. When it writes the project's
+results/, each report ends by updating README.md's copies (as `readme` does): `table1` its
+table, every report its line on the loss baseline.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ifscale.reports import (
     IncompleteSweep,
     ReadmeSyncError,
     check_section,
+    figure1_baseline_verdict,
     figure1_frame,
     figure2_frame,
     found_at_k,
@@ -46,6 +48,7 @@ from ifscale.reports import (
     require_complete,
     seeds_frame,
     seeds_section,
+    sync_baselines,
     sync_readme,
     table1_frame,
     table1_notes,
@@ -296,16 +299,21 @@ def write_regimes(sweep: Path, results: Path) -> None:
     print((results / "regimes.md").read_text())
 
 
-def write_readme(readme: Path, results: Path) -> None:
-    """Copies the main table of `results/table1.md` into `readme` between its markers."""
+def write_readme(readme: Path, results: Path, table1: bool = True) -> None:
+    """Copies into `readme`, between its markers, the main table of `results/table1.md`
+    (unless `table1` is false) and each table's verdict on the loss baseline."""
     try:
-        changed = sync_readme(readme, results / "table1.md")
+        changed = sync_readme(readme, results / "table1.md") if table1 else None
+        verdicts = sync_baselines(readme, results)
     except (ReadmeSyncError, FileNotFoundError) as e:
         raise SystemExit(str(e)) from None
-    where = f"{_relative(readme)}: Table 1 block"
-    print(
-        f"{where} {'updated from' if changed else 'already equals'} {_relative(results)}/table1.md"
-    )
+    for what, source, change in (
+        ("Table 1 block", "table1.md", changed),
+        ("loss baseline lines", "*.md", verdicts),
+    ):
+        if change is not None:
+            state = "updated from" if change else "already equals"
+            print(f"{_relative(readme)}: {what} {state} {_relative(results)}/{source}")
 
 
 def write_figures(sweeps: Sequence[Path], results: Path) -> None:
@@ -313,12 +321,27 @@ def write_figures(sweeps: Sequence[Path], results: Path) -> None:
     out = results / "figures"
     out.mkdir(parents=True, exist_ok=True)
     fig1 = figure1_frame(runs)
+    fig1["run_dir"] = [_relative(d) for d in fig1["run_dir"]]
     fig1.to_csv(out / "figure1.csv", index=False)
     plot_figure1(fig1, runs, out / "figure1.png")
     fig2 = figure2_frame(runs)
     fig2.to_csv(out / "figure2.csv", index=False)
     plot_figure2(fig2, runs, out / "figure2.png")
-    print(f"wrote {out / 'figure1.png'} and {out / 'figure2.png'} (+ csv)")
+    text = [
+        "# Figures 1-2: the small CNN on the 10% MNIST subset",
+        "",
+        f"Produced by `make figures` from {', '.join(f'`{_relative(s)}`' for s in sweeps)} "
+        "(`python experiments/report.py figures`); do not edit by hand. The numbers behind "
+        "each figure are in `figure1.csv` and `figure2.csv`.",
+        "",
+        "![Figure 1](figure1.png)",
+        "",
+        *figure1_baseline_verdict(fig1),
+        "",
+        "![Figure 2](figure2.png)",
+    ]
+    (out / "figures.md").write_text("\n".join(text) + "\n")
+    print(f"wrote {out / 'figures.md'}, figure1.png and figure2.png (+ csv)")
 
 
 def write_explanations(outputs: Path, results: Path, names: Sequence[str]) -> None:
@@ -401,15 +424,21 @@ def main() -> None:
             "table2_baselines", args.outputs, required=False
         )
         write_table2(sweep.resolve(), args.results, check, baselines)
+        if readme is not None:
+            write_readme(readme, args.results, table1=False)
     elif args.what == "table3":
         sweep = complete(args.sweep[0]) if args.sweep else latest_sweep("table3", args.outputs)
         check = (args.check and complete(args.check)) or latest_sweep(
             "table3_check", args.outputs, required=False
         )
         write_table3(sweep.resolve(), args.results, check)
+        if readme is not None:
+            write_readme(readme, args.results, table1=False)
     elif args.what == "regimes":
         sweep = complete(args.sweep[0]) if args.sweep else latest_sweep("regimes", args.outputs)
         write_regimes(sweep.resolve(), args.results)
+        if readme is not None:
+            write_readme(readme, args.results, table1=False)
     elif args.what == "readme":
         write_readme(readme or ROOT / "README.md", args.results)
     elif args.what == "explain":
@@ -424,6 +453,8 @@ def main() -> None:
             ]
         )
         write_figures([s.resolve() for s in sweeps], args.results)
+        if readme is not None:
+            write_readme(readme, args.results, table1=False)
 
 
 if __name__ == "__main__":

@@ -385,6 +385,10 @@ def test_readme_table_is_the_one_in_results(tmp_path):
     shutil.copy(ROOT / "README.md", readme)
     changed = sync_readme(readme, ROOT / "results" / "table1.md")
     assert not changed, "README.md's Table 1 differs: run `python experiments/report.py readme`"
+    from ifscale.reports import sync_baselines
+
+    changed = sync_baselines(readme, ROOT / "results")
+    assert not changed, "README.md's loss-baseline lines differ: run `... report.py readme`"
     assert readme.read_text() == (ROOT / "README.md").read_text()
 
 
@@ -444,10 +448,10 @@ def test_an_incomplete_sweep_is_refused_naming_its_missing_jobs(tmp_path):
     assert missing_jobs(tmp_path / "2") == []  # no multirun.yaml: nothing to compare
 
 
-def test_the_loss_baseline_verdict_is_computed_from_the_table():
+def test_the_loss_baseline_verdict_is_computed_from_the_table(tmp_path):
     import pandas as pd
 
-    from ifscale.reports import readme_block
+    from ifscale.reports import baselines_block
     from ifscale.reports.runs import baseline_verdict
     from ifscale.reports.table1 import _label
 
@@ -471,8 +475,18 @@ def test_the_loss_baseline_verdict_is_computed_from_the_table():
     assert "the closest by AP, LISSA, r = 10: AUC +0.1, AP +0.5 points" in verdict
     table.loc[3, "AP, subset"] = 90.0
     assert "**no influence row beats it** (of 2)" in baseline_verdict(table, _label)[0]
-    md = "| a |\n| --- |\n| 1 |\n\n- Hardware: cpu.\n" + verdict + "\n"
-    assert readme_block(md).endswith(verdict.removeprefix("- "))
+
+    # The README's line for each table is its report's verdict line, copied.
+    results = tmp_path / "results"
+    (results / "figures").mkdir(parents=True)
+    (results / "table1.md").write_text("| a |\n| --- |\n| 1 |\n\n- Hardware: cpu.\n" + verdict)
+    (results / "table3.md").write_text("# Table 3\n\n- Arnoldi 25% against no cleaning: +1.\n")
+    block = baselines_block(results).splitlines()
+    assert block[0] == "- **Table 1** ([`results/table1.md`](results/table1.md)): " + verdict[2:]
+    assert block[1].startswith("- **Figure 1**: [`results/figures/figures.md`]")
+    assert block[1].endswith("is not produced yet (`make figures`).")
+    assert "has no loss rows yet (`make table3 DATA3=noisy_parallel_text` adds them)" in block[3]
+    assert len(block) == 5 and block[4].startswith("- **Memorisation regimes**")
 
 
 def test_regimes_are_averaged_over_seeds_and_the_findings_computed():
@@ -507,7 +521,9 @@ def test_regimes_are_averaged_over_seeds_and_the_findings_computed():
     table = regimes_table(stats, "ap")
     assert list(table.columns) == ["Method", "E=2", "E=50"]
     assert table.iloc[0]["E=2"] == "91 ± 1.4"
-    findings = regimes_findings(stats)
+    verdict, *findings = regimes_findings(stats)
+    assert verdict.startswith("- Influence against the per-example loss")
+    assert verdict.endswith("E = 2: none; E = 50: 2 of 2 (TracIn [1], Arnoldi p̄=10).")
     assert "- TracIn [1] beats the loss baseline at E = 50 only" in findings[0]
     assert "- Arnoldi p̄=10 beats the loss baseline at E = 50 only" in findings[1]
     assert findings[2].startswith("- Curvature (Arnoldi/RandProj) beats TracIn [1] at E = 50")

@@ -58,6 +58,6 @@ def test_table3_multirun_and_report_on_a_small_noisy_corpus(tmp_path):
     assert line.loc["randproj_25", "paper BLEU@10k"] == 18.7
     md = (results / "table3.md").read_text()
     assert "Arnoldi's selection beats RandProj's at equal share" in md
-    assert "An influence selection beats keeping the lowest-loss pairs" in md
+    assert "Influence against the per-example loss (keeping the lowest-loss pairs" in md
     assert table.loc[table["row"] == "loss_50", "% selected"].iloc[0] == pytest.approx(50, 0.01)
     assert "What each selection kept, by noise kind" in md

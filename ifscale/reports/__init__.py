@@ -11,12 +11,19 @@ what `ifscale.pipeline.run` writes; its `metrics.json` is read through
 
 from ifscale.reports.figures import (
     FIGURE1_METHODS,
+    figure1_baseline_verdict,
     figure1_frame,
     figure2_frame,
     plot_figure1,
     plot_figure2,
 )
-from ifscale.reports.readme import ReadmeSyncError, readme_block, sync_readme
+from ifscale.reports.readme import (
+    ReadmeSyncError,
+    baselines_block,
+    readme_block,
+    sync_baselines,
+    sync_readme,
+)
 from ifscale.reports.regimes import (
     REGIME_ROWS,
     plot_regimes,
@@ -105,6 +112,7 @@ __all__ = [
     "SEED_ROWS",
     "Row",
     "check_section",
+    "figure1_baseline_verdict",
     "figure1_frame",
     "figure2_frame",
     "found_at_k",
@@ -114,6 +122,8 @@ __all__ = [
     "plot_figure1",
     "plot_figure2",
     "readme_block",
+    "baselines_block",
+    "sync_baselines",
     "rows_with_runs",
     "scores_of",
     "seeds_frame",

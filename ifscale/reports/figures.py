@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ifscale.reports.runs import pct
+from ifscale.reports.runs import baseline_verdict, pct
 
 FIGURE1_METHODS = ("exact", "arnoldi", "randproj")
 # Exact is drawn first, large and hollow, so that Arnoldi on top of it stays visible where
@@ -172,3 +172,30 @@ def plot_figure2(frame: pd.DataFrame, runs: list[dict[str, Any]], path: str | Pa
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def figure1_baseline_verdict(frame: pd.DataFrame) -> list[str]:
+    """The loss baseline line of Figure 1: does any point (a projected method at some p̄, or
+    a gradient row) beat the per-example loss (AP, then AUC; every point scores every
+    example)? Empty without a loss run."""
+
+    def key(line) -> str:
+        if line["method"] == "loss":
+            return "loss"
+        return f"{line['label']}_{int(line['pbar'])}" if pd.notna(line["pbar"]) else line["label"]
+
+    def label(line) -> str:
+        name = _STYLE.get(line["Method"], {}).get("label", line["Method"])
+        return name + ("" if pd.isna(line["p̄"]) else f" p̄={int(line['p̄'])}")
+
+    table = pd.DataFrame(
+        {
+            "row": [key(line) for _, line in frame.iterrows()],
+            "Method": frame["label"],
+            "p̄": frame["pbar"],
+            "AUC": frame["auc"],
+            "AP": frame["ap"],
+            "n scored": frame["n_scored"],
+        }
+    )
+    return baseline_verdict(table, label)

@@ -1,8 +1,11 @@
-"""The README's copy of Table 1, kept equal to `results/table1.md`.
+"""The README's copies of the results, kept equal to the files under `results/`.
 
-README.md holds the main table of `results/table1.md` and its hardware line between the
-markers `<!-- table1 -->` and `<!-- /table1 -->`; `sync_readme` rewrites that block from the
-file (`python experiments/report.py readme`, and at the end of `... report.py table1`).
+README.md holds two blocks that nobody edits by hand:
+- between `<!-- table1 -->` and `<!-- /table1 -->`: the main table of `results/table1.md` and
+  its hardware line (`sync_readme`);
+- between `<!-- baselines -->` and `<!-- /baselines -->`: each table's computed verdict on the
+  per-example loss baseline, one line per table, read from its report (`sync_baselines`).
+`python experiments/report.py readme` rewrites both; each table's report rewrites them too.
 """
 
 from __future__ import annotations
@@ -10,7 +13,17 @@ from __future__ import annotations
 from pathlib import Path
 
 START, END = "<!-- table1 -->", "<!-- /table1 -->"
+BASELINES_START, BASELINES_END = "<!-- baselines -->", "<!-- /baselines -->"
+# Every report starts its verdict on the loss baseline with this (the README copies it).
 BASELINE_LINE = "- Influence against the per-example loss"
+# Where each verdict is: (what, its report under results/, the command that writes it).
+VERDICT_SOURCES = (
+    ("Table 1", "table1.md", "make table1"),
+    ("Figure 1", "figures/figures.md", "make figures"),
+    ("Table 2", "table2.md", "make table2 DATA=multi30k"),
+    ("Table 3", "table3.md", "make table3 DATA3=noisy_parallel_text"),
+    ("Memorisation regimes", "regimes.md", "make regimes"),
+)
 
 
 class ReadmeSyncError(ValueError):
@@ -19,8 +32,7 @@ class ReadmeSyncError(ValueError):
 
 def readme_block(table_md: str, source: str = "table1.md") -> str:
     """What the README shows of `table_md` (the text of results/table1.md): the main table
-    (its first markdown table) and, after a blank line, the hardware sentence of its notes and
-    its verdict on the loss baseline."""
+    (its first markdown table) and, after a blank line, the hardware sentence of its notes."""
     lines = table_md.splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith("| ")), None)
     hardware = next((line for line in lines if line.startswith("- Hardware: ")), None)
@@ -29,18 +41,39 @@ def readme_block(table_md: str, source: str = "table1.md") -> str:
     end = start
     while end < len(lines) and lines[end].startswith("| "):
         end += 1
-    # The computed verdict on the loss baseline, when the table has one.
-    verdict = ["\n" + line.removeprefix("- ") for line in lines if line.startswith(BASELINE_LINE)]
-    return "\n".join([*lines[start:end], "", hardware.removeprefix("- "), *verdict])
+    return "\n".join([*lines[start:end], "", hardware.removeprefix("- ")])
 
 
-def synced_readme(readme: str, block: str, source: str = "README.md") -> str:
-    """`readme` with `block` between the Table 1 markers."""
-    if readme.count(START) != 1 or readme.count(END) != 1 or readme.find(START) > readme.find(END):
-        raise ReadmeSyncError(f"{source}: needs one '{START}' line and then one '{END}' line")
-    head, rest = readme.split(START)
-    _, tail = rest.split(END)
-    return f"{head}{START}\n{block}\n{END}{tail}"
+def baselines_block(results: str | Path) -> str:
+    """One line per table: its report's verdict on the loss baseline, or where a report
+    without one is not yet produced."""
+    results = Path(results)
+    out = []
+    for what, name, command in VERDICT_SOURCES:
+        path = results / name
+        lines = path.read_text().splitlines() if path.exists() else []
+        verdict = next((line for line in lines if line.startswith(BASELINE_LINE)), None)
+        link = f"[`results/{name}`](results/{name})"
+        if verdict is None:
+            state = (
+                "has no loss rows yet (`{}` adds them)" if lines else "is not produced yet (`{}`)"
+            )
+            out.append(f"- **{what}**: {link} {state.format(command)}.")
+        else:
+            out.append(f"- **{what}** ({link}): {verdict.removeprefix('- ')}")
+    return "\n".join(out)
+
+
+def synced_readme(
+    readme: str, block: str, source: str = "README.md", markers: tuple[str, str] = (START, END)
+) -> str:
+    """`readme` with `block` between `markers` (the Table 1 markers by default)."""
+    start, end = markers
+    if readme.count(start) != 1 or readme.count(end) != 1 or readme.find(start) > readme.find(end):
+        raise ReadmeSyncError(f"{source}: needs one '{start}' line and then one '{end}' line")
+    head, rest = readme.split(start)
+    _, tail = rest.split(end)
+    return f"{head}{start}\n{block}\n{end}{tail}"
 
 
 def sync_readme(readme_path: str | Path, table_md_path: str | Path) -> bool:
@@ -51,6 +84,18 @@ def sync_readme(readme_path: str | Path, table_md_path: str | Path) -> bool:
     block = readme_block(table_md_path.read_text(), str(table_md_path))
     before = readme_path.read_text()
     after = synced_readme(before, block, str(readme_path))
+    if after != before:
+        readme_path.write_text(after)
+    return after != before
+
+
+def sync_baselines(readme_path: str | Path, results: str | Path) -> bool:
+    """Writes `baselines_block(results)` between the baselines markers of `readme_path`;
+    returns whether the README changed (`ReadmeSyncError` without the markers)."""
+    readme_path = Path(readme_path)
+    before = readme_path.read_text()
+    markers = (BASELINES_START, BASELINES_END)
+    after = synced_readme(before, baselines_block(results), str(readme_path), markers)
     if after != before:
         readme_path.write_text(after)
     return after != before

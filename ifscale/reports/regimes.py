@@ -39,6 +39,10 @@ def _row_of(run: dict[str, Any]) -> Row | None:
     return next((row for row in REGIME_ROWS if row.matches(marked)), None)
 
 
+def _label(key: str) -> str:
+    return next(row.label for row in REGIME_ROWS if row.key == key)
+
+
 def _epochs(run: dict[str, Any]) -> int:
     """The run's training epochs, from the config it ran with."""
     config = json.loads((Path(run["run_dir"]) / "config.json").read_text())
@@ -141,7 +145,7 @@ def regimes_findings(stats: pd.DataFrame) -> list[str]:
     epochs = sorted(stats["epochs"].unique())
     lines = []
     for key in INFLUENCE_ROWS:
-        label = next(r.label for r in REGIME_ROWS if r.key == key)
+        label = _label(key)
         pairs = [(e, at(key, e), at("loss", e)) for e in epochs]
         pairs = [(e, a, b) for e, a, b in pairs if a is not None and b is not None]
         if not pairs:
@@ -162,6 +166,24 @@ def regimes_findings(stats: pd.DataFrame) -> list[str]:
         if close:
             text += f"; by less than one sd of AP at E = {', '.join(map(str, close))}"
         lines.append(f"- {label} {text} (mean AP, then AUC, over seeds; {len(pairs)} E measured).")
+    # The one-line verdict the README shows: which methods beat the loss, epoch by epoch.
+    by_epoch = []
+    for e in epochs:
+        loss = at("loss", e)
+        measured = [(k, at(k, e)) for k in INFLUENCE_ROWS if at(k, e) is not None]
+        if loss is None or not measured:
+            continue
+        winners = [_label(k) for k, line in measured if better(line, loss)]
+        by_epoch.append(
+            f"E = {e}: "
+            + (f"{len(winners)} of {len(measured)} ({', '.join(winners)})" if winners else "none")
+        )
+    if by_epoch:
+        lines.insert(
+            0,
+            "- Influence against the per-example loss (mean AP, then AUC, over seeds), the "
+            f"influence methods that beat it by training epochs: {'; '.join(by_epoch)}.",
+        )
     curvature = [
         (key, e)
         for key in CURVATURE_ROWS

@@ -170,8 +170,9 @@ def table3_findings(table: pd.DataFrame) -> list[str]:
             [
                 verdict(
                     wins_loss,
-                    "An influence selection beats keeping the lowest-loss pairs (a baseline "
-                    "the paper does not report) at equal share",
+                    "Influence against the per-example loss (keeping the lowest-loss pairs, "
+                    "a baseline the paper does not report): an influence selection beats it "
+                    "at equal share",
                     f"comparisons, {long_col}",
                 )
             ]
