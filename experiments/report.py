@@ -312,7 +312,7 @@ def write_readme(readme: Path, results: Path, table1: bool = True) -> None:
         ("loss baseline lines", "*.md", verdicts),
     ):
         if change is not None:
-            state = "updated from" if change else "already equals"
+            state = "updated from" if change else "already equal"
             print(f"{_relative(readme)}: {what} {state} {_relative(results)}/{source}")
 
 

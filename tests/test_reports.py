@@ -520,7 +520,7 @@ def test_regimes_are_averaged_over_seeds_and_the_findings_computed():
     assert np.isclose(line["ap_sd"], np.std([90, 92], ddof=1))
     table = regimes_table(stats, "ap")
     assert list(table.columns) == ["Method", "E=2", "E=50"]
-    assert table.iloc[0]["E=2"] == "91 ± 1.4"
+    assert table.iloc[0]["E=2"] == "91.0 ± 1.4"
     verdict, *findings = regimes_findings(stats)
     assert verdict.startswith("- Influence against the per-example loss")
     assert verdict.endswith("E = 2: none; E = 50: 2 of 2 (TracIn [1], Arnoldi p̄=10).")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ifscale.reports.runs import Row, fmt, pct
+from ifscale.reports.runs import Row, fmt, mean_sd, pct
 
 # The rows: baselines first, then the influence methods (TracIn without curvature, then the
 # curvature methods). `checkpoints: k` is TracIn over all of the run's kept checkpoints.
@@ -96,10 +96,6 @@ def regimes_frame(per_run: pd.DataFrame) -> pd.DataFrame:
     return stats.sort_values(["order", "epochs"]).drop(columns="order").reset_index(drop=True)
 
 
-def _pm(mean: float, sd: float) -> str:
-    return fmt(mean) if not np.isfinite(sd) else f"{fmt(mean)} ± {sd:.1f}"
-
-
 def regimes_table(stats: pd.DataFrame, what: str) -> pd.DataFrame:
     """Method x epochs, each cell mean ± sd of `what` ("auc" or "ap") over seeds."""
     epochs = sorted(stats["epochs"].unique())
@@ -109,7 +105,7 @@ def regimes_table(stats: pd.DataFrame, what: str) -> pd.DataFrame:
         line = {"Method": part["Method"].iloc[0]}
         for e in epochs:
             line[f"E={e}"] = (
-                _pm(part.at[e, f"{what}_mean"], part.at[e, f"{what}_sd"])
+                mean_sd(part.at[e, f"{what}_mean"], part.at[e, f"{what}_sd"])
                 if e in part.index
                 else "—"
             )
@@ -124,7 +120,7 @@ def training_table(stats: pd.DataFrame) -> pd.DataFrame:
         {
             "epochs": first["epochs"],
             "noisy labels fitted, %": [
-                _pm(m, s) for m, s in zip(first["fitted_mean"], first["fitted_sd"], strict=True)
+                mean_sd(m, s) for m, s in zip(first["fitted_mean"], first["fitted_sd"], strict=True)
             ],
             "test accuracy, %": [fmt(v) for v in first["accuracy_mean"]],
         }

@@ -104,6 +104,13 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def mean_sd(mean: float, sd: float, digits: int = 1) -> str:
+    """A "mean ± sd" cell (`digits` decimals); the mean alone where there is no sd (one seed)."""
+    if not np.isfinite(sd):
+        return fmt(mean)
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub markdown table (no extra dependency)."""
     head = "| " + " | ".join(frame.columns) + " |"

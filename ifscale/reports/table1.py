@@ -19,6 +19,7 @@ from ifscale.reports.runs import (
     line_of,
     markdown_table,
     match_rows,
+    mean_sd,
     pct,
     rows_with_runs,
     scores_of,
@@ -405,9 +406,8 @@ def seeds_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _pm(values: pd.Series, digits: int = 1) -> str:
-    """mean ± sd (sample sd over seeds) of a column; the mean alone for one seed."""
-    mean = values.mean()
-    return fmt(mean) if len(values) < 2 else f"{mean:.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+    """mean ± sample sd over seeds of a column."""
+    return mean_sd(values.mean(), values.std(ddof=1), digits)
 
 
 def seeds_section(per_seed: pd.DataFrame) -> list[str]:
