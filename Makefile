@@ -48,7 +48,7 @@ $(MNIST): | $(STAMP)
 	$(PY) -m ifscale.data --data-dir $(DATA_DIR)
 
 test: setup ## Run the fast test suite (well under 15 minutes on 2 CPU cores)
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q --durations=15
 
 test-slow: setup ## Run the slow end-to-end tests
 	$(PY) -m pytest -m slow -q; rc=$$?; [ $$rc -eq 5 ] && echo "no slow tests yet" && rc=0; exit $$rc
