@@ -146,6 +146,8 @@ def _sweep_rows(experiment: str) -> list[str]:
         ("table2_baselines", {"+table2", "method.sequence_loss"}),
         ("table3", {"+table3"}),
         ("table3_check", {"+table3_check"}),
+        ("table1_seeds", {"seed", "+table1"}),
+        ("regimes", {"train.epochs", "seed", "+regimes"}),
     ],
 )
 def test_multirun_experiments_sweep_exactly_their_grid(experiment, params):
@@ -510,3 +512,16 @@ def test_shared_method_keys_need_no_plus_in_a_table_multirun():
         _compose(["experiment=table1", "+table1=arnoldi_10", "method.fit_batches=10"])
     )
     assert row.method.name == "arnoldi" and row.method.fit_batches == 10
+
+
+def test_table1_seeds_repeat_table1_rows_in_its_setting():
+    """`make table1 SEEDS=3`: the other seeds run Table 1's own rows and setting, only the
+    seed changed (so seed 0 of the report is Table 1's run)."""
+    params = OmegaConf.load(CONF_DIR / "experiment" / "table1_seeds.yaml").hydra.sweeper.params
+    assert set(_sweep_rows("table1_seeds")) <= set(_sweep_rows("table1"))
+    assert "0" not in str(params["seed"]).split(",")
+    for row in _sweep_rows("table1_seeds"):
+        table1 = _compose(["experiment=table1", f"+table1={row}"])
+        seeds = _compose(["experiment=table1_seeds", f"+table1={row}", "seed=0"])
+        table1.pop("name"), seeds.pop("name")
+        assert seeds == table1, row

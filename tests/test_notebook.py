@@ -39,6 +39,10 @@ def test_committed_notebook_shows_the_committed_results():
     # Each table as results/ holds it now: a stale notebook fails here.
     for name in ("table1.md", "table2.md", "table3.md"):
         assert (ROOT / "results" / name).read_text() in markdown, f"{name}: run `make notebook`"
+    # regimes.md without its image link (the notebook shows the figure itself).
+    lines = (ROOT / "results" / "regimes.md").read_text().splitlines()
+    shown = "\n".join(line for line in lines if not line.startswith("!["))
+    assert shown in markdown, "regimes.md: run `make notebook`"
     text = json.dumps([c["outputs"] for c in cells])
     assert text.count("image/png") >= 6  # figures 1-2, recall curves, images, Table 2/3 plots
     assert str(ROOT) not in text  # no machine's folders
