@@ -538,6 +538,7 @@ def test_table1_seeds_are_averaged_and_the_differences_paired_by_seed():
         return {
             "method": method,
             "method_options": options,
+            "pbar": options.get("pbar"),
             "seed": seed,
             "auc": auc / 100,
             "ap": ap / 100,

@@ -390,7 +390,7 @@ def seeds_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
             found[(row.key, int(run["seed"]))] = {
                 "row": row.key,
                 "Method": row.label,
-                "p̄": row.paper["p̄"],
+                "p̄": run.get("pbar"),
                 "seed": int(run["seed"]),
                 "AUC": pct(run["auc"]),
                 "AP": pct(run["ap"]),
@@ -437,7 +437,7 @@ def seeds_section(per_seed: pd.DataFrame) -> list[str]:
     text = [
         "",
         f"## Over seeds: the fast rows as mean ± sd over {len(seeds)} seeds "
-        "(`make table1 SEEDS=3`)",
+        f"(`make table1 SEEDS={len(seeds)}`)",
         "",
         f"Seeds {', '.join(map(str, seeds))}: each draws its own mislabeled examples, model "
         "initialisation and batch order, fit batches and projections (seed 0 is the table "
