@@ -19,6 +19,7 @@ table, every report its line on the loss baseline.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -261,9 +262,12 @@ def write_regimes(sweep: Path, results: Path) -> None:
     per_run.to_csv(results / "regimes.csv", index=False)
     first = runs[0]
     seeds = sorted(per_run["seed"].unique())
+    train = json.loads((Path(first["run_dir"]) / "config.json").read_text())["train"]
     setting = (
         f"{first['model']} on {first['dataset']} ({first['n_train']:,} training images, "
-        f"{first['noise']['n_noisy']:,} mislabeled), seeds {', '.join(map(str, seeds))}"
+        f"{first['noise']['n_noisy']:,} mislabeled), {train['optimizer']} at learning rate "
+        f"{train['learning_rate']:g} ({train['schedule']}), batch {train['batch_size']}, "
+        f"seeds {', '.join(map(str, seeds))}"
     )
     plot_regimes(stats, results / "figures" / "regimes.png", setting)
     text = [
@@ -347,7 +351,6 @@ def write_figures(sweeps: Sequence[Path], results: Path) -> None:
 def write_explanations(outputs: Path, results: Path, names: Sequence[str]) -> None:
     """Copies the newest finished run of each explanation experiment into results/<name>/
     with a summary (README.md) written from its metrics.json and explanations.csv."""
-    import json
     import shutil
 
     import pandas as pd

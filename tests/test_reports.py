@@ -527,7 +527,11 @@ def test_regimes_are_averaged_over_seeds_and_the_findings_computed():
     assert "- TracIn [1] beats the loss baseline at E = 50 only" in findings[0]
     assert "- Arnoldi p̄=10 beats the loss baseline at E = 50 only" in findings[1]
     assert findings[2].startswith("- Curvature (Arnoldi/RandProj) beats TracIn [1] at E = 50")
-    assert "at E = 50 the model predicts the given (wrong) label of 99.5%" in findings[3]
+    assert findings[3] == (
+        "- The best method by mean AP at each E: E = 2: Loss (baseline) (91.0); "
+        "E = 50: Arnoldi p̄=10 (71.0)."
+    )
+    assert "at E = 50 the model predicts the given (wrong) label of 99.5%" in findings[4]
     assert list(training_table(stats)["noisy labels fitted, %"]) == ["10.5 ± 0.7", "99.5 ± 0.7"]
 
 
