@@ -316,7 +316,7 @@ def write_readme(readme: Path, results: Path, table1: bool = True) -> None:
         ("loss baseline lines", "*.md", verdicts),
     ):
         if change is not None:
-            state = "updated from" if change else "already equal"
+            state = "updated from" if change else "up to date with"
             print(f"{_relative(readme)}: {what} {state} {_relative(results)}/{source}")
 
 
