@@ -32,6 +32,7 @@ from ifscale.reports import (
     IncompleteSweep,
     ReadmeSyncError,
     check_section,
+    config_of,
     figure1_baseline_verdict,
     figure1_frame,
     figure2_frame,
@@ -262,7 +263,7 @@ def write_regimes(sweep: Path, results: Path) -> None:
     per_run.to_csv(results / "regimes.csv", index=False)
     first = runs[0]
     seeds = sorted(per_run["seed"].unique())
-    train = json.loads((Path(first["run_dir"]) / "config.json").read_text())["train"]
+    train = config_of(first)["train"]
     setting = (
         f"{first['model']} on {first['dataset']} ({first['n_train']:,} training images, "
         f"{first['noise']['n_noisy']:,} mislabeled), {train['optimizer']} at learning rate "
@@ -416,8 +417,6 @@ def main() -> None:
             "table1_seeds", args.outputs, required=False
         )
         write_table1(sweep.resolve(), args.results, check, seeds and seeds.resolve())
-        if readme is not None:
-            write_readme(readme, args.results)
     elif args.what == "table2":
         sweep = complete(args.sweep[0]) if args.sweep else latest_sweep("table2", args.outputs)
         check = (args.check and complete(args.check)) or latest_sweep(
@@ -427,21 +426,15 @@ def main() -> None:
             "table2_baselines", args.outputs, required=False
         )
         write_table2(sweep.resolve(), args.results, check, baselines)
-        if readme is not None:
-            write_readme(readme, args.results, table1=False)
     elif args.what == "table3":
         sweep = complete(args.sweep[0]) if args.sweep else latest_sweep("table3", args.outputs)
         check = (args.check and complete(args.check)) or latest_sweep(
             "table3_check", args.outputs, required=False
         )
         write_table3(sweep.resolve(), args.results, check)
-        if readme is not None:
-            write_readme(readme, args.results, table1=False)
     elif args.what == "regimes":
         sweep = complete(args.sweep[0]) if args.sweep else latest_sweep("regimes", args.outputs)
         write_regimes(sweep.resolve(), args.results)
-        if readme is not None:
-            write_readme(readme, args.results, table1=False)
     elif args.what == "readme":
         write_readme(readme or ROOT / "README.md", args.results)
     elif args.what == "explain":
@@ -456,8 +449,9 @@ def main() -> None:
             ]
         )
         write_figures([s.resolve() for s in sweeps], args.results)
-        if readme is not None:
-            write_readme(readme, args.results, table1=False)
+    # A table's report refreshes the README's copies (Table 1's table, every loss line).
+    if readme is not None and args.what in ("table1", "table2", "table3", "regimes", "figures"):
+        write_readme(readme, args.results, table1=args.what == "table1")
 
 
 if __name__ == "__main__":

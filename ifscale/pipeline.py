@@ -128,7 +128,7 @@ def check_inputs(cfg: RunConfig) -> Inputs:
     shapes = None  # traced only where used: a method's layers, stage=check's summary
     if cfg.method.name != "none" or cfg.stage == "check":
         shapes = jax.eval_shape(lambda: kind.init_params(model, data, cfg.seed))
-    if cfg.method.name != "none" and shapes is not None:
+    if cfg.method.name != "none":
         check_layers(kind.task(model, cfg).layers, shapes)
     return Inputs(kind, data, model, shapes)
 

@@ -80,22 +80,22 @@ def sync_readme(readme_path: str | Path, table_md_path: str | Path) -> bool:
     """Writes the main table of `table_md_path` between the Table 1 markers of
     `readme_path`; returns whether the README changed. Raises `ReadmeSyncError` (one line,
     naming the file) when the markers or the table are missing."""
-    readme_path, table_md_path = Path(readme_path), Path(table_md_path)
+    table_md_path = Path(table_md_path)
     block = readme_block(table_md_path.read_text(), str(table_md_path))
-    before = readme_path.read_text()
-    after = synced_readme(before, block, str(readme_path))
-    if after != before:
-        readme_path.write_text(after)
-    return after != before
+    return _rewrite(readme_path, block, (START, END))
 
 
 def sync_baselines(readme_path: str | Path, results: str | Path) -> bool:
     """Writes `baselines_block(results)` between the baselines markers of `readme_path`;
     returns whether the README changed (`ReadmeSyncError` without the markers)."""
+    return _rewrite(readme_path, baselines_block(results), (BASELINES_START, BASELINES_END))
+
+
+def _rewrite(readme_path: str | Path, block: str, markers: tuple[str, str]) -> bool:
+    """Puts `block` between `markers` in the file; writes only on a change, says whether."""
     readme_path = Path(readme_path)
     before = readme_path.read_text()
-    markers = (BASELINES_START, BASELINES_END)
-    after = synced_readme(before, baselines_block(results), str(readme_path), markers)
+    after = synced_readme(before, block, str(readme_path), markers)
     if after != before:
         readme_path.write_text(after)
     return after != before

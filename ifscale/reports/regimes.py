@@ -7,14 +7,13 @@ tabulates mean ± sd, draws AUC and AP against epochs, and states its findings f
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ifscale.reports.runs import Row, fmt, mean_sd, pct
+from ifscale.reports.runs import Row, config_of, fmt, mean_sd, pct
 
 # The rows: baselines first, then the influence methods (TracIn without curvature, then the
 # curvature methods). `checkpoints: k` is TracIn over all of the run's kept checkpoints.
@@ -45,8 +44,7 @@ def _label(key: str) -> str:
 
 def _epochs(run: dict[str, Any]) -> int:
     """The run's training epochs, from the config it ran with."""
-    config = json.loads((Path(run["run_dir"]) / "config.json").read_text())
-    return int(config["train"]["epochs"])
+    return int(config_of(run)["train"]["epochs"])
 
 
 def regimes_runs_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:

@@ -4,6 +4,7 @@ formatting numbers and writing markdown."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,11 @@ def load_runs(folder: str | Path) -> list[dict[str, Any]]:
         metrics["run_dir"] = str(path.parent)
         runs.append(metrics)
     return runs
+
+
+def config_of(run: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config the run ran with (its `config.json`)."""
+    return json.loads((Path(run["run_dir"]) / "config.json").read_text())
 
 
 def scores_of(run: dict[str, Any]) -> pd.DataFrame:

@@ -3,7 +3,6 @@ curves, the top images, and the `make table1-check` section."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from ifscale.record import RunMetrics
 from ifscale.reports.runs import (
     Row,
     baseline_verdict,
+    config_of,
     fmt,
     line_of,
     markdown_table,
@@ -289,7 +289,7 @@ def top_examples(
     run = matched[row]
     scores = scores_of(run).sort_values("self_influence", ascending=False, kind="stable")
     top = scores.head(count)
-    cfg = RunConfig.from_dict(json.loads((Path(run["run_dir"]) / "config.json").read_text()))
+    cfg = RunConfig.from_dict(config_of(run))
     data = kind_of(cfg.dataset).load(cfg)
     example = top["example"].to_numpy()
     assert np.array_equal(data.y_train[example], top["label"].to_numpy()), "labels differ"
