@@ -411,15 +411,14 @@ def test_library_pipeline_runs_without_hydra(tmp_path, mnist_dir):
     assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == metrics
 
 
-TINY = (
+TINY_TRAIN = (
     "model=cnn_small",
     "dataset.subset_size=600",
     "train.epochs=2",
     "train.batch_size=50",
     "train.kept_checkpoints=4",
-    "method.fit_batch_size=50",
-    "method.fit_batches=2",
 )
+TINY = (*TINY_TRAIN, "method.fit_batch_size=50", "method.fit_batches=2")
 
 
 @pytest.mark.parametrize(
@@ -429,11 +428,14 @@ TINY = (
         ("method=randproj", "method.pbar=5"),
         ("method=tracin", "method.checkpoints=4"),
         ("method=lissa", "method.r=3", "score.max_examples=40"),
-        ("method=exact", "method.pbar=20"),
+        # The dense Hessian costs one HVP per parameter (2,698): a 25-example fit set.
+        ("method=exact", "method.pbar=20", "method.fit_batch_size=25", "method.fit_batches=1"),
     ],
 )
 def test_runner_scores_with_every_method(method_args, tmp_path, mnist_dir):
-    result = _run_cli(*TINY, *method_args, tmp_path=tmp_path, data_dir=mnist_dir)
+    fit_given = any(a.startswith("method.fit_") for a in method_args)
+    base = TINY_TRAIN if fit_given else TINY
+    result = _run_cli(*base, *method_args, tmp_path=tmp_path, data_dir=mnist_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     n = 40 if "score.max_examples=40" in method_args else 600

@@ -374,6 +374,18 @@ def test_table3_bias_measures_length_and_repeats_and_compares_pair_losses(tmp_pa
     text = "\n".join(table3_bias_section(table3_bias_frame(runs), 200, 600))
     assert "Arnoldi 25%, sum, by length against the table's row: BLEU long +3.0" in text
     assert "With `sum, by length`, Arnoldi's selection beats RandProj's at equal share: not" in text
+    # The loss filter with the same variant: each influence selection against it.
+    runs += [
+        _table3_run(tmp_path, "loss_25", quarter, "sum", 9.0, kept_short=True),
+        _table3_run(tmp_path, "loss_25", quarter, "mean", 13.0, kept_short=False),
+    ]
+    text = "\n".join(table3_bias_section(table3_bias_frame(runs), 200, 600))
+    assert "Lowest loss (baseline) 25%, mean against the table's row: BLEU long +4.0" in text
+    assert "Arnoldi 25%, mean against the lowest loss, mean: BLEU long +1.0 (short +0.5)" in text
+    assert "RandProj 25%, mean against the lowest loss, mean: BLEU long -1.0" in text
+    loss_verdict = "With `mean`, an influence selection beats the lowest loss (`mean` too)"
+    assert f"{loss_verdict} at equal share: **holds only in part** (true in 1 of 2" in text
+    assert "by length`, an influence selection beats the lowest loss" not in text  # no rival
     # Without variants: the tables, no verdict.
     assert "beats RandProj" not in "\n".join(table3_bias_section(table3_bias_frame(runs[:2]), 1, 2))
 

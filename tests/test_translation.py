@@ -187,18 +187,18 @@ def test_padded_batch_loss_equals_each_pair_alone(small_corpus):
     model = _tiny(data.tokenizer.vocab_size)
     src, tgt = data.source_train[:4], data.target_train[:4]
     params = model.init(jax.random.key(1), src, tgt)["params"]
-    task = translation_task(model)
-    together = np.asarray(task.loss(params, (src, tgt)))
+    loss = jax.jit(translation_task(model).loss)  # one compilation per shape, not op by op
+    together = np.asarray(loss(params, (src, tgt)))
     for i in range(4):
         # Alone, cut to its own lengths: no padding at all.
         n_src, n_tgt = int((src[i] > 0).sum()), int((tgt[i] > 0).sum())
-        alone = task.loss(params, (src[i : i + 1, :n_src], tgt[i : i + 1, :n_tgt]))
+        alone = loss(params, (src[i : i + 1, :n_src], tgt[i : i + 1, :n_tgt]))
         np.testing.assert_allclose(together[i], float(alone[0]), rtol=2e-5)
         # With much more padding than in the batch.
         padded = np.zeros((1, 40), np.int32)
         src_p, tgt_p = padded.copy(), padded.copy()
         src_p[0, :n_src], tgt_p[0, :n_tgt] = src[i, :n_src], tgt[i, :n_tgt]
-        np.testing.assert_allclose(together[i], float(task.loss(params, (src_p, tgt_p))[0]), 2e-5)
+        np.testing.assert_allclose(together[i], float(loss(params, (src_p, tgt_p))[0]), 2e-5)
     # The per-pair loss is the summed token cross-entropy: more tokens, more loss.
     assert np.all(together > 0)
     # The length-normalised option divides each pair's sum by its target tokens (EOS
