@@ -376,7 +376,9 @@ def table3_notes(table: pd.DataFrame, runs: list[dict[str, Any]]) -> list[str]:
         "- Shares are of the whole corpus. The paper's 5% and 10% rows are shown beside our "
         + " and ".join(f"{a}%" for a in TABLE3_SHARE_MAP)
         + " rows (our corpus is 30% noise); its 1% rows have no counterpart. Random: the "
-        "control at the same share.",
+        "control at the same share. Lowest loss (baseline): the pairs with the lowest summed "
+        "token loss under the scoring model, MT data cleaning's loss filter (`make "
+        "table3-check` adds its per-token mean).",
         f"- Hardware: {run.get('device')}.",
         "",
         "## The paper's findings, measured here",
