@@ -236,7 +236,11 @@ def write_table3(sweep: Path, results: Path, check: Path | None = None) -> None:
         *(
             [f"The variants in the last section: `make table3-check` (`{_relative(check)}`).", ""]
             if check_runs
-            else []
+            else [
+                "No variants in this report: `make table3-check` (after `make table3`) adds the "
+                "length-normalised and length-stratified rows to its last section.",
+                "",
+            ]
         ),
         markdown_table(shown),
         "",

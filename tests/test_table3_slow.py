@@ -61,3 +61,4 @@ def test_table3_multirun_and_report_on_a_small_noisy_corpus(tmp_path):
     assert "Influence against the per-example loss (keeping the lowest-loss pairs" in md
     assert table.loc[table["row"] == "loss_50", "% selected"].iloc[0] == pytest.approx(50, 0.01)
     assert "What each selection kept, by noise kind" in md
+    assert "No variants in this report: `make table3-check`" in md  # none run here
