@@ -31,5 +31,5 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    entry.refuse_unsafe_names(sys.argv[1:])
+    entry.preflight(sys.argv[1:])
     main()
