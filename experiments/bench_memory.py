@@ -125,8 +125,8 @@ def child(n: int) -> dict:
     from hydra import compose, initialize_config_dir
 
     from ifscale import pipeline
+    from ifscale.cache.chunks import ChunkPlan, ScoreStore
     from ifscale.config import build
-    from ifscale.scores import ChunkPlan, ScoreStore
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = build(compose("config", OVERRIDES))
@@ -144,7 +144,7 @@ def child(n: int) -> dict:
     # Reset the peak to the current RSS (Linux): the peak below is the scoring stage's own.
     Path("/proc/self/clear_refs").write_text("5")
     with tempfile.TemporaryDirectory() as tmp:
-        store = ScoreStore(tmp, {"bench": n}, {"n": n}, ChunkPlan(n, cfg.score.chunk)).open()
+        store = ScoreStore(tmp, 1, {"bench": n}, {"n": n}, ChunkPlan(n, cfg.score.chunk)).open()
         start = time.perf_counter()
         pipeline.score_chunks(cfg, big, method, state, index, store)
         seconds = time.perf_counter() - start

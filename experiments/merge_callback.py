@@ -17,9 +17,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ifscale.cache.chunks import IncompleteScores
 from ifscale.config import RunConfig
 from ifscale.record import RunMetrics
-from ifscale.scores import IncompleteScores
 from ifscale.utils import ConfigError, canonical_json
 
 log = logging.getLogger("ifscale.merge")

@@ -29,9 +29,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 from schema import register  # noqa: E402
 
 from ifscale import distributed  # noqa: E402
+from ifscale.cache.chunks import IncompleteScores  # noqa: E402
 from ifscale.config import RunConfig, build, one_line  # noqa: E402
 from ifscale.pipeline import run  # noqa: E402
-from ifscale.scores import IncompleteScores  # noqa: E402
 from ifscale.utils import ConfigError  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

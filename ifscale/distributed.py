@@ -48,6 +48,11 @@ def initialize() -> bool:
     return True
 
 
+def is_primary() -> bool:
+    """Whether this is process 0 of the job (the one that writes what all share)."""
+    return jax.process_index() == 0
+
+
 def barrier(name: str) -> None:
     """Waits until every process of the job reached `name` (nothing with one process)."""
     if jax.process_count() > 1:

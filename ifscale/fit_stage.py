@@ -1,7 +1,7 @@
 """The fit stage: the one-time work of a method on the trained model, cached.
 
 Spectral methods (Arnoldi, RandProj, Exact) store their spectrum with orbax under
-`<cache_dir>/fits/` (`ifscale.store`), keyed by what determines it (`fit_key`), laid out on
+`<cache_dir>/fits/` (`ifscale.cache.spectra`), keyed by what determines it (`fit_key`), laid out on
 the run's mesh; the others (LISSA, TracIn, the baselines) have no one-time work worth
 caching. `ifscale.pipeline` runs it before scoring, or alone with `stage=fit`.
 """
@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import jax
 
+from ifscale.cache.keys import FIT_VERSION, fit_key
+from ifscale.cache.spectra import SpectrumStore
 from ifscale.config import RunConfig
 from ifscale.influence import Checkpoints, InfluenceMethod, SpectralMethod, Task
 from ifscale.influence.hvp import device_batches
@@ -21,16 +23,12 @@ from ifscale.influence.scoring import place
 from ifscale.influence.sharding import Layout, make_mesh
 from ifscale.influence.task import ParamView
 from ifscale.kinds import Dataset
-from ifscale.store import SpectrumStore
 from ifscale.utils import check, config_hash, stream_key, stream_rng
 
 if TYPE_CHECKING:
     from ifscale.pipeline import Prepared
 
 log = logging.getLogger(__name__)
-
-# The version of the fit cache's key (see `ifscale.artifacts`).
-FIT_VERSION = 3  # 3: orbax spectra holding the top `keep` eigenvectors
 
 
 def run_mesh(cfg: RunConfig):
@@ -51,34 +49,11 @@ def fit_batches(cfg: RunConfig, data: Dataset) -> list[Any]:
     return [data.train_batch(chunk) for chunk in index.reshape(m.fit_batches, m.fit_batch_size)]
 
 
-def fit_key(cfg: RunConfig, prep: Prepared, method: SpectralMethod) -> dict[str, Any]:
-    """What determines a method's cached spectrum: the trained model, the fit data and
-    the hyperparameters the spectrum depends on (`method.fit_fields`; e.g. Arnoldi's n but
-    not p̄, so one fit serves every p̄)."""
-    return {
-        "trained": config_hash(prep.train_key),
-        "method": cfg.method.name,
-        "options": {
-            k: getattr(method, k)
-            for k in method.fit_fields
-            # block 1 is the one-vector fit, bit for bit: the keys stored before `block`
-            # existed stay valid.
-            if not (k == "block" and getattr(method, k) == 1)
-        },
-        "layers": cfg.method.layers,
-        "fit_batch_size": cfg.method.fit_batch_size,
-        "fit_batches": cfg.method.fit_batches,
-        "sequence_loss": cfg.method.sequence_loss,
-        "l2": cfg.train.l2,
-        "seed": cfg.seed,
-    }
-
-
 def fit_method(cfg: RunConfig, prep: Prepared, method: InfluenceMethod, task: Task):
     """The method's fitted state, and (fit seconds, whether the fit came from the cache).
 
     Spectral methods (Arnoldi, RandProj, Exact) store their spectrum with orbax under
-    `<cache_dir>/fits/` (`ifscale.store`), laid out on the run's mesh; the others (LISSA,
+    `<cache_dir>/fits/` (`ifscale.cache.spectra`), laid out on the run's mesh; the others (LISSA,
     TracIn) have no one-time work worth caching. With `score.require_fit` a missing
     spectrum is an error instead of a fit.
     """
@@ -95,7 +70,7 @@ def fit_method(cfg: RunConfig, prep: Prepared, method: InfluenceMethod, task: Ta
     view = place(ParamView.create(task, trained.params, example=batches[0]), mesh)
     layout = Layout.create(view.size, mesh)
     store = SpectrumStore(cfg.paths.cache_dir, FIT_VERSION)
-    cache_key = fit_key(cfg, prep, method)
+    cache_key = fit_key(cfg, config_hash(prep.train_key), method.fit_options())
     hit = store.load(cache_key, layout)
     if hit is not None:
         spectrum, info = hit

@@ -22,7 +22,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from ifscale.artifacts import ArtifactCache
+from ifscale.cache.arrays import ArrayStore
+from ifscale.cache.chunks import ChunkPlan, ScoreStore
+from ifscale.cache.keys import SCORES_VERSION, TRAINED_VERSION, score_keys, training_key
 from ifscale.config import RunConfig
 from ifscale.data import stratified_subset
 from ifscale.distributed import barrier, local_mesh, localize
@@ -34,9 +36,8 @@ from ifscale.influence.task import ParamView, check_layers
 from ifscale.kinds import DataKind, Dataset, kind_of
 from ifscale.models import count_params
 from ifscale.record import RunMetrics
-from ifscale.scores import ChunkPlan, ScoreStore
 from ifscale.selection import selection_stage
-from ifscale.train import TrainedModel, cached_training, check_schedule
+from ifscale.train import TrainedModel, check_schedule
 from ifscale.utils import (
     DegenerateModelError,
     check,
@@ -47,10 +48,6 @@ from ifscale.utils import (
 )
 
 log = logging.getLogger(__name__)
-
-# Versions of the cache keys built here: bump one when what determines its artifact
-# changes, so that artifacts made before are not found (see `ifscale.artifacts`).
-TRAINED_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -63,27 +60,6 @@ class Prepared:
     trained: TrainedModel
     cache_hit: bool
     train_key: dict[str, Any]
-
-
-def training_key(cfg: RunConfig, kind: DataKind, data: Dataset) -> dict[str, Any]:
-    """What determines the trained parameters: the cache key of training.
-
-    Paths are left out and the data enter by content fingerprint instead, so a moved data
-    folder reuses the cache while changed data (or labels) never do.
-    """
-    dataset = dataclasses.asdict(cfg.dataset)
-    for path_key in ("data_dir", "path", "extra_path"):
-        dataset.pop(path_key, None)
-    train = dataclasses.asdict(cfg.train)
-    train.pop("log_every")  # cosmetic
-    return {
-        "dataset": dataset,
-        "data_fingerprint": fingerprint_arrays(*kind.arrays(data)),
-        "noise": dataclasses.asdict(cfg.noise),
-        "model": dataclasses.asdict(cfg.model),
-        "train": train,
-        "seed": cfg.seed,
-    }
 
 
 def reproducible_config(cfg: RunConfig) -> dict[str, Any]:
@@ -144,11 +120,12 @@ def prepare(cfg: RunConfig, inputs: Inputs | None = None) -> Prepared:
         int(data.is_noisy.sum()),
         kind.n_test(data),
     )
-    key = training_key(cfg, kind, data)
-    trained, hit = cached_training(
-        lambda: kind.train(model, data, cfg.train, cfg.seed, progress=cfg.progress),
-        ArtifactCache(cfg.paths.cache_dir, "trained", TRAINED_VERSION),
+    key = training_key(cfg, fingerprint_arrays(*kind.arrays(data)))
+    trained, hit = ArrayStore(cfg.paths.cache_dir, "trained", TRAINED_VERSION).get_or_build(
         key,
+        lambda: kind.train(model, data, cfg.train, cfg.seed, progress=cfg.progress),
+        lambda t: (t.to_arrays(), t.info),
+        TrainedModel.from_arrays,
     )
     if cfg.method.name != "none":  # influence needs a model whose outputs move
         problem = kind.degenerate(model, trained.params, data)
@@ -191,15 +168,10 @@ def detection_metrics(is_noisy: np.ndarray, scores: np.ndarray) -> dict[str, flo
 def score_store(cfg: RunConfig, prep: Prepared, index: np.ndarray) -> ScoreStore:
     """Where the scores of `index` under `cfg.method` are stored, chunk by chunk: keyed by
     what determines them (trained model, every method option, the scored examples)."""
-    method_key = {
-        "trained": config_hash(prep.train_key),
-        "method": cfg.to_dict()["method"],  # every option, p̄ included
-        "l2": cfg.train.l2,
-        "seed": cfg.seed,
-    }
-    data_key = {"index": fingerprint_arrays(index)}
+    method = cfg.to_dict()["method"]  # every option, p̄ included
+    method_key, data_key = score_keys(cfg, config_hash(prep.train_key), method, index)
     plan = ChunkPlan(len(index), cfg.score.chunk)
-    return ScoreStore(cfg.paths.cache_dir, method_key, data_key, plan).open()
+    return ScoreStore(cfg.paths.cache_dir, SCORES_VERSION, method_key, data_key, plan).open()
 
 
 def score_chunks(

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ifscale.artifacts import ArtifactCache
+from ifscale.cache.arrays import ArrayStore
+from ifscale.cache.keys import SELECTED_VERSION, selection_key
 from ifscale.cleaning import (
     length_strata,
     lowest_scores,
@@ -27,15 +28,12 @@ from ifscale.cleaning import (
     random_selection,
 )
 from ifscale.data.text import PAD_ID
-from ifscale.train import cached_training
-from ifscale.utils import check, config_hash, fingerprint_arrays
+from ifscale.train import TrainedModel
+from ifscale.utils import check, config_hash
 
 if TYPE_CHECKING:
     from ifscale.config import RunConfig
     from ifscale.pipeline import Prepared
-
-# Version of the judged-model cache key (see `ifscale.artifacts`).
-SELECTED_VERSION = 2
 
 PoolScorer = Callable[[np.ndarray], tuple[dict[str, Any], pd.DataFrame]]
 
@@ -92,13 +90,14 @@ def selection_stage(
     selected = data.subset(chosen)
     judge = dataclasses.replace(cfg.train, steps=sel.budget_long, kept_checkpoints=1)
     model = prep.kind.build_model(cfg, data)
-    key = {
-        "scoring_model": config_hash(prep.train_key),
-        "selection": fingerprint_arrays(chosen),
-        "train": dataclasses.asdict(judge),
-        "budgets": [sel.budget_short, sel.budget_long],
-    }
-    trained, hit = cached_training(
+    key = selection_key(
+        config_hash(prep.train_key),
+        chosen,
+        dataclasses.asdict(judge),
+        (sel.budget_short, sel.budget_long),
+    )
+    trained, hit = ArrayStore(cfg.paths.cache_dir, "selected", SELECTED_VERSION).get_or_build(
+        key,
         lambda: prep.kind.train(
             model,
             selected,
@@ -107,8 +106,8 @@ def selection_stage(
             progress=cfg.progress,
             evaluate_at=(sel.budget_short, sel.budget_long),
         ),
-        ArtifactCache(cfg.paths.cache_dir, "selected", SELECTED_VERSION),
-        key,
+        lambda t: (t.to_arrays(), t.info),
+        TrainedModel.from_arrays,
     )
     bleu = {e["step"]: e["bleu"] for e in trained.info["evaluations"]}
     kinds = sorted(set(data.noise_kind))

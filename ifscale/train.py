@@ -1,4 +1,4 @@
-"""Training with Optax: one jitted step, evenly spaced checkpoints for TracIn, a cache."""
+"""Training with Optax: one jitted step, evenly spaced checkpoints for TracIn."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from ifscale.artifacts import ArtifactCache, flatten_tree, unflatten_tree
 from ifscale.models import init_params
-from ifscale.utils import check, stream_key, stream_rng
+from ifscale.utils import check, flatten_tree, stream_key, stream_rng, unflatten_tree
 
 log = logging.getLogger(__name__)
 
@@ -337,27 +336,3 @@ def train_loop(
         checkpoint_lrs=np.asarray([float(schedule(s - 1)) for s in save_at], np.float64),
         info=info,
     )
-
-
-def cached_training(
-    fit, cache: ArtifactCache | None, cache_config: dict
-) -> tuple[TrainedModel, bool]:
-    """`fit()` (returning a `TrainedModel`), reusing an artifact cached under
-    `cache_config` when a valid one exists.
-
-    `cache_config` must identify everything upstream of the parameters: data (a content
-    fingerprint), noise, model, training settings and seed.
-
-    Returns:
-      (trained model, whether it came from the cache).
-    """
-    if cache is not None:
-        hit = cache.load(cache_config)
-        if hit is not None:
-            log.info("Reusing the trained model cached at %s", cache.path(cache_config))
-            return TrainedModel.from_arrays(*hit), True
-    trained = fit()
-    if cache is not None:
-        folder = cache.save(cache_config, trained.to_arrays(), trained.info)
-        log.info("Cached the trained model at %s", folder)
-    return trained, False

@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -117,21 +116,18 @@ def git_commit(root: str | os.PathLike | None = None) -> str | None:
         return None
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Writes `data` to `path` through a temporary file in the same folder: fsync, rename,
-    fsync the folder. Readers see the old file or the whole new one, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+def flatten_tree(tree, prefix: str) -> dict[str, np.ndarray]:
+    """A nested dict of arrays as flat `{prefix/a/b: array}` entries."""
+    from flax import traverse_util
+
+    flat = traverse_util.flatten_dict(tree, sep="/")
+    return {f"{prefix}/{k}": np.asarray(v) for k, v in flat.items()}
+
+
+def unflatten_tree(arrays: dict[str, np.ndarray], prefix: str):
+    """Inverse of `flatten_tree` for the entries under `prefix`."""
+    from flax import traverse_util
+
+    start = len(prefix) + 1
+    flat = {k[start:]: v for k, v in arrays.items() if k.startswith(prefix + "/")}
+    return traverse_util.unflatten_dict(flat, sep="/")

@@ -19,6 +19,7 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
+from ifscale.cache.spectra import SpectrumStore  # noqa: E402
 from ifscale.influence import Arnoldi, ParamView, RandProj  # noqa: E402
 from ifscale.influence.arnoldi import arnoldi  # noqa: E402
 from ifscale.influence.hvp import device_batches, hvp  # noqa: E402
@@ -27,7 +28,6 @@ from ifscale.influence.sharding import Layout, bytes_per_device, make_mesh  # no
 from ifscale.kinds.images import classification_task  # noqa: E402
 from ifscale.kinds.translation import translation_task  # noqa: E402
 from ifscale.models import build_model  # noqa: E402
-from ifscale.store import SpectrumStore  # noqa: E402
 
 MESHES = [(1, 1), (1, 4), (2, 2), (4, 1)]
 KEY = jax.random.key(0)

@@ -22,10 +22,11 @@ import numpy as np
 import pytest
 
 import ifscale.pipeline
-from ifscale.artifacts import ArtifactCache
+from ifscale.cache.arrays import ArrayStore
 from ifscale.data.images import load_images, pixels_to_float
 from ifscale.data.text import load_translation
 from ifscale.kinds.images import ImagesKind
+from ifscale.kinds.translation import stored_tokenizer
 from ifscale.models import build_model, init_params
 from ifscale.utils import ConfigError
 from tests.bad_inputs import CASES, good_image_run, make_inputs
@@ -150,7 +151,7 @@ def test_classes_are_the_training_classes(inputs):
 
 
 def test_a_cache_key_folder_replaced_by_a_file_is_rebuilt(tmp_path):
-    cache = ArtifactCache(tmp_path, "trained", 1)
+    cache = ArrayStore(tmp_path, "trained", 1)
     key = {"a": 1}
     cache.save(key, {"w": np.arange(3)}, {"test_accuracy": 0.9})
     folder = cache.path(key)
@@ -165,7 +166,7 @@ def test_a_cache_key_folder_replaced_by_a_file_is_rebuilt(tmp_path):
 
 
 def test_an_edited_info_in_meta_json_is_refused(tmp_path, caplog):
-    cache = ArtifactCache(tmp_path, "trained", 1)
+    cache = ArrayStore(tmp_path, "trained", 1)
     key = {"a": 1}
     folder = cache.save(key, {"w": np.arange(3)}, {"test_accuracy": 0.9})
     meta = json.loads((folder / "meta.json").read_text())
@@ -173,27 +174,29 @@ def test_an_edited_info_in_meta_json_is_refused(tmp_path, caplog):
     (folder / "meta.json").write_text(json.dumps(meta))
     with caplog.at_level(logging.WARNING):
         assert cache.load(key) is None
-    assert "edited meta.json" in caplog.text
+    assert "meta.json was edited or damaged" in caplog.text
 
 
-def test_an_artifact_saved_before_info_checksums_is_upgraded_then_checked(tmp_path):
-    cache = ArtifactCache(tmp_path, "trained", 1)
+def test_an_artifact_stored_before_records_were_sealed_is_refused_and_rebuilt(tmp_path, caplog):
+    cache = ArrayStore(tmp_path, "trained", 1)
     key = {"a": 1}
     folder = cache.save(key, {"w": np.arange(3)}, {"test_accuracy": 0.9})
     meta = json.loads((folder / "meta.json").read_text())
-    del meta["info_sha256"]  # as written by the previous version
+    del meta["sha256"]  # as written by an older ifscale: nothing vouches for its info
     (folder / "meta.json").write_text(json.dumps(meta))
-    assert cache.load(key)[1] == {"test_accuracy": 0.9}
-    assert "info_sha256" in json.loads((folder / "meta.json").read_text())
+    with caplog.at_level(logging.WARNING):
+        assert cache.load(key) is None
+    assert "has no checksum (stored by an older ifscale)" in caplog.text
+    assert not folder.exists()  # removed: the next save rebuilds it
 
 
 def test_dead_writers_temporary_folders_are_removed(tmp_path):
-    cache = ArtifactCache(tmp_path, "trained", 1)
+    cache = ArrayStore(tmp_path, "trained", 1)
     cache.root.mkdir(parents=True)
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     ).stdout.strip()
-    from ifscale.artifacts import _HOST
+    from ifscale.cache.atomic import HOST as _HOST
 
     gone = cache.root / f".abc-{_HOST}-{dead}-xyz"
     old = cache.root / ".def-legacy"
@@ -233,7 +236,7 @@ def test_a_train_size_beyond_the_corpus_is_logged_and_recorded(inputs, tmp_path,
             train_size=1000,
             vocab_size=40,
             max_length=16,
-            cache_dir=tmp_path,
+            tokenizer_fn=stored_tokenizer(tmp_path),
         )
     assert "train_size=1000 but the corpus has 48" in caplog.text
     assert data.stats["train_pairs_requested"] == 1000 and data.stats["train_pairs_read"] == 48

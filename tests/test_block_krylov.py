@@ -202,7 +202,7 @@ def test_randproj_blocks_change_only_the_rounding():
 def test_the_block_is_in_the_fit_key_unless_it_is_one():
     from types import SimpleNamespace
 
-    from ifscale.fit_stage import fit_key
+    from ifscale.cache.keys import fit_key
 
     def key(method):
         cfg = SimpleNamespace(
@@ -216,7 +216,7 @@ def test_the_block_is_in_the_fit_key_unless_it_is_one():
             train=SimpleNamespace(l2=0.0),
             seed=0,
         )
-        return fit_key(cfg, SimpleNamespace(train_key={"model": "m"}), method)
+        return fit_key(cfg, "m", method.fit_options())
 
     assert "block" not in key(Arnoldi(n=20))["options"]  # the keys of fits stored before
     assert key(Arnoldi(n=20, block=4))["options"]["block"] == 4

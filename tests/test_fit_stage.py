@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ifscale.cache.spectra import SpectrumStore
 from ifscale.influence import Spectrum
 from ifscale.influence.sharding import Layout
-from ifscale.store import SpectrumStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = (

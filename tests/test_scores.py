@@ -1,4 +1,4 @@
-"""Scores stored in chunks: resumable, sharded, merged (`ifscale.scores`, the pipeline's
+"""Scores stored in chunks: resumable, sharded, merged (`ifscale.cache.chunks`, the pipeline's
 scoring stage). The CLI, launcher, kill -9 and multi-process checks are in
 test_scale_out_slow.py."""
 
@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 
 import ifscale.pipeline
+from ifscale.cache.chunks import ChunkPlan, IncompleteScores, ScoreStore
 from ifscale.config import ModelConfig, NoiseConfig, RunConfig, ScoreConfig, method_config
 from ifscale.influence import stream_scores
 from ifscale.influence.scoring import stream_chunks
-from ifscale.scores import ChunkPlan, IncompleteScores, ScoreStore
 from ifscale.train import TrainConfig
 from tests.test_kinds import BlobsConfig, tabular_kind  # noqa: F401  (a fixture)
 
@@ -38,7 +38,7 @@ def test_shards_are_contiguous_whole_chunks_covering_the_set():
 
 
 def _store(tmp_path, **key):
-    return ScoreStore(tmp_path, {"m": 1, **key}, {"d": 1}, ChunkPlan(n=10, chunk=4)).open()
+    return ScoreStore(tmp_path, 1, {"m": 1, **key}, {"d": 1}, ChunkPlan(n=10, chunk=4)).open()
 
 
 def test_a_chunk_is_done_only_if_it_reads_back_whole(tmp_path):
@@ -87,7 +87,7 @@ def test_another_key_in_the_folder_is_refused_and_cleared(tmp_path):
 
 
 def test_gather_names_the_shards_that_are_missing(tmp_path):
-    store = ScoreStore(tmp_path, {"m": 1}, {"d": 1}, ChunkPlan(n=40, chunk=4)).open()
+    store = ScoreStore(tmp_path, 1, {"m": 1}, {"d": 1}, ChunkPlan(n=40, chunk=4)).open()
     for j in (0, 1, 2, 3, 6, 7, 9):  # of 10 chunks; 4 shards: [0,1] [2,3,4] [5,6] [7,8,9]
         store.save(j, np.full(4, j, np.float64), 1.0)
     with pytest.raises(IncompleteScores, match=r"3 of 10 chunks .* shard\(s\) \[1, 2, 3\] of"):

@@ -9,13 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-from ifscale.artifacts import ArtifactCache
+from ifscale.cache.arrays import ArrayStore
 from ifscale.models import build_model
 from ifscale.train import (
     TrainConfig,
+    TrainedModel,
     TrainingDivergedError,
     accuracy,
-    cached_training,
     checkpoint_steps,
     train,
 )
@@ -100,17 +100,18 @@ def test_bad_train_config_names_the_key(mnist_small):
 def _tiny_training(mnist_small, cache, key, cfg=None):
     d = mnist_small
     cfg = cfg or TrainConfig(epochs=1, batch_size=100, kept_checkpoints=2)
-    return cached_training(
+    return cache.get_or_build(
+        key,
         lambda: train(
             build_model("cnn_small"), d.x_train[:500], d.y_train[:500], cfg, 0, progress=False
         ),
-        cache,
-        key,
+        lambda t: (t.to_arrays(), t.info),
+        TrainedModel.from_arrays,
     )
 
 
 def test_cache_is_reused_then_refused_when_config_or_file_changes(mnist_small, tmp_path):
-    cache = ArtifactCache(tmp_path, "trained", version=1)
+    cache = ArrayStore(tmp_path, "trained", version=1)
     key = {"model": "cnn_small", "seed": 0}
     first, hit = _tiny_training(mnist_small, cache, key)
     assert not hit
@@ -154,7 +155,7 @@ def test_cache_is_reused_then_refused_when_config_or_file_changes(mnist_small, t
     assert not hit and cache.load(key) is not None
 
     # Another key version (code whose keys changed): not found, so trained anew.
-    assert ArtifactCache(tmp_path, "trained", version=2).load(key) is None
+    assert ArrayStore(tmp_path, "trained", version=2).load(key) is None
 
     # Garbage meta.json: refused.
     (folder / "meta.json").write_text("{not json")

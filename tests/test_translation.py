@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import types
 from pathlib import Path
 
 import jax
@@ -14,20 +13,19 @@ import numpy as np
 import optax
 import pytest
 
+from ifscale.cache.keys import fit_key
 from ifscale.config import RunConfig
 from ifscale.data.text import (
     EOS_ID,
     PAD_ID,
-    cached_tokenizer,
     load_translation,
     read_parallel_text,
     to_ids,
     train_tokenizer,
 )
-from ifscale.fit_stage import fit_key
 from ifscale.influence.methods import make_method
 from ifscale.influence.task import ParamView
-from ifscale.kinds.translation import bleu, resolve_layers, translation_task
+from ifscale.kinds.translation import bleu, resolve_layers, stored_tokenizer, translation_task
 from ifscale.models import build_model
 from ifscale.models.transformer import greedy_decode, pair_losses
 from ifscale.pipeline import run
@@ -59,14 +57,14 @@ def small_corpus(multi30k, tmp_path_factory):
         noise_kind="permute",
         noise_rate=0.1,
         seed=0,
-        cache_dir=cache,
+        tokenizer_fn=stored_tokenizer(cache),
     )
 
 
 def test_tokenizer_round_trips_real_sentences(multi30k, tmp_path):
     corpus = read_parallel_text(multi30k)["train"]
     text = [*corpus.source[:2000], *corpus.target[:2000]]
-    tokenizer = cached_tokenizer(text, 500, tmp_path)
+    tokenizer = stored_tokenizer(tmp_path)(text, 500)
     ids, lengths = to_ids(tokenizer, text[:300], max_length=200)
     # Lossless on text it was trained on, up to SentencePiece's whitespace normalisation
     # (runs of spaces collapse: the corpus has a few double spaces).
@@ -76,14 +74,14 @@ def test_tokenizer_round_trips_real_sentences(multi30k, tmp_path):
     for row, n in zip(ids, lengths, strict=True):
         assert row[n - 1] == EOS_ID and np.all(row[n:] == PAD_ID) and np.all(row[: n - 1] > EOS_ID)
     # Cached: the same model comes back from the file, and another size is another model.
-    assert cached_tokenizer(text, 500, tmp_path).model_proto == tokenizer.model_proto
+    assert stored_tokenizer(tmp_path)(text, 500).model_proto == tokenizer.model_proto
     stored = list((tmp_path / "tokenizers").glob("*/0000.npy"))
     assert len(stored) == 1
-    assert cached_tokenizer(text, 400, tmp_path).vocab_size == 400
+    assert stored_tokenizer(tmp_path)(text, 400).vocab_size == 400
     # A truncated or edited stored model is refused and trained again, never used.
     for damage in (lambda b: b[: len(b) // 2], lambda b: b[:-1] + bytes([b[-1] ^ 1])):
         stored[0].write_bytes(damage(stored[0].read_bytes()))
-        assert cached_tokenizer(text, 500, tmp_path).model_proto == tokenizer.model_proto
+        assert stored_tokenizer(tmp_path)(text, 500).model_proto == tokenizer.model_proto
 
 
 def test_tokenizer_errors_name_the_key():
@@ -125,7 +123,7 @@ def test_load_translation_is_deterministic(small_corpus, multi30k, tmp_path):
         noise_kind="permute",
         noise_rate=0.1,
         seed=0,
-        cache_dir=tmp_path,  # a fresh tokenizer: training it is deterministic too
+        tokenizer_fn=stored_tokenizer(tmp_path),  # a fresh tokenizer: deterministic too
     )
     np.testing.assert_array_equal(again.target_train, small_corpus.target_train)
     np.testing.assert_array_equal(again.is_noisy, small_corpus.is_noisy)
@@ -224,9 +222,8 @@ def test_sequence_loss_is_checked_by_the_config_and_keys_the_fit(multi30k):
 
     with pytest.raises(ConfigError, match="method.sequence_loss"):
         config("max")
-    prep = types.SimpleNamespace(train_key={"any": "model"})
     method = make_method("arnoldi", n=8, pbar=2)
-    keys = {loss: fit_key(config(loss), prep, method) for loss in ("sum", "mean")}
+    keys = {loss: fit_key(config(loss), "model", method.fit_options()) for loss in ("sum", "mean")}
     assert keys["mean"] == {**keys["sum"], "sequence_loss": "mean"}
 
 

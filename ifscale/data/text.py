@@ -20,15 +20,14 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ifscale.data.crawl_noise import add_crawl_noise
 from ifscale.data.noise import permute_references
-from ifscale.utils import ConfigError, check, config_hash
+from ifscale.utils import ConfigError, check
 
 log = logging.getLogger(__name__)
 
@@ -170,33 +169,6 @@ def train_tokenizer(sentences: list[str], vocab_size: int, seed: int = 0) -> Tok
     except RuntimeError as e:  # e.g. a vocabulary larger than the text allows
         raise ConfigError(f"dataset.vocab_size: SentencePiece training failed: {e}") from None
     return Tokenizer(out.getvalue())
-
-
-# Version of the tokenizer cache key (see `ifscale.artifacts`).
-TOKENIZER_VERSION = 2
-
-
-def cached_tokenizer(
-    sentences: list[str], vocab_size: int, cache_dir: str | os.PathLike | None, seed: int = 0
-) -> Tokenizer:
-    """`train_tokenizer`, stored under `<cache_dir>/tokenizers/` keyed by text and size,
-    with the checksums of every artifact: a truncated or edited model is refused and
-    trained again, never used."""
-    from ifscale.artifacts import ArtifactCache
-
-    if cache_dir is None:
-        return train_tokenizer(sentences, vocab_size, seed)
-    cache = ArtifactCache(cache_dir, "tokenizers", TOKENIZER_VERSION)
-    key = {"text": config_hash(sentences), "vocab_size": vocab_size, "seed": seed}
-    hit = cache.load(key)
-    if hit is not None:
-        try:
-            return Tokenizer(hit[0]["model"].tobytes())
-        except RuntimeError as e:  # checksummed, yet unreadable: made by another version
-            log.warning("Refusing the cached tokenizer (%s); training it again", e)
-    tokenizer = train_tokenizer(sentences, vocab_size, seed)
-    cache.save(key, {"model": np.frombuffer(tokenizer.model_proto, np.uint8)}, {})
-    return tokenizer
 
 
 def to_ids(tokenizer: Tokenizer, sentences: list[str], max_length: int):
@@ -356,7 +328,7 @@ def load_translation(
     noise_kind: str = "none",
     noise_rate: float = 0.0,
     seed: int = 0,
-    cache_dir: str | os.PathLike | None = None,
+    tokenizer_fn: Callable[[list[str], int], Tokenizer] = train_tokenizer,
     noise_shares: dict[str, float] | None = None,
     extra_path: str | None = None,
     extra_train_size: int | None = None,
@@ -374,7 +346,9 @@ def load_translation(
       noise_kind: "none", "permute" (a `noise_rate` share of references permuted) or
         "crawl" (`ifscale.data.crawl_noise`, a share per kind in `noise_shares`).
       seed: seeds the noise.
-      cache_dir: where the SentencePiece model is cached (None: not cached).
+      tokenizer_fn: trains the tokenizer from the training text and the vocabulary size
+        (default `train_tokenizer`; a run passes one that stores it, see
+        `ifscale.kinds.translation.stored_tokenizer`).
       extra_path, extra_train_size: another `parallel_text` folder whose first
         `extra_train_size` training pairs are appended (a corpus of mixed domains).
       length_policy: training pairs over `max_length` tokens are dropped ("drop") or cut
@@ -411,7 +385,7 @@ def load_translation(
         targets, is_noisy, source_of = list(train.target), np.zeros(n, bool), np.arange(n)
         kind = np.full(n, "clean")
 
-    tokenizer = cached_tokenizer([*train.source, *targets], vocab_size, cache_dir)
+    tokenizer = tokenizer_fn([*train.source, *targets], vocab_size)
     src, src_len = to_ids(tokenizer, train.source, max_length)
     tgt, tgt_len = to_ids(tokenizer, targets, max_length)
     too_long = (src_len > max_length) | (tgt_len > max_length)

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ifscale.influence import layerwise
-from ifscale.influence.arnoldi import _combine, arnoldi
+from ifscale.influence.arnoldi import ArnoldiProgress, _combine, arnoldi
 from ifscale.influence.baselines import EL2N, LossBaseline
 from ifscale.influence.hvp import dense_hessian, hvp, hvp_block
 from ifscale.influence.lissa import Lissa
@@ -269,8 +269,24 @@ class Arnoldi(_Projected):
         dtype = view.theta.dtype
         shape = (self.block, view.size) if self.block > 1 else (view.size,)
         start = jax.random.normal(key, shape, dtype)
-        rows = (self.n + self.block, layout.padded)
-        resume = None if progress is None else progress.load(layout, rows, dtype, self.n)
+        resume = None
+        if progress is not None:
+            rows = (self.n + self.block, layout.padded)
+            target = {
+                "basis": jax.ShapeDtypeStruct(rows, dtype, sharding=layout.rows()),
+                "hessenberg": np.zeros((rows[0], self.n), np.float64),
+            }
+            found = progress.load(target)
+            if found is not None:
+                step, arrays = found
+                log.info("Resuming the Arnoldi iteration from step %d", step)
+                resume = ArnoldiProgress(
+                    step, jnp.asarray(arrays["basis"]), np.asarray(arrays["hessenberg"])
+                )
+
+        def checkpoint(state: ArnoldiProgress) -> None:
+            progress.save(state.step, {"basis": state.basis, "hessenberg": state.hessenberg})
+
         krylov = arnoldi(
             lambda v: hvp(view, batches, v),
             start,
@@ -282,7 +298,7 @@ class Arnoldi(_Projected):
             layout=layout,
             basis_memory=self.basis_memory,
             resume=resume,
-            checkpoint=None if progress is None else progress.save,
+            checkpoint=None if progress is None else checkpoint,
             checkpoint_every=None if progress is None else progress.every,
         )
         # Ritz pairs (as `distill`), all values but only the top-`keep` vectors.

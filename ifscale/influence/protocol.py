@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
     from ifscale.influence.sharding import Layout
     from ifscale.influence.task import Batch, ParamView, Task
-    from ifscale.store import FitProgress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +60,22 @@ class Spectrum:
 
     values: np.ndarray
     vectors: Any
+
+
+class Resumable(Protocol):
+    """Where a long fit keeps its progress, so that a killed fit resumes (a store implements
+    it, e.g. `ifscale.cache.spectra.FitProgress`; it stores named arrays at a step and knows
+    nothing of the method)."""
+
+    #: steps between saves.
+    every: int
+
+    def save(self, step: int, arrays: dict[str, Any]) -> None:
+        """Keeps `arrays` (JAX or NumPy arrays) as the state after `step` steps."""
+
+    def load(self, target: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """(step, arrays) of the last save, restored like `target` (arrays or
+        `jax.ShapeDtypeStruct`s with their shardings), or None."""
 
 
 class InfluenceMethod(abc.ABC):
@@ -132,6 +147,10 @@ class SpectralMethod(InfluenceMethod):
     #: steps between checkpoints of a resumable fit (None: the fit is not checkpointed).
     checkpoint_every: int | None = None
 
+    def fit_options(self) -> dict[str, Any]:
+        """The hyperparameters the spectrum depends on, by name (part of its cache key)."""
+        return {name: getattr(self, name) for name in self.fit_fields}
+
     @abc.abstractmethod
     def spectrum(
         self,
@@ -139,7 +158,7 @@ class SpectralMethod(InfluenceMethod):
         batches: list[Batch],
         key: Any,
         layout: Layout | None = None,
-        progress: FitProgress | None = None,
+        progress: Resumable | None = None,
     ) -> Spectrum:
         """The expensive part of the fit: curvature values and directions, laid out by
         `layout` (default: the default mesh); `progress` checkpoints a long fit so that it

@@ -9,6 +9,8 @@ influence method and the scoring engine are shared.
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,8 +19,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ifscale.cache.arrays import ArrayStore
+from ifscale.cache.keys import TOKENIZER_VERSION, tokenizer_key
 from ifscale.config import DataConfig
-from ifscale.data.text import LENGTH_POLICIES, TEXT_SOURCES, TextData, load_translation
+from ifscale.data.text import (
+    LENGTH_POLICIES,
+    TEXT_SOURCES,
+    TextData,
+    Tokenizer,
+    load_translation,
+    train_tokenizer,
+)
 from ifscale.influence.task import Task
 from ifscale.kinds import DataKind
 from ifscale.models import TRANSLATION_MODELS, build_model
@@ -115,6 +126,24 @@ def translation_task(
         return pair_losses(logits, target, sequence_loss)
 
     return Task(loss=loss, layers=resolve_layers(model, layers), l2=l2)
+
+
+def stored_tokenizer(cache_dir: str | os.PathLike) -> Callable[[list[str], int], Tokenizer]:
+    """`train_tokenizer`, with its models stored under `<cache_dir>/tokenizers/` keyed by
+    text and size (`ifscale.cache`): a truncated or damaged model is refused and trained
+    again, never used."""
+    store = ArrayStore(cache_dir, "tokenizers", TOKENIZER_VERSION)
+
+    def tokenizer(sentences: list[str], vocab_size: int) -> Tokenizer:
+        found, _ = store.get_or_build(
+            tokenizer_key(sentences, vocab_size, seed=0),
+            lambda: train_tokenizer(sentences, vocab_size),
+            lambda t: ({"model": np.frombuffer(t.model_proto, np.uint8)}, {}),
+            lambda arrays, info: Tokenizer(arrays["model"].tobytes()),
+        )
+        return found
+
+    return tokenizer
 
 
 def init_translation_params(model: Transformer, data: TextData, seed: int):
@@ -252,7 +281,7 @@ class TranslationKind(DataKind):
             noise_kind=cfg.noise.kind,
             noise_rate=cfg.noise.rate,
             seed=cfg.seed,
-            cache_dir=cfg.paths.cache_dir,
+            tokenizer_fn=stored_tokenizer(cfg.paths.cache_dir),
             noise_shares=cfg.noise.shares,
             extra_path=d.extra_path,
             extra_train_size=d.extra_train_size,

@@ -10,17 +10,22 @@ examples, or `score.max_examples`' seeded subset, in order) is cut into chunks o
     choices.json            what the first job chose that changes the last bits (the
                             projection route timed by route=auto): every later job, shard or
                             resume makes the same choice, so all chunks agree bit for bit
-    chunk-000012.npz        scores of positions [12K, 13K) of the scored set, their sha256,
-                            the seconds they took
+    chunk-000012.npz        scores of positions [12K, 13K) of the scored set, the digest of
+                            the key, a sha256 over that digest, the positions and the scores,
+                            and the seconds they took
 
 The folder depends on what determines the scores (the fit and the data), not on a run's
 time-stamped folder, so every job and every rerun of the same scoring finds it.
 
 * Resume: a chunk is written to a temporary file in its folder, fsynced, and renamed into
   place (`os.replace`), so a killed run leaves at most a temporary file, never a partial
-  chunk under a chunk's name. A chunk is also checked when read (its stored sha256, length
-  and positions): one that fails (truncated, edited, a disk error) is removed and scored
-  again, never counted as done because it exists.
+  chunk under a chunk's name. A chunk is also checked when read (`ifscale.cache.integrity`):
+  the key it was scored under, its length, positions and checksum. One that fails (truncated,
+  edited, a disk error, or a chunk of another scoring copied in: another p̄, another model)
+  is refused in one line naming the file, removed and scored again, never counted as done
+  because it exists. (A chunk deliberately forged with this scoring's key digest and a
+  recomputed checksum cannot be told apart: the checksums guard against accidents and
+  mix-ups, not against forgery.)
 * Shards: shard i of N is the contiguous range of whole chunks [i C / N, (i+1) C / N) of the C
   chunks; N jobs (any Hydra launcher) score them independently. Within a multi-process JAX
   job the chunks of its shard are dealt round-robin to the processes.
@@ -31,7 +36,6 @@ time-stamped folder, so every job and every rerun of the same scoring finds it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -43,12 +47,12 @@ from typing import Any
 
 import numpy as np
 
-from ifscale.utils import canonical_json, config_hash, write_atomically
+from ifscale.cache.atomic import write_bytes, write_json
+from ifscale.cache.integrity import array_digest, key_digest
+from ifscale.utils import canonical_json, config_hash
 
 log = logging.getLogger(__name__)
 
-# The version of the key and file layout of stored scores (see `ifscale.artifacts`).
-SCORES_VERSION = 3
 # The method's scoring choices (`InfluenceMethod.choices`), made once per scoring.
 CHOICES = "choices.json"
 
@@ -80,8 +84,9 @@ class ChunkPlan:
         return next(i for i in range(shards) if j in self.shard(i, shards))
 
 
-def _digest(scores: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(scores, np.float64).tobytes()).hexdigest()
+def _digest(scores: np.ndarray, key: str, span: tuple[int, int]) -> str:
+    """The checksum of a chunk: the digest of its scoring's key, its positions, its scores."""
+    return array_digest(np.asarray(scores, np.float64), key, f"{span[0]}:{span[1]}")
 
 
 class ScoreStore:
@@ -89,21 +94,30 @@ class ScoreStore:
 
     Args:
       root: the cache folder (`paths.cache_dir`).
+      version: the version of the key layout (`ifscale.cache.keys.SCORES_VERSION`).
       method_key: what determines the scoring function (trained model, method options...).
       data_key: what determines the scored examples (e.g. a fingerprint of their indices).
       plan: the chunking of the scored set.
     """
 
-    def __init__(self, root: str | os.PathLike, method_key: dict, data_key: dict, plan: ChunkPlan):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        version: int,
+        method_key: dict,
+        data_key: dict,
+        plan: ChunkPlan,
+    ):
         self.plan = plan
         self.key = {
-            "version": SCORES_VERSION,
+            "version": version,
             "method": method_key,
             "data": data_key,
             "n": plan.n,
             "chunk": plan.chunk,
         }
-        method_hash = config_hash({"version": SCORES_VERSION, "method": method_key})
+        self.key_digest = key_digest(self.key)
+        method_hash = config_hash({"version": version, "method": method_key})
         self.folder = Path(root) / "scores" / method_hash / config_hash(self.key)
 
     def open(self) -> ScoreStore:
@@ -121,15 +135,19 @@ class ScoreStore:
             log.warning("Refusing the scores at %s: another key. Scoring again.", self.folder)
             for path in [*self.folder.glob("chunk-*.npz"), self.folder / CHOICES]:
                 path.unlink(missing_ok=True)
-        write_atomically(meta, json.dumps({"key": self.key}, indent=2, sort_keys=True).encode())
+        write_json(meta, {"key": self.key})
         return self
 
     def choices(self) -> dict[str, Any] | None:
-        """The scoring choices recorded by the first job (`record_choices`), or None."""
+        """The scoring choices recorded by the first job (`record_choices`), or None (also
+        for choices recorded under another key: copied in from another scoring)."""
         try:
-            return json.loads((self.folder / CHOICES).read_text())
+            recorded = json.loads((self.folder / CHOICES).read_text())
         except (OSError, ValueError):
             return None
+        if not isinstance(recorded, dict) or recorded.get("key") != self.key_digest:
+            return None
+        return recorded.get("choices")
 
     def record_choices(self, made: dict[str, Any]) -> dict[str, Any]:
         """Records `made` (the method's `choices`, e.g. its projection route) unless another
@@ -137,13 +155,14 @@ class ScoreStore:
         path = self.folder / CHOICES
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{CHOICES}-", suffix=".tmp")
         with os.fdopen(fd, "w") as f:
-            json.dump(made, f, sort_keys=True)
+            json.dump({"key": self.key_digest, "choices": made}, f, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
         try:
             os.link(tmp, path)  # atomic and exclusive: the first job's choices win
         except FileExistsError:
-            pass
+            if self.choices() is None:  # another scoring's, or unreadable: ours replace it
+                os.replace(tmp, path)
         finally:
             os.unlink(tmp)
         return self.choices()
@@ -160,14 +179,19 @@ class ScoreStore:
         start, stop = self.plan.span(j)
         try:
             with np.load(path, allow_pickle=False) as f:
-                chunk = {k: f[k] for k in ("scores", "sha256", "span", "seconds", "compile")}
+                if "key" not in f:
+                    raise ValueError("no key: scored by an older ifscale")
+                fields = ("scores", "key", "sha256", "span", "seconds", "compile")
+                chunk = {k: f[k] for k in fields}
             scores = chunk["scores"]
+            if str(chunk["key"]) != self.key_digest:
+                raise ValueError("a chunk of another scoring (another key)")
             if scores.dtype != np.float64 or scores.shape != (stop - start,):
                 raise ValueError(f"{scores.shape} {scores.dtype} scores, not ({stop - start},)")
             if chunk["span"].tolist() != [start, stop]:
                 raise ValueError(f"positions {chunk['span'].tolist()}, not {[start, stop]}")
-            if str(chunk["sha256"]) != _digest(scores):
-                raise ValueError("checksum mismatch")
+            if str(chunk["sha256"]) != _digest(scores, self.key_digest, (start, stop)):
+                raise ValueError("damaged (checksum mismatch)")
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             log.warning("Refusing %s (%s): scoring it again.", path, e)
             path.unlink(missing_ok=True)
@@ -187,12 +211,13 @@ class ScoreStore:
         np.savez(
             buffer,
             scores=scores,
-            sha256=np.array(_digest(scores)),
+            key=np.array(self.key_digest),
+            sha256=np.array(_digest(scores, self.key_digest, (start, stop))),
             span=np.array([start, stop]),
             seconds=np.array(seconds),
             compile=np.array(compile_seconds),
         )
-        write_atomically(self.path(j), buffer.getvalue())
+        write_bytes(self.path(j), buffer.getvalue())
 
     def done(self, chunks) -> dict[int, dict[str, Any]]:
         """The finished chunks among `chunks` (each read and checked once)."""
