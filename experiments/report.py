@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ifscale.cache.atomic import staged_files
 from ifscale.reports import (
     TABLE2_BASELINE_ROWS,
     TABLE2_ROWS,
@@ -65,6 +66,7 @@ from ifscale.reports import (
     top_pairs,
     training_table,
 )
+from ifscale.utils import os_error_in, os_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -350,12 +352,13 @@ def write_figures(sweeps: Sequence[Path], results: Path) -> None:
         "![Figure 2](figure2.png)",
     ]
     (out / "figures.md").write_text("\n".join(text) + "\n")
-    print(f"wrote {out / 'figures.md'}, figure1.png and figure2.png (+ csv)")
+    print("wrote figures/figures.md, figure1.png and figure2.png (+ csv)")
 
 
 def write_explanations(outputs: Path, results: Path, names: Sequence[str]) -> None:
-    """Copies the newest finished run of each explanation experiment into results/<name>/
-    with a summary (README.md) written from its metrics.json and explanations.csv."""
+    """Copies the newest finished run of each explanation experiment (one whose
+    metrics.json, written last, exists) into results/<name>/ with a summary (README.md)
+    written from its metrics.json and explanations.csv."""
     import shutil
 
     import pandas as pd
@@ -364,7 +367,16 @@ def write_explanations(outputs: Path, results: Path, names: Sequence[str]) -> No
 
     found = False
     for name in names:
-        runs = sorted(p.parent for p in (outputs / name).glob("*/explanations.csv"))
+        runs = sorted(p.parent for p in (outputs / name).glob("*/metrics.json"))
+        unfinished = sorted(
+            p.parent
+            for p in (outputs / name).glob("*/explanations.csv")
+            if not (p.parent / "metrics.json").exists()
+        )
+        if unfinished and (not runs or unfinished[-1] > runs[-1]):
+            print(
+                f"Skipping the unfinished run {unfinished[-1]} (no metrics.json)", file=sys.stderr
+            )
         if not runs:
             continue
         found = True
@@ -379,7 +391,7 @@ def write_explanations(outputs: Path, results: Path, names: Sequence[str]) -> No
         figure = "explanations.png" if (run / "explanations.png").exists() else None
         text = explain_summary(metrics, table, _relative(run), figure)
         (target / "README.md").write_text(text)
-        print(f"wrote {target}/ from {run}")
+        print(f"wrote {target.name}/ from {run}")
     if not found:
         sys.exit(f"no finished explanation run under {outputs}/{{{','.join(names)}}}")
 
@@ -407,9 +419,33 @@ def main() -> None:
         "project's results/; tables written elsewhere leave it alone)",
     )
     args = parser.parse_args()
+    try:
+        report(args)
+    except Exception as e:
+        found = os_error_in(e)
+        if found is None:
+            raise
+        sys.exit(f"File system error: {os_error_line(found)}")
+
+
+def report(args: argparse.Namespace) -> None:
+    """Writes the report `args.what` into `args.results`, all of it or nothing: into a
+    temporary folder first, whose files then replace their namesakes (`staged_files`); the
+    README's copies are refreshed after."""
     readme = args.readme
     if readme is None and args.results.resolve() == (ROOT / "results").resolve():
         readme = ROOT / "README.md"
+    if args.what == "readme":
+        write_readme(readme or ROOT / "README.md", args.results)
+        return
+    with staged_files(args.results) as results:
+        _write(args, results)
+    # A table's report refreshes the README's copies (Table 1's table, every loss line).
+    if readme is not None and args.what != "explain":
+        write_readme(readme, args.results, table1=args.what == "table1")
+
+
+def _write(args: argparse.Namespace, results: Path) -> None:
     if args.what == "table1":
         sweep = complete(args.sweep[0]) if args.sweep else latest_sweep("table1", args.outputs)
         # The investigation sweep, when it was run (`make table1-check`).
@@ -420,7 +456,7 @@ def main() -> None:
         seeds = (args.seeds and complete(args.seeds)) or latest_sweep(
             "table1_seeds", args.outputs, required=False
         )
-        write_table1(sweep.resolve(), args.results, check, seeds and seeds.resolve())
+        write_table1(sweep.resolve(), results, check, seeds and seeds.resolve())
     elif args.what == "table2":
         sweep = complete(args.sweep[0]) if args.sweep else latest_sweep("table2", args.outputs)
         check = (args.check and complete(args.check)) or latest_sweep(
@@ -429,20 +465,18 @@ def main() -> None:
         baselines = (args.baselines and complete(args.baselines)) or latest_sweep(
             "table2_baselines", args.outputs, required=False
         )
-        write_table2(sweep.resolve(), args.results, check, baselines)
+        write_table2(sweep.resolve(), results, check, baselines)
     elif args.what == "table3":
         sweep = complete(args.sweep[0]) if args.sweep else latest_sweep("table3", args.outputs)
         check = (args.check and complete(args.check)) or latest_sweep(
             "table3_check", args.outputs, required=False
         )
-        write_table3(sweep.resolve(), args.results, check)
+        write_table3(sweep.resolve(), results, check)
     elif args.what == "regimes":
         sweep = complete(args.sweep[0]) if args.sweep else latest_sweep("regimes", args.outputs)
-        write_regimes(sweep.resolve(), args.results)
-    elif args.what == "readme":
-        write_readme(readme or ROOT / "README.md", args.results)
+        write_regimes(sweep.resolve(), results)
     elif args.what == "explain":
-        write_explanations(args.outputs, args.results, ["explain_mnist", "explain_translation"])
+        write_explanations(args.outputs, results, ["explain_mnist", "explain_translation"])
     else:
         sweeps = (
             [complete(s) for s in args.sweep]
@@ -452,10 +486,7 @@ def main() -> None:
                 latest_sweep("figures_baselines", args.outputs),
             ]
         )
-        write_figures([s.resolve() for s in sweeps], args.results)
-    # A table's report refreshes the README's copies (Table 1's table, every loss line).
-    if readme is not None and args.what in ("table1", "table2", "table3", "regimes", "figures"):
-        write_readme(readme, args.results, table1=args.what == "table1")
+        write_figures([s.resolve() for s in sweeps], results)
 
 
 if __name__ == "__main__":

@@ -31,19 +31,28 @@ from schema import register  # noqa: E402
 from ifscale import distributed  # noqa: E402
 from ifscale.cache.chunks import IncompleteScores  # noqa: E402
 from ifscale.config import RunConfig, build, one_line  # noqa: E402
-from ifscale.pipeline import run  # noqa: E402
-from ifscale.utils import ConfigError  # noqa: E402
+from ifscale.pipeline import check_config, run  # noqa: E402
+from ifscale.utils import ConfigError, os_error_in, os_error_line  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # One token per process (not per call: Hydra resolves the run folder more than once).
 RUN_TOKEN = secrets.token_hex(3)
 
 
+# The longest file name most file systems take (ext4, xfs, btrfs, tmpfs: 255 bytes).
+NAME_MAX = 255
+
+
 def run_name(name: str) -> str:
     """`name` as a folder under outputs/, or a one-line error: no path separators, no
-    `..`, not empty."""
+    `..`, not empty, not longer than a file name may be."""
     if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
         raise ValueError(f"name: {name!r} must be a plain folder name (no '/', no '..')")
+    if len(name.encode()) > NAME_MAX:
+        raise ValueError(
+            f"name: {len(name.encode())} bytes is longer than a folder name may be "
+            f"({NAME_MAX}); shorten it"
+        )
     return name
 
 
@@ -58,8 +67,9 @@ logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 @contextlib.contextmanager
 def one_line_errors():
-    """A bad config or an incomplete merge ends in one clear line (exit 2), not a traceback
-    from deep inside the stack."""
+    """A bad config, an incomplete merge or a file-system error (read-only, full, a name too
+    long, permissions) ends in one clear line (exit 2), not a traceback from deep inside the
+    stack. What was stored before stays valid: a rerun resumes."""
     try:
         yield
     except ConfigError as e:
@@ -70,6 +80,12 @@ def one_line_errors():
         sys.exit(2)
     except FloatingPointError as e:  # diverged training, a degenerate model, a NaN score
         log.error("Stopped: %s", str(e).splitlines()[0])
+        sys.exit(2)
+    except Exception as e:
+        found = os_error_in(e)
+        if found is None:
+            raise
+        log.error("File system error: %s", os_error_line(found))
         sys.exit(2)
 
 
@@ -129,9 +145,12 @@ def _has_sweep(overrides: list[str]) -> bool:
 
 def preflight(argv: list[str]) -> None:
     """Checks a run's overrides before Hydra makes its run folder: a bad one ends in one line
-    (exit 2) and writes nothing. With Hydra's flags (a multirun's `-m`, `--cfg`, ...) or a
-    sweep on the command line (`seed=0,1,2` in an experiment that is a multirun) only the run
-    name is checked here; the rest is Hydra's and the job's."""
+    (exit 2) and writes nothing. That is the config (composed and checked), the cache folder
+    and the device mesh (`check_config`; the mesh not in a job of several JAX processes,
+    which must join their runtime before any device is counted). With Hydra's flags (a
+    multirun's `-m`, `--cfg`, ...) or a sweep on the command line (`seed=0,1,2` in an
+    experiment that is a multirun) only the run name is checked here; the rest is Hydra's
+    and the job's."""
     overrides = [arg for arg in argv if not arg.startswith(("hydra.", "hydra/", "-"))]
     flags = any(arg.startswith("-") for arg in argv) or _has_sweep(overrides)
     if flags:
@@ -141,7 +160,9 @@ def preflight(argv: list[str]) -> None:
             for arg in overrides:
                 run_name(arg.partition("=")[2])
         else:
-            compose_run(overrides)
+            cfg = compose_run(overrides)
+            if not distributed.describes_job(os.environ):
+                check_config(cfg)
     except (ConfigError, ValueError) as e:
         print(f"Bad configuration: {e}", file=sys.stderr)
         sys.exit(2)

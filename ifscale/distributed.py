@@ -24,6 +24,13 @@ log = logging.getLogger(__name__)
 ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
 
+def describes_job(env) -> bool:
+    """Whether the environment `env` describes a job of several JAX processes."""
+    if any(name in env for name in ENV):
+        return True
+    return "SLURM_JOB_ID" in env and int(env.get("SLURM_NTASKS", "1")) > 1
+
+
 def initialize() -> bool:
     """Joins the job's multi-process runtime when the environment describes one (call it
     before any other JAX call); returns whether it did."""

@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def check_explain_request(cfg: RunConfig, kind, data) -> None:
-    """Refuses, before any training, test indices outside the test split and a top-k larger
-    than the training set."""
+    """Refuses, before any training, test indices outside the test split, a count of test
+    examples larger than the test split, and a top-k larger than the training set."""
     m, n = kind.n_test(data), data.n_train
     if cfg.explain.test_indices is not None:
         top = max(cfg.explain.test_indices)
@@ -35,6 +35,12 @@ def check_explain_request(cfg: RunConfig, kind, data) -> None:
             top < m,
             "explain.test_indices",
             f"{top} is out of range: the test split has {m} examples",
+        )
+    else:
+        check(
+            cfg.explain.count <= m,
+            "explain.count",
+            f"{cfg.explain.count} is more than the {m} test examples",
         )
     check(
         cfg.explain.top_k <= n,
@@ -60,7 +66,7 @@ def choose_test_examples(cfg: RunConfig, prep, task) -> np.ndarray:
     m = kind.n_test(data)
     if e.test_indices is not None:
         return np.asarray(e.test_indices)  # in range: `check_explain_request`
-    count = min(e.count, m)
+    count = e.count  # <= m: `check_explain_request`
     if e.select == "random":
         return np.sort(stream_rng(cfg.seed, "explain").choice(m, count, replace=False))
     losses = test_losses(task, params, lambda i: kind.test_batch(data, i), m)

@@ -49,6 +49,22 @@ def fit_batches(cfg: RunConfig, data: Dataset) -> list[Any]:
     return [data.train_batch(chunk) for chunk in index.reshape(m.fit_batches, m.fit_batch_size)]
 
 
+def require_stored_fit(cfg: RunConfig, train_key: dict[str, Any]) -> None:
+    """Refuses (ConfigError naming `score.require_fit`) a run whose method's fit is not
+    stored yet; checked before training, from the training key alone."""
+    method = cfg.method.build(progress=False)
+    if not isinstance(method, SpectralMethod):
+        return  # nothing stored to require: its one-time work is cheap (LISSA, TracIn)
+    store = SpectrumStore(cfg.paths.cache_dir, FIT_VERSION)
+    key = fit_key(cfg, config_hash(train_key), method.fit_options())
+    check(
+        store.exists(key),
+        "score.require_fit",
+        f"no cached {method.name} fit at {store.path(key)}; run stage=fit with the same "
+        "config first",
+    )
+
+
 def fit_method(cfg: RunConfig, prep: Prepared, method: InfluenceMethod, task: Task):
     """The method's fitted state, and (fit seconds, whether the fit came from the cache).
 
@@ -79,8 +95,8 @@ def fit_method(cfg: RunConfig, prep: Prepared, method: InfluenceMethod, task: Ta
     check(
         not cfg.score.require_fit,
         "score.require_fit",
-        f"no cached {method.name} fit at {store.path(cache_key)}; run stage=fit with the "
-        "same config first",
+        f"no cached {method.name} fit at {store.path(cache_key)} (or it was refused); run "
+        "stage=fit with the same config first",
     )
     check(
         cfg.method.fit_batch_size % layout.data == 0,

@@ -1,5 +1,5 @@
 """One run of an experiment: data -> noise -> train (cached) -> fit (cached, `fit_stage`) ->
-score (stored in chunks, `ifscale.scores`) -> evaluate -> metrics.json (+ scores.csv).
+score (stored in chunks, `ifscale.cache.chunks`) -> evaluate -> metrics.json (+ scores.csv).
 
 Every stage goes through the run's data kind (`ifscale.kinds`) and the method's interface
 (`ifscale.influence.protocol`), never asking which kind or method it has. The Hydra entry
@@ -23,14 +23,16 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ifscale.cache.arrays import ArrayStore
+from ifscale.cache.atomic import write_text
 from ifscale.cache.chunks import ChunkPlan, ScoreStore
 from ifscale.cache.keys import SCORES_VERSION, TRAINED_VERSION, score_keys, training_key
 from ifscale.config import RunConfig
 from ifscale.data import stratified_subset
 from ifscale.distributed import barrier, local_mesh, localize
 from ifscale.explain_stage import check_explain_request, explain_stage
-from ifscale.fit_stage import fit_method, run_mesh
+from ifscale.fit_stage import fit_method, require_stored_fit, run_mesh
 from ifscale.influence import InfluenceMethod
+from ifscale.influence.projection import convolves, cpu_data_parallel
 from ifscale.influence.scoring import prepared_scorer, stream_chunks
 from ifscale.influence.task import ParamView, check_layers
 from ifscale.kinds import DataKind, Dataset, kind_of
@@ -82,18 +84,34 @@ class Inputs:
     shapes: Any = None  # the parameters' shapes (jax.ShapeDtypeStruct), traced once
 
 
-def check_inputs(cfg: RunConfig) -> Inputs:
-    """Everything that can be refused before training, refused now (ConfigError, one line
-    naming the key or file): the cache folder, the data (loaded and checked by the kind:
-    labels, pixels, files, corpora), whether the model can take them, and whether
-    `method.layers` names parameters of the model (traced for shapes only, no compute).
-    What `stage=check` runs, and the first thing every run does."""
+def check_config(cfg: RunConfig) -> None:
+    """What can be refused before any data is read (ConfigError, one line naming the key):
+    the cache folder (a folder, writable) and the device mesh (`mesh.data` x `mesh.model`
+    fit the devices). `experiments/run.py` runs it before Hydra makes the run folder."""
     cache = Path(cfg.paths.cache_dir)
     check(
         not cache.exists() or cache.is_dir(),
         "paths.cache_dir",
         f"{cache} is a file, not a folder",
     )
+    existing = next(p for p in (cache, *cache.absolute().parents) if p.exists())
+    check(
+        os.access(existing, os.W_OK),
+        "paths.cache_dir",
+        f"{cache} is not writable ({existing} is read-only here): give a writable folder "
+        "(paths.cache_dir=... or IFSCALE_CACHE_DIR)",
+    )
+    run_mesh(cfg)
+
+
+def check_inputs(cfg: RunConfig) -> Inputs:
+    """Everything that can be refused before training, refused now (ConfigError, one line
+    naming the key or file): `check_config`, the data (loaded and checked by the kind:
+    labels, pixels, files, corpora), whether the model can take them, whether
+    `method.layers` names parameters of the model (traced for shapes only, no compute), and
+    the projection route on this mesh. What `stage=check` runs, and the first thing every
+    run does."""
+    check_config(cfg)
     kind = kind_of(cfg.dataset)
     data = kind.load(cfg)
     model = kind.build_model(cfg, data)
@@ -105,8 +123,25 @@ def check_inputs(cfg: RunConfig) -> Inputs:
     if cfg.method.name != "none" or cfg.stage == "check":
         shapes = jax.eval_shape(lambda: kind.init_params(model, data, cfg.seed))
     if cfg.method.name != "none":
-        check_layers(kind.task(model, cfg).layers, shapes)
+        task = kind.task(model, cfg)
+        check_layers(task.layers, shapes)
+        _check_route(cfg, task, shapes, data.train_batch(np.arange(min(2, data.n_train))))
     return Inputs(kind, data, model, shapes)
+
+
+def _check_route(cfg: RunConfig, task, shapes, example) -> None:
+    """Refuses `method.route=grad` where it would give wrong scores (a convolution on a CPU
+    mesh with `mesh.data` > 1, `grad_route_is_wrong`), before any training; "auto" and
+    "fastest" avoid it there by themselves."""
+    if cfg.method.options().get("route") != "grad" or shapes is None:
+        return
+    check(
+        not (cpu_data_parallel(run_mesh(cfg)) and convolves(task.loss, shapes, example)),
+        "method.route",
+        "'grad' gives wrong per-example gradients of a convolution when several CPU devices "
+        "share the batch (an XLA CPU fault); use method.route=jvp (or layerwise), or "
+        "mesh.data=1",
+    )
 
 
 def prepare(cfg: RunConfig, inputs: Inputs | None = None) -> Prepared:
@@ -121,6 +156,8 @@ def prepare(cfg: RunConfig, inputs: Inputs | None = None) -> Prepared:
         kind.n_test(data),
     )
     key = training_key(cfg, fingerprint_arrays(*kind.arrays(data)))
+    if cfg.score.require_fit and cfg.stage != "fit":
+        require_stored_fit(cfg, key)  # before training: a scoring job never trains for nothing
     trained, hit = ArrayStore(cfg.paths.cache_dir, "trained", TRAINED_VERSION).get_or_build(
         key,
         lambda: kind.train(model, data, cfg.train, cfg.seed, progress=cfg.progress),
@@ -432,8 +469,10 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike, merge: bool = False) -> dict
         written = prep.kind.write_explanations(run_dir, explanations, prep.data)
         log.info("explanations in %s", ", ".join(["explanations.csv", *written]))
     # The resolved config beside the metrics: reports reload the run's data from it.
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    (run_dir / "metrics.json").write_text(record.to_json())
+    write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+    # Last, and whole: a run folder with metrics.json is a finished run (the reports read
+    # only those).
+    write_text(run_dir / "metrics.json", record.to_json())
     log.info(
         "test accuracy %.4f (train %.1fs%s); metrics in %s",
         metrics["test_accuracy"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -131,3 +132,37 @@ def unflatten_tree(arrays: dict[str, np.ndarray], prefix: str):
     start = len(prefix) + 1
     flat = {k[start:]: v for k, v in arrays.items() if k.startswith(prefix + "/")}
     return traverse_util.unflatten_dict(flat, sep="/")
+
+
+# What to do about a file-system error, by errno.
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "free some space (a rerun resumes from what was stored)",
+    errno.EDQUOT: "free some space or raise the quota (a rerun resumes from what was stored)",
+    errno.EROFS: "give a writable folder (paths.cache_dir=..., IFSCALE_CACHE_DIR or "
+    "hydra.run.dir=...)",
+    errno.EACCES: "give a folder you may write to, or fix its permissions",
+    errno.EPERM: "give a folder you may write to, or fix its permissions",
+    errno.ENAMETOOLONG: "shorten the name (name=..., hydra.run.dir=...) or use a shorter path",
+}
+
+
+def os_error_in(error: BaseException) -> OSError | None:
+    """The file-system error behind `error` (itself, or its cause or context, as libraries
+    such as orbax wrap it), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno is not None:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def os_error_line(error: OSError) -> str:
+    """A file-system error as one line: what failed, on which path, and what to do."""
+    path = error.filename or "a file"
+    if error.filename2:
+        path = f"{path} -> {error.filename2}"
+    reason = error.strerror or str(error)
+    hint = _OS_ERROR_HINTS.get(error.errno, "check the path and the file system")
+    return f"{path}: {reason}; {hint}"

@@ -254,3 +254,92 @@ def test_a_degenerate_model_stops_the_run_before_the_fit(inputs, tmp_path, monke
     with pytest.raises(DegenerateModelError, match="collapsed"):
         ifscale.pipeline.run(cfg, tmp_path / "run")
     assert not fitted and not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("case_id", ["config-mesh-model-indivisible", "config-name-too-long"])
+def test_config_refused_without_data_leaves_no_run_folder(case_id, inputs, tmp_path):
+    """Checks that need no data (the mesh, the run name) run before Hydra makes the run
+    folder: nothing is written, not even a run.log."""
+    (case,) = [c for c in CASES if c.id == case_id]
+    run_dir = tmp_path / "run"
+    code, lines = _cli(*_overrides(case, inputs, tmp_path / "cache"), f"hydra.run.dir={run_dir}")
+    assert code == 2 and len(lines) == 1 and case.names in lines[0], lines
+    assert not run_dir.exists() and not (tmp_path / "cache").exists()
+
+
+def test_the_grad_route_is_refused_where_it_would_be_wrong(inputs, tmp_path):
+    """vmap of a convolution's gradient is wrong on several CPU devices (docs/scaling.md):
+    `method.route=grad` with `mesh.data` > 1 there is refused in one line, before training."""
+    env = os.environ | {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    overrides = good_image_run(
+        inputs, tmp_path / "cache", "method=arnoldi", "method.route=grad", "mesh.data=2"
+    )
+    code, lines = _cli(*overrides, f"hydra.run.dir={tmp_path / 'run'}", env=env)
+    assert code == 2, lines
+    errors = [line for line in lines if "Bad configuration" in line]
+    assert len(errors) == 1 and "method.route" in errors[0] and "CPU" in errors[0], lines
+    assert not (tmp_path / "cache" / "trained").exists()
+
+
+def test_merge_runs_and_names_what_is_missing_in_one_line(inputs, tmp_path):
+    """experiments/merge.py runs (every call ended in AttributeError before): with no
+    stored fit it says so in one line, exit 2, before training."""
+    command = [sys.executable, str(ROOT / "experiments" / "merge.py")]
+    overrides = good_image_run(inputs, tmp_path / "cache", "method=arnoldi", "score.shards=2")
+    done = subprocess.run(
+        [*command, *overrides, f"hydra.run.dir={tmp_path / 'merge'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert done.returncode == 2, lines
+    assert not any("Traceback" in line for line in lines), lines
+    errors = [line for line in lines if "ERROR" in line]
+    assert len(errors) == 1 and "score.require_fit: no cached arnoldi fit" in errors[0], lines
+    assert not (tmp_path / "cache" / "trained").exists()
+
+
+AUTO_ROUTE_ON_TWO_CPUS = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+from ifscale.influence import Arnoldi, ParamView, Task
+from ifscale.influence.hvp import device_batches
+from ifscale.influence.scoring import self_influence_scores
+from ifscale.influence.sharding import make_mesh
+from ifscale.models import build_model
+from ifscale.train import cross_entropy
+
+rng = np.random.default_rng(0)
+model = build_model("cnn_small")
+x = rng.random((16, 28, 28, 1)).astype(np.float32)
+y = rng.integers(0, 10, 16).astype(np.int32)
+params = model.init(jax.random.key(1), jnp.zeros((1, 28, 28, 1)))["params"]
+# A plain loss, no layerwise capture: "auto" would take the grad route.
+task = Task(loss=lambda p, b: cross_entropy(model.apply({"params": p}, b[0]), b[1]))
+view = ParamView.create(task, params, example=(x[:2], y[:2]))
+method = Arnoldi(n=8, pbar=4, progress=False)
+spectrum = method.spectrum(view, device_batches([(x, y)]), jax.random.key(0))
+state = method.from_spectrum(view, spectrum)
+out = {}
+for name, mesh in (("one", make_mesh(1)), ("two", make_mesh(2))):
+    out[name + "_route"] = method.prepare(state, (x, y), mesh=mesh).route
+    out[name] = self_influence_scores(method, state, (x, y), 8, False, mesh).scores.tolist()
+json.dump(out, sys.stdout)
+"""
+
+
+def test_route_auto_avoids_the_grad_route_where_it_would_be_wrong():
+    env = os.environ | {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    done = subprocess.run(
+        [sys.executable, "-c", AUTO_ROUTE_ON_TWO_CPUS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    assert out["one_route"] == "grad" and out["two_route"] == "jvp"
+    np.testing.assert_allclose(out["two"], out["one"], rtol=1e-4)

@@ -101,6 +101,7 @@ def test_scoring_that_requires_a_fit_refuses_to_fit_then_uses_the_fit_stage(tmp_
     assert len(errors) == 1 and "score.require_fit: no cached arnoldi fit at" in errors[0]
     assert "Traceback" not in refused.stderr
     assert not (tmp_path / "refused" / "scores.csv").exists()
+    assert not (cache / "trained").exists()  # refused before training, not after
 
     fit = run("fit", "stage=fit")
     assert fit.returncode == 0, fit.stderr[-2000:]

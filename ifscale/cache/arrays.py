@@ -29,6 +29,14 @@ T = TypeVar("T")
 Arrays = dict[str, np.ndarray]
 
 
+# What each kind of ArrayStore holds, for its log lines.
+HOLDS = {
+    "trained": "trained model",
+    "selected": "model trained on the selection",
+    "tokenizers": "tokenizer",
+}
+
+
 class ArrayStore:
     """Stores dicts of NumPy arrays under a versioned config key.
 
@@ -42,6 +50,7 @@ class ArrayStore:
         self.root = Path(root) / kind
         self.kind = kind
         self.version = version
+        self.holds = HOLDS.get(kind, kind)
 
     def key(self, config: dict) -> dict:
         return {"version": self.version, "config": config}
@@ -60,7 +69,7 @@ class ArrayStore:
                 raise Refused(f"{folder} is not a folder")
             return self._read(folder, config)
         except Refused as e:
-            log.warning("Refusing the stored %s: %s. Rebuilding it.", self.kind, e)
+            log.warning("Refusing the stored %s: %s. Rebuilding it.", self.holds, e)
             _remove(folder)
             return None
 
@@ -116,11 +125,11 @@ class ArrayStore:
                     e,
                 )
             else:
-                log.info("Reusing the %s stored at %s", self.kind, self.path(config))
+                log.info("Reusing the %s cached at %s", self.holds, self.path(config))
                 return thing, True
         thing = build()
         folder = self.save(config, *encode(thing))
-        log.info("Stored the %s at %s", self.kind, folder)
+        log.info("Cached the %s at %s", self.holds, folder)
         return thing, False
 
     def _write(self, folder: Path, config: dict, arrays, info) -> None:

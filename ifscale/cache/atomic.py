@@ -83,6 +83,29 @@ def staged_folder(final: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def staged_files(folder: str | os.PathLike) -> Iterator[Path]:
+    """A new temporary folder inside `folder` to write many files into (subfolders too);
+    when the block ends without error each of them replaces its namesake under `folder`,
+    else none does. Nothing of `folder` changes until everything is written: the commit is
+    renames only (one per file), so a report killed or failing midway leaves `folder` as it
+    was."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_dead_writers(folder)
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".staged-{HOST}-{os.getpid()}-"))
+    try:
+        yield tmp
+        for path in sorted(tmp.rglob("*")):
+            if path.is_file():
+                target = folder / path.relative_to(tmp)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+        _fsync_folder(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def replace_folder(new: Path, final: Path) -> None:
     """Puts the folder `new` at `final`: the old one is moved aside first and removed after,
     so `final` is absent for a moment at most, never half old and half new."""

@@ -132,7 +132,7 @@ class ScoreStore:
                 stored = None
             if canonical_json(stored) == canonical_json(self.key):
                 return self
-            log.warning("Refusing the scores at %s: another key. Scoring again.", self.folder)
+            log.warning("Refusing %s: another key, or damaged. Scoring again.", meta)
             for path in [*self.folder.glob("chunk-*.npz"), self.folder / CHOICES]:
                 path.unlink(missing_ok=True)
         write_json(meta, {"key": self.key})
@@ -141,11 +141,16 @@ class ScoreStore:
     def choices(self) -> dict[str, Any] | None:
         """The scoring choices recorded by the first job (`record_choices`), or None (also
         for choices recorded under another key: copied in from another scoring)."""
+        path = self.folder / CHOICES
         try:
-            recorded = json.loads((self.folder / CHOICES).read_text())
-        except (OSError, ValueError):
+            recorded = json.loads(path.read_text())
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError):
+            recorded = None
         if not isinstance(recorded, dict) or recorded.get("key") != self.key_digest:
+            log.warning("Refusing %s: another scoring's, or damaged. Choosing again.", path)
+            path.unlink(missing_ok=True)
             return None
         return recorded.get("choices")
 
@@ -161,8 +166,7 @@ class ScoreStore:
         try:
             os.link(tmp, path)  # atomic and exclusive: the first job's choices win
         except FileExistsError:
-            if self.choices() is None:  # another scoring's, or unreadable: ours replace it
-                os.replace(tmp, path)
+            pass
         finally:
             os.unlink(tmp)
         return self.choices()

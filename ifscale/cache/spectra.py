@@ -23,9 +23,12 @@ resumed from.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +45,45 @@ from ifscale.influence.sharding import Layout
 from ifscale.utils import config_hash
 
 log = logging.getLogger(__name__)
-# orbax logs every save and restore at INFO.
+
+
+def _not_orbax_failures(record: logging.LogRecord) -> bool:
+    """Drops orbax's own reports of a failed write (a traceback per background thread,
+    possibly after the save returned): the failure reaches the caller as an exception, said
+    in one line (`_orbax_write`)."""
+    return not (record.levelno >= logging.ERROR and "orbax" in record.pathname)
+
+
+# orbax logs every save and restore at INFO (through absl's logger).
 logging.getLogger("absl").setLevel(logging.WARNING)
+logging.getLogger("absl").addFilter(_not_orbax_failures)
+
+
+# How tensorstore (under orbax) says what the file system said.
+_WRITE_ERRORS = (
+    ("RESOURCE_EXHAUSTED", errno.ENOSPC),
+    ("No space left", errno.ENOSPC),
+    ("Read-only file system", errno.EROFS),
+    ("PERMISSION_DENIED", errno.EACCES),
+    ("Permission denied", errno.EACCES),
+)
+
+
+@contextlib.contextmanager
+def _orbax_write(path: Path) -> Iterator[None]:
+    """A failed orbax write as one `OSError` naming `path`: orbax raises a ValueError
+    carrying tensorstore's status, read here for the file-system error behind it (its
+    background threads' tracebacks are dropped by `_not_orbax_failures`)."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as e:
+        text = str(e)
+        for marker, code in _WRITE_ERRORS:
+            if marker in text:
+                raise OSError(code, os.strerror(code), str(path)) from e
+        raise
 
 
 def _restore_spectrum(path: Path, layout: Layout) -> Spectrum:
@@ -127,12 +167,13 @@ class SpectrumStore:
             shutil.rmtree(folder)
         barrier(f"ifscale-cleared-{folder.name}")
         folder.mkdir(parents=True, exist_ok=True)
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(
-            (folder / "spectrum").resolve(),
-            {"values": np.asarray(spectrum.values, np.float64), "vectors": spectrum.vectors},
-        )
-        checkpointer.wait_until_finished()
+        with _orbax_write(folder):
+            checkpointer = ocp.StandardCheckpointer()
+            checkpointer.save(
+                (folder / "spectrum").resolve(),
+                {"values": np.asarray(spectrum.values, np.float64), "vectors": spectrum.vectors},
+            )
+            checkpointer.wait_until_finished()
         _committed(folder, {"key": self.key(config), "info": info}, folder / "spectrum")
         return folder
 
@@ -162,7 +203,7 @@ class FitProgress:
 
     def save(self, step: int, arrays: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        with self._manager() as manager:
+        with _orbax_write(self.folder), self._manager() as manager:
             manager.save(step, args=ocp.args.StandardSave(arrays))
             manager.wait_until_finished()
         record = {"key": self.key, "step": step}

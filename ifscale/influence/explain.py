@@ -121,7 +121,8 @@ def top_influences(
     mesh = make_mesh() if mesh is None else mesh
     n_dev = mesh.shape["data"]
     batch_size = -(-min(batch_size, n) // n_dev) * n_dev
-    state = place(method.prepare(state, _take(train, np.arange(min(batch_size, n)))), mesh)
+    sample = _take(train, np.arange(min(batch_size, n)))
+    state = place(method.prepare(state, sample, mesh=mesh), mesh)
     side = method.test_side(state, place(test_batch, mesh))
     sharded = NamedSharding(mesh, PartitionSpec("data"))
     top = RunningTop(_size(test_batch), k)

@@ -31,6 +31,7 @@ from ifscale.influence.lissa import Lissa
 from ifscale.influence.projection import (
     ROUTES,
     choose_route,
+    grad_route_is_wrong,
     project,
     project_prepared,
     rule_route,
@@ -130,22 +131,36 @@ class _Projected(SpectralMethod):
         )
 
     def prepare(
-        self, state: ProjectedState, batch: Batch, choices: dict[str, Any] | None = None
+        self,
+        state: ProjectedState,
+        batch: Batch,
+        choices: dict[str, Any] | None = None,
+        mesh=None,
     ) -> ProjectedState:
         """Fixes the projection route and lays the directions out once for the layerwise
         route. "auto" and "fastest" take the route recorded in `choices` (an earlier job of
         the same scoring), else "auto" applies `rule_route` and "fastest" times the routes
-        on `batch`."""
+        on `batch`. The grad route is never chosen, and refused when asked for, where it
+        would be wrong on `mesh` (`grad_route_is_wrong`)."""
         route = state.route
         if route in ("auto", "fastest"):
             route = (choices or {}).get("route", route)
         # Per-layer products need every direction whole on each device: not with a
         # parameter axis sharded over `model`.
         per_layer = state.view.per_layer and (state.layout is None or state.layout.model == 1)
+        grad = route in ("auto", "fastest", "grad") and not grad_route_is_wrong(
+            state.view, batch, mesh
+        )
         if route == "auto":
-            route = rule_route(state.view, batch, per_layer)
+            route = rule_route(state.view, batch, per_layer, grad)
         elif route == "fastest":
-            route = choose_route(state.view, state.directions, batch, per_layer)
+            route = choose_route(state.view, state.directions, batch, per_layer, grad)
+        if route == "grad" and not grad:
+            raise ConfigError(
+                "method.route: 'grad' gives wrong per-example gradients of a convolution "
+                "when several CPU devices share the batch (an XLA CPU fault); use "
+                "method.route=jvp (or layerwise), or mesh.data=1"
+            )
         if route == "layerwise" and not per_layer:
             raise ConfigError(
                 "method.route: 'layerwise' needs every perturbed parameter to be a "

@@ -20,7 +20,9 @@ import logging
 import time
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from ifscale.influence import layerwise
 from ifscale.influence.task import Batch, ParamView
@@ -79,26 +81,64 @@ def _project_jvp(view: ParamView, directions: jnp.ndarray, batch: Batch) -> jnp.
 _PROJECTORS = {"grad": _project_grad, "jvp": _project_jvp, "layerwise": _project_layerwise}
 
 
-def rule_route(view: ParamView, batch: Batch, per_layer: bool | None = None) -> str:
+def grad_route_is_wrong(view: ParamView, batch: Batch, mesh: Mesh | None) -> bool:
+    """Whether the "grad" route would give wrong scores here: `vmap` of the gradient of a
+    convolution returns wrong per-example gradients when several CPU devices share a
+    batch (an XLA CPU fault, seen with simulated devices; one device is right; GPUs are
+    not affected). True on a CPU mesh with a `data` axis > 1 when the loss convolves."""
+    if not cpu_data_parallel(mesh):
+        return False
+    return convolves(view.example_loss, view.theta, jax.tree_util.tree_map(lambda a: a[0], batch))
+
+
+def cpu_data_parallel(mesh: Mesh | None) -> bool:
+    """Whether `mesh` splits batches over several CPU devices."""
+    return mesh is not None and mesh.shape["data"] > 1 and mesh.devices.flat[0].platform == "cpu"
+
+
+def convolves(fn, *args) -> bool:
+    """Whether `fn(*args)` (arrays or `jax.ShapeDtypeStruct`s: traced, not run) computes a
+    convolution."""
+    return _uses(jax.make_jaxpr(fn)(*args).jaxpr, "conv_general_dilated")
+
+
+def _uses(jaxpr, primitive: str) -> bool:
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == primitive:
+            return True
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            if _uses(sub, primitive):
+                return True
+    return False
+
+
+def rule_route(
+    view: ParamView, batch: Batch, per_layer: bool | None = None, grad: bool = True
+) -> str:
     """The route of "auto", decided by the shapes alone: per layer where the view allows it
     (`per_layer`, default `view.per_layer`), else per-example gradients while a batch of
-    them fits in `GRAD_ROUTE_BYTES`, else one JVP per direction."""
+    them fits in `GRAD_ROUTE_BYTES` (and `grad` allows them), else one JVP per direction."""
     per_layer = view.per_layer if per_layer is None else per_layer
     if per_layer:
         return "layerwise"
     rows = jax.tree_util.tree_leaves(batch)[0].shape[0]
-    return "grad" if rows * view.size * 4 <= GRAD_ROUTE_BYTES else "jvp"
+    return "grad" if grad and rows * view.size * 4 <= GRAD_ROUTE_BYTES else "jvp"
 
 
 def choose_route(
-    view: ParamView, directions: jnp.ndarray, batch: Batch, per_layer: bool | None = None
+    view: ParamView,
+    directions: jnp.ndarray,
+    batch: Batch,
+    per_layer: bool | None = None,
+    grad: bool = True,
 ) -> str:
     """Times the routes on `batch` (compilation excluded) and returns the fastest
-    (`per_layer`: whether the layerwise route may be used; default `view.per_layer`)."""
+    (`per_layer`: whether the layerwise route may be used, default `view.per_layer`;
+    `grad`: whether the grad route may)."""
     per_layer = view.per_layer if per_layer is None else per_layer
     times = {}
     for name, fn in _PROJECTORS.items():
-        if name == "layerwise" and not per_layer:
+        if (name == "layerwise" and not per_layer) or (name == "grad" and not grad):
             continue
         jax.block_until_ready(fn(view, directions, batch))  # compile
         start = time.perf_counter()

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
+    from jax.sharding import Mesh
+
     from ifscale.influence.sharding import Layout
     from ifscale.influence.task import Batch, ParamView, Task
 
@@ -121,11 +123,18 @@ class InfluenceMethod(abc.ABC):
         """[n_test, n_train] `influence`, with the test side from `test_side`."""
         return self.influence(state, train_batch, test_side)
 
-    def prepare(self, state: Any, batch: Batch, choices: dict[str, Any] | None = None) -> Any:
-        """The state, ready to score many batches shaped like `batch` (e.g. a projection
-        route chosen and directions laid out); by default unchanged. `choices` (what
-        `choices` returned for an earlier job of the same scoring) are made again instead of
-        anew, so that every shard and every resumed run gives the same bits."""
+    def prepare(
+        self,
+        state: Any,
+        batch: Batch,
+        choices: dict[str, Any] | None = None,
+        mesh: Mesh | None = None,
+    ) -> Any:
+        """The state, ready to score many batches shaped like `batch` on `mesh` (default:
+        one device), e.g. a projection route chosen and directions laid out; by default
+        unchanged. `choices` (what `choices` returned for an earlier job of the same scoring)
+        are made again instead of anew, so that every shard and every resumed run gives the
+        same bits."""
         return state
 
     def choices(self, state: Any) -> dict[str, Any]:

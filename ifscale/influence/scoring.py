@@ -231,7 +231,7 @@ def prepared_scorer(
     """The [b] self-influence scores of a batch under a fitted method, its state prepared on
     `sample` (a batch of the data to score: route choice, or the earlier `choices`) and
     placed on `mesh`; and the choices made (`InfluenceMethod.choices`)."""
-    state = place(method.prepare(state, sample, choices), mesh)
+    state = place(method.prepare(state, sample, choices, mesh), mesh)
     return (lambda batch: method.self_influence(state, batch)), method.choices(state)
 
 

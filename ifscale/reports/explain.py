@@ -9,18 +9,24 @@ import numpy as np
 import pandas as pd
 
 SHOWN = 6  # proponents and opponents drawn per test example
+# Test examples drawn at most (the figure's size and memory stay bounded; the CSV has all).
+MAX_DRAWN = 32
 
 
-def image_explanations(table: pd.DataFrame, data, path: Path, shown: int = SHOWN) -> None:
-    """One row per test example: the image (label, prediction), then its top proponents and
-    top opponents with their given and true labels; mislabeled training images are framed
-    red."""
+def image_explanations(
+    table: pd.DataFrame, data, path: Path, shown: int = SHOWN, most: int = MAX_DRAWN
+) -> None:
+    """One row per test example (the first `most` of them): the image (label, prediction),
+    then its top proponents and top opponents with their given and true labels; mislabeled
+    training images are framed red."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tests = list(dict.fromkeys(table["test_index"]))
+    if len(tests) > most:
+        tests = tests[:most]
     cols = 1 + 2 * shown
     fig, axes = plt.subplots(
         len(tests), cols, figsize=(1.25 * cols, 1.45 * len(tests)), squeeze=False
@@ -45,9 +51,15 @@ def image_explanations(table: pd.DataFrame, data, path: Path, shown: int = SHOWN
                         spine.set(visible=True, color="red", linewidth=2)
             for col in range(len(picked), shown):
                 axes[row, offset + col].axis("off")
+    every = len(set(table["test_index"]))
     fig.suptitle(
         "Test images (left), their top proponents (I > 0) and top opponents (I < 0); "
-        "label shown as given (true label if mislabeled, framed red)",
+        "label shown as given (true label if mislabeled, framed red)"
+        + (
+            f"; the first {len(tests)} of {every} test images (all in the CSV)"
+            if every > len(tests)
+            else ""
+        ),
         fontsize=8,
     )
     fig.tight_layout()
@@ -64,10 +76,14 @@ def _show(ax, image: np.ndarray, title: str) -> None:
         spine.set_visible(False)
 
 
-def text_explanations(table: pd.DataFrame, shown: int = 3) -> str:
-    """Markdown: each test pair (source, reference, translation), then its top proponents
-    and opponents (source, target as trained, noise kind, influence)."""
+def text_explanations(table: pd.DataFrame, shown: int = 3, most: int = MAX_DRAWN) -> str:
+    """Markdown: each test pair (the first `most`: source, reference, translation), then
+    its top proponents and opponents (source, target as trained, noise kind, influence)."""
     lines = ["# Explanations", ""]
+    tests = list(dict.fromkeys(table["test_index"]))
+    if len(tests) > most:
+        lines += [f"The first {most} of {len(tests)} test pairs (all in explanations.csv).", ""]
+        table = table[table["test_index"].isin(tests[:most])]
     lines += [
         "For each test pair, the training pairs whose removal would most raise its loss "
         "(proponents, I > 0) and most lower it (opponents, I < 0). `noise` is the pair's "

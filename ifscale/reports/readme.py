@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ifscale.cache.atomic import write_text
+
 START, END = "<!-- table1 -->", "<!-- /table1 -->"
 BASELINES_START, BASELINES_END = "<!-- baselines -->", "<!-- /baselines -->"
 # Every report starts its verdict on the loss baseline with this (the README copies it).
@@ -97,5 +99,5 @@ def _rewrite(readme_path: str | Path, block: str, markers: tuple[str, str]) -> b
     before = readme_path.read_text()
     after = synced_readme(before, block, str(readme_path), markers)
     if after != before:
-        readme_path.write_text(after)
+        write_text(readme_path, after)  # whole or not at all
     return after != before

@@ -202,6 +202,9 @@ CASES: tuple[Case, ...] = (
     Case("config-text-model-on-images", ("model=transformer_tiny",), "model"),
     Case("config-name-escapes", ("name=../../../../x",), "name"),
     Case("config-name-hidden", ("name=.x",), "name"),
+    Case("config-name-too-long", ("name=" + "x" * 300,), "name"),
+    Case("config-mesh-model-indivisible", ("method=arnoldi", "mesh.model=3"), "mesh.model"),
+    Case("config-mesh-too-many-devices", ("method=arnoldi", "mesh.data=8"), "mesh"),
     Case("config-stage", ("stage=everything",), "stage"),
     Case(
         "config-image-layer-missing",
@@ -221,6 +224,14 @@ CASES: tuple[Case, ...] = (
         names="explain.test_indices",
     ),
     _explain("top-k", GOOD_IMAGES, "method=tracin", "explain.top_k=41", names="explain.top_k"),
+    _explain(
+        "count-above-test-set",
+        GOOD_IMAGES,
+        "method=tracin",
+        "explain.select=random",
+        "explain.count=21",
+        names="explain.count",
+    ),
     _explain("baseline-method", (), "method=loss", names="method.name"),
     _explain("no-method", (), names="stage"),
     _explain(
