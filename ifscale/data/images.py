@@ -246,7 +246,9 @@ def pixels_to_float(x: np.ndarray, scale: bool, where: str) -> np.ndarray:
             "whole numbers in [0, 255], or set dataset.scale=false to use them as they are"
         )
     x = x.astype(np.float32)
-    return x / divisor if scale and divisor != 1.0 else x
+    if scale and divisor != 1.0:
+        np.divide(x, np.float32(divisor), out=x)  # in place: one float copy of the images
+    return x
 
 
 def check_images(x_train, y_train, x_test, y_test, where: str, num_classes=None) -> int:
