@@ -27,11 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ifscale.data import load_images
+from ifscale.domains.images import classification_task
 from ifscale.influence import Arnoldi, Checkpoints, Lissa, ParamView, RandProj, TracIn
 from ifscale.influence.hvp import device_batches, hvp_many
 from ifscale.influence.methods import ProjectedState
 from ifscale.influence.scoring import self_influence_scores
-from ifscale.kinds.images import classification_task
 from ifscale.models import build_model, init_params
 from ifscale.utils import describe_device
 

@@ -3,7 +3,7 @@
 The same trained cnn_small and Arnoldi fit (train_small's, cached) score MNIST's training
 images repeated ten times, read from a uint8 `.npy` file chunk by chunk (`NpyRows`: one
 read per chunk of `score.chunk` rows, nothing memory-mapped), through the pipeline's
-scoring stage (`ifscale.pipeline.score_chunks`: chunks stored in a `ScoreStore`, then
+scoring stage (`ifscale.run.stages.score.score_chunks`: chunks stored in a `ScoreStore`, then
 gathered). Each size runs in a fresh process; its peak resident memory (ru_maxrss) is
 compared. Writes results/bench_memory.md.
 
@@ -119,20 +119,21 @@ def _status_mib(field: str) -> float:
 
 def child(n: int) -> dict:
     """Scores the first `n` repeated images in this process; returns the measurements."""
-    sys.path.insert(0, str(ROOT / "experiments"))
     import jax
-    import run  # noqa: F401  (registers the schema and the project_root resolver)
     from hydra import compose, initialize_config_dir
 
-    from ifscale import pipeline
+    import experiments.cli  # noqa: F401  (registers the schema and the project_root resolver)
     from ifscale.cache.chunks import ChunkPlan, ScoreStore
-    from ifscale.config import build
+    from ifscale.run.compose import build, build_method
+    from ifscale.run.context import prepare
+    from ifscale.run.fitting import fit_method
+    from ifscale.run.stages.score import detection_metrics, score_chunks
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = build(compose("config", OVERRIDES))
-    prep = pipeline.prepare(cfg)  # the cached train_small model (trained on first use)
-    method = cfg.method.build(progress=False)
-    state, _, _ = pipeline.fit_method(cfg, prep, method, prep.kind.task(prep.model, cfg))
+    prep = prepare(cfg)  # the cached train_small model (trained on first use)
+    method = build_method(cfg.method, progress=False)
+    state, _, _ = fit_method(cfg, prep, method, prep.domain.task(prep.model, cfg))
     path, labels = repeated_mnist(ROOT / ".cache" / "bench")
     check = (np.arange(n) % 7) == 0  # a stand-in ground truth for the AUC step
     big = dataclasses.replace(prep, data=StreamedImages(NpyRows(path), labels[:n], check))
@@ -146,10 +147,10 @@ def child(n: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         store = ScoreStore(tmp, 1, {"bench": n}, {"n": n}, ChunkPlan(n, cfg.score.chunk)).open()
         start = time.perf_counter()
-        pipeline.score_chunks(cfg, big, method, state, index, store)
+        score_chunks(cfg, big, method, state, index, store)
         seconds = time.perf_counter() - start
         scores, _ = store.gather()
-        pipeline.detection_metrics(check, scores)
+        detection_metrics(check, scores)
     return {
         "n": n,
         "peak_rss_mib": _status_mib("VmHWM"),
@@ -192,7 +193,8 @@ def main() -> None:
         "",
         "train_small's cnn_small and its Arnoldi fit (n = 40, p̄ = 10) score MNIST's training "
         "images repeated ten times, read from a uint8 `.npy` file one chunk at a time "
-        "(`score.chunk` = 4,096) through `ifscale.pipeline.score_chunks`, each size in a fresh "
+        "(`score.chunk` = 4,096) through `ifscale.run.stages.score.score_chunks`, each size "
+        "in a fresh "
         "process. Peak RSS while scoring is the process's VmHWM, reset to the current RSS just "
         "before the stage (`/proc/self/clear_refs`), so it is the stage's own peak with the "
         "model, the fit and the JAX runtime already resident; the process's lifetime peak "

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
@@ -33,18 +32,17 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))
-import run as cli  # noqa: E402  (composes configs as the command line does)
+from experiments import cli  # composes configs as the command line does
+from ifscale.influence import top_influences
+from ifscale.models import init_params
+from ifscale.run.compose import build_method, method_config
+from ifscale.run.context import prepare
+from ifscale.run.fitting import fit_method
+from ifscale.run.stages.explain import explained_batch
+from ifscale.train import cross_entropy, train_loop
+from ifscale.utils import describe_device, stream_key, stream_rng
 
-from ifscale.config import method_config  # noqa: E402
-from ifscale.explain_stage import explained_batch  # noqa: E402
-from ifscale.fit_stage import fit_method  # noqa: E402
-from ifscale.influence import top_influences  # noqa: E402
-from ifscale.models import init_params  # noqa: E402
-from ifscale.pipeline import prepare  # noqa: E402
-from ifscale.train import cross_entropy, train_loop  # noqa: E402
-from ifscale.utils import describe_device, stream_key, stream_rng  # noqa: E402
+ROOT = Path(__file__).resolve().parent
 
 FIT = {"fit_batch_size": 128, "fit_batches": 10}  # the Figures' H (their cached fits)
 METHODS = {
@@ -70,13 +68,13 @@ def retrain(prep, cfg, weights: np.ndarray, seed: int):
 
 
 def test_loss(prep, params, index) -> np.ndarray:
-    x, y = prep.kind.test_batch(prep.data, index)
+    x, y = prep.domain.test_batch(prep.data, index)
     return np.asarray(cross_entropy(prep.model.apply({"params": params}, x), y), np.float64)
 
 
 def choose_tests(prep, count: int) -> np.ndarray:
     params = prep.trained.params
-    correct = prep.kind.correct(prep.model, params, prep.data)
+    correct = prep.domain.correct(prep.model, params, prep.data)
     every = np.arange(len(correct))
     losses = test_loss(prep, params, every)
     wrong = np.flatnonzero(~correct)
@@ -109,8 +107,8 @@ def main() -> None:
     chosen = [METHODS[name] for name in args.methods.split(",")]
     for label, mcfg in chosen:
         run_cfg = dataclasses.replace(cfg, method=mcfg)
-        method = mcfg.build(progress=False)
-        state, _, _ = fit_method(run_cfg, prep, method, prep.kind.task(prep.model, run_cfg))
+        method = build_method(mcfg, progress=False)
+        state, _, _ = fit_method(run_cfg, prep, method, prep.domain.task(prep.model, run_cfg))
         label_cfg = dataclasses.replace(
             run_cfg, explain=dataclasses.replace(run_cfg.explain, target="label")
         )
@@ -170,7 +168,7 @@ def mislabel_check(prep, cfg, method, state, train, label: str) -> dict:
     """Top-20 proponents of each misclassified test example (explained at its predicted
     class c'): the share mislabeled as c', against the share of the training set."""
     data = prep.data
-    correct = prep.kind.correct(prep.model, prep.trained.params, data)
+    correct = prep.domain.correct(prep.model, prep.trained.params, data)
     wrong = np.flatnonzero(~correct)
     predicted_cfg = dataclasses.replace(
         cfg, explain=dataclasses.replace(cfg.explain, target="prediction")

@@ -25,7 +25,7 @@ GIB = 2**30
 MEASURE = """
 import json, sys, jax, jax.numpy as jnp, numpy as np
 from ifscale.influence import ParamView, Task
-from ifscale.influence.arnoldi import arnoldi
+from ifscale.influence.krylov import arnoldi
 from ifscale.influence.hvp import device_batches, hvp
 from ifscale.influence.scoring import place
 from ifscale.influence.sharding import Layout, bytes_per_device, make_mesh

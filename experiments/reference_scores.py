@@ -62,6 +62,7 @@ SELECTION = [
     "method.fit_batch_size=32",
     "method.fit_batches=2",
     "score.batch_size=64",
+    "stage=select",
     "select.method=influence",
     "select.fraction=0.5",
     "select.budget_short=5",

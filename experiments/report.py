@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.sweeps import IncompleteSweep, missing_jobs, require_complete
 from ifscale.cache.atomic import staged_files
 from ifscale.reports import (
     TABLE2_BASELINE_ROWS,
     TABLE2_ROWS,
-    IncompleteSweep,
     ReadmeSyncError,
     check_section,
     config_of,
@@ -40,7 +40,6 @@ from ifscale.reports import (
     found_at_k,
     load_runs,
     markdown_table,
-    missing_jobs,
     plot_figure1,
     plot_figure2,
     plot_regimes,
@@ -48,7 +47,6 @@ from ifscale.reports import (
     regimes_frame,
     regimes_runs_frame,
     regimes_table,
-    require_complete,
     seeds_frame,
     seeds_section,
     sync_baselines,

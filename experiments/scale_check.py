@@ -23,11 +23,11 @@ import jax
 import numpy as np
 
 from ifscale.data.text import load_translation
+from ifscale.domains.translation.training import train_translation, translation_task
 from ifscale.influence import Arnoldi, ParamView
 from ifscale.influence.hvp import device_batches, hvp
 from ifscale.influence.scoring import self_influence_scores
 from ifscale.influence.sharding import Layout, bytes_per_device
-from ifscale.kinds.translation import train_translation, translation_task
 from ifscale.models import build_model, count_params
 from ifscale.train import TrainConfig
 from ifscale.utils import describe_device, stream_key

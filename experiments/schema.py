@@ -1,11 +1,13 @@
 """Registers ifscale's config dataclasses in Hydra's ConfigStore.
 
-The dataclasses of `ifscale.config` are the only definition of types and defaults; this
-module makes them Hydra schemas (the library itself never imports Hydra). `conf/` files
-extend them: a preset starts with `defaults: [<schema>, _self_]` and sets what it changes.
+The dataclasses of `ifscale.config` (and the method and dataset schemas that
+`ifscale.run.compose` and `ifscale.domains` build on them) are the only definition of types
+and defaults; this module makes them Hydra schemas (the library itself never imports
+Hydra). `conf/` files extend them: a preset starts with `defaults: [<schema>, _self_]` and
+sets what it changes.
 
   config_schema                 the run (`conf/config.yaml` builds on it)
-  dataset/base_<kind>           a data kind's schema: base_images, base_translation
+  dataset/base_<kind>           a data domain's schema: base_images, base_translation
   model/base_cnn, base_transformer
   method/<name>                 none and every method: the shared keys + its hyperparameters
   noise/base, train/default, score/default, select/default
@@ -16,23 +18,23 @@ from __future__ import annotations
 from hydra.core.config_store import ConfigStore
 
 from ifscale.config import (
-    METHOD_SCHEMAS,
     CNNConfig,
     NoiseConfig,
     RunConfig,
     ScoreConfig,
     SelectConfig,
+    TrainConfig,
     TransformerConfig,
 )
-from ifscale.kinds import DATA_CONFIGS
-from ifscale.train import TrainConfig
+from ifscale.domains import DATA_SCHEMAS
+from ifscale.run.compose import METHOD_SCHEMAS
 
 
 def register() -> None:
     """Stores every schema (idempotent)."""
     store = ConfigStore.instance()
     store.store(name="config_schema", node=RunConfig)
-    for kind, schema in DATA_CONFIGS.items():
+    for kind, schema in DATA_SCHEMAS.items():
         store.store(group="dataset", name=f"base_{kind}", node=schema)
     store.store(group="model", name="base_cnn", node=CNNConfig)
     store.store(group="model", name="base_transformer", node=TransformerConfig)

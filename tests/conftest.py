@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # The Hydra schemas (experiments/schema.py), registered as experiments/run.py does, so that
 # tests compose `conf/` exactly as the command line does.
-sys.path.insert(0, str(ROOT / "experiments"))
-from schema import register  # noqa: E402
+from experiments.schema import register  # noqa: E402
 
 register()
 

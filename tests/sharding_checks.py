@@ -20,13 +20,13 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 from ifscale.cache.spectra import SpectrumStore  # noqa: E402
+from ifscale.domains.images import classification_task  # noqa: E402
+from ifscale.domains.translation import translation_task  # noqa: E402
 from ifscale.influence import Arnoldi, ParamView, RandProj  # noqa: E402
-from ifscale.influence.arnoldi import arnoldi  # noqa: E402
 from ifscale.influence.hvp import device_batches, hvp  # noqa: E402
+from ifscale.influence.krylov import arnoldi  # noqa: E402
 from ifscale.influence.scoring import place, self_influence_scores  # noqa: E402
 from ifscale.influence.sharding import Layout, bytes_per_device, make_mesh  # noqa: E402
-from ifscale.kinds.images import classification_task  # noqa: E402
-from ifscale.kinds.translation import translation_task  # noqa: E402
 from ifscale.models import build_model  # noqa: E402
 
 MESHES = [(1, 1), (1, 4), (2, 2), (4, 1)]

@@ -2,7 +2,7 @@
 
 The corpus (`tests/bad_inputs`) is run through what the command line runs before any
 training: `experiments/run.py`'s composition and checks (`compose_run`) and the pipeline's
-input checks (`ifscale.pipeline.check_inputs`, `stage=check`). Each case must end in one
+input checks (`ifscale.run.context.check_inputs`, `stage=check`). Each case must end in one
 `ConfigError` line naming the key or the file, and leave nothing in the cache. A few cases
 go through the real command line too; the fixes that are not refusals (pixel scaling, cache
 repair, deterministic routes elsewhere) have tests of their own below.
@@ -21,19 +21,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import ifscale.pipeline
+import ifscale.run.pipeline
+from experiments import cli  # registers the resolvers and schemas
 from ifscale.cache.arrays import ArrayStore
 from ifscale.data.images import load_images, pixels_to_float
 from ifscale.data.text import load_translation
-from ifscale.kinds.images import ImagesKind
-from ifscale.kinds.translation import stored_tokenizer
+from ifscale.domains.images import ImagesDomain
+from ifscale.domains.translation import stored_tokenizer
 from ifscale.models import build_model, init_params
 from ifscale.utils import ConfigError
 from tests.bad_inputs import CASES, good_image_run, make_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-import run as cli  # noqa: E402  (registers the resolvers and schemas)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +61,7 @@ def test_bad_input_is_refused_in_one_line_naming_the_key_or_file(case, inputs, t
     cache = tmp_path / "cache"
     with pytest.raises(ConfigError) as refused:
         cfg = cli.compose_run(_overrides(case, inputs, cache))
-        ifscale.pipeline.check_inputs(cfg)
+        ifscale.run.context.check_inputs(cfg)
     message = str(refused.value)
     assert len(message.strip().splitlines()) == 1, message
     assert case.names in message, message
@@ -108,7 +107,7 @@ def test_stage_check_loads_and_checks_without_training_or_writing(inputs, tmp_pa
             inputs, tmp_path / "cache", "method=arnoldi", "method.layers=[Dense_0]", "stage=check"
         )
     )
-    summary = ifscale.pipeline.run(cfg, tmp_path / "run")
+    summary = ifscale.run.pipeline.run(cfg, tmp_path / "run")
     assert summary["stage"] == "check" and summary["n_train"] == 40 and summary["n_test"] == 20
     assert summary["n_params"] > 0
     assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()
@@ -221,7 +220,7 @@ def test_a_collapsed_model_is_called_degenerate_before_any_fit(inputs):
     data = load_images("npz", path=inputs / "good.npz")
     model = build_model("cnn_small", data.num_classes)
     params = init_params(model, data.input_shape, __import__("jax").random.key(0))
-    kind = ImagesKind()
+    kind = ImagesDomain()
     assert kind.degenerate(model, params, data) is None
     import jax
 
@@ -245,14 +244,16 @@ def test_a_train_size_beyond_the_corpus_is_logged_and_recorded(inputs, tmp_path,
 def test_a_degenerate_model_stops_the_run_before_the_fit(inputs, tmp_path, monkeypatch):
     from ifscale.utils import DegenerateModelError
 
-    monkeypatch.setattr(ImagesKind, "degenerate", lambda self, model, params, data: "collapsed")
+    monkeypatch.setattr(ImagesDomain, "degenerate", lambda self, model, params, data: "collapsed")
     fitted = []
-    monkeypatch.setattr(ifscale.pipeline, "fit_method", lambda *a, **k: fitted.append(1))
+    import ifscale.run.stages.score
+
+    monkeypatch.setattr(ifscale.run.stages.score, "fit_method", lambda *a, **k: fitted.append(1))
     cfg = cli.compose_run(
         good_image_run(inputs, tmp_path / "cache", "method=tracin", "progress=false")
     )
     with pytest.raises(DegenerateModelError, match="collapsed"):
-        ifscale.pipeline.run(cfg, tmp_path / "run")
+        ifscale.run.pipeline.run(cfg, tmp_path / "run")
     assert not fitted and not (tmp_path / "run" / "metrics.json").exists()
 
 

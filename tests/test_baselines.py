@@ -8,10 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-import ifscale.pipeline
-from ifscale.config import ModelConfig, NoiseConfig, RunConfig, method_config
+import ifscale.run.pipeline
+from ifscale.config import ModelConfig, NoiseConfig, RunConfig
+from ifscale.domains.images import classification_task
 from ifscale.influence import EL2N, LossBaseline, self_influence_scores
-from ifscale.kinds.images import classification_task
+from ifscale.run.compose import method_config
 from ifscale.train import TrainConfig
 from ifscale.utils import ConfigError
 from tests.test_kinds import BlobsConfig, tabular_kind  # noqa: F401  (a fixture)
@@ -84,7 +85,7 @@ def test_baselines_run_through_the_pipeline(tabular_kind, tmp_path, name):  # no
         progress=False,
     )
     cfg.paths.cache_dir = str(tmp_path / "cache")
-    metrics = ifscale.pipeline.run(cfg, tmp_path / "run")
+    metrics = ifscale.run.pipeline.run(cfg, tmp_path / "run")
     assert metrics["method"] == name and metrics["n_scored"] == 240
     assert metrics["auc"] > 0.9  # flipped labels on separable blobs: a high loss
     assert (tmp_path / "run" / "scores.csv").exists()

@@ -8,12 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifscale.influence.arnoldi import ArnoldiProgress, _extend_on, _first_rows, arnoldi, distill
+from ifscale.domains.images import classification_task
 from ifscale.influence.hvp import dense_hessian, device_batches, hvp
+from ifscale.influence.krylov import ArnoldiProgress, _extend_on, _first_rows, arnoldi, distill
 from ifscale.influence.methods import Arnoldi, Exact, RandProj
 from ifscale.influence.sharding import Layout
 from ifscale.influence.task import ParamView
-from ifscale.kinds.images import classification_task
 from ifscale.models import build_model, init_params
 
 from .influence_fixtures import mlp_problem, split

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ifscale.cleaning import (
+from ifscale.data.crawl_noise import CRAWL_NOISE_KINDS, add_crawl_noise
+from ifscale.data.text import read_parallel_text
+from ifscale.domains.translation.cleaning import (
     PreCleaning,
     length_strata,
     lowest_scores,
@@ -17,8 +19,6 @@ from ifscale.cleaning import (
     pre_clean,
     random_selection,
 )
-from ifscale.data.crawl_noise import CRAWL_NOISE_KINDS, add_crawl_noise
-from ifscale.data.text import read_parallel_text
 from ifscale.utils import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

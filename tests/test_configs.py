@@ -16,8 +16,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from ifscale.config import RunConfig
-from ifscale.pipeline import run
+from ifscale.run.compose import from_dict
+from ifscale.run.pipeline import run
 from ifscale.utils import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def test_every_group_option_composes_and_validates(group, option, npz_file):
         overrides = [o for o in TEXT_SETTING if not o.startswith(f"{group}=")] + overrides
     if option == "parallel_text":
         overrides.append(f"dataset.path={ROOT.parent / 'shared' / 'data' / 'multi30k'}")
-    cfg = RunConfig.from_dict(_compose(overrides))  # raises on any invalid value
+    cfg = from_dict(_compose(overrides))  # raises on any invalid value
     chosen = {
         "experiment": cfg.name,
         "model": cfg.model.name,
@@ -96,8 +96,8 @@ def test_every_group_option_composes_and_validates(group, option, npz_file):
 @pytest.mark.parametrize("method", _options("method"))
 def test_config_round_trips_through_to_dict(method):
     layers = [] if method == "none" else ["method.layers=[Dense_0]"]
-    cfg = RunConfig.from_dict(_compose([f"method={method}", *layers]))
-    again = RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    cfg = from_dict(_compose([f"method={method}", *layers]))
+    again = from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
 
 
@@ -107,13 +107,13 @@ def test_every_group_has_options():
 
 
 def test_experiment_presets_set_the_papers_settings():
-    small = RunConfig.from_dict(_compose(["experiment=train_small"]))
+    small = from_dict(_compose(["experiment=train_small"]))
     assert (small.model.name, small.dataset.subset_fraction, small.noise.rate) == (
         "cnn_small",
         0.1,
         0.1,
     )
-    large = RunConfig.from_dict(_compose(["experiment=train_large"]))
+    large = from_dict(_compose(["experiment=train_large"]))
     assert (large.model.name, large.dataset.subset_fraction, large.noise.rate) == (
         "cnn_large",
         None,
@@ -158,9 +158,9 @@ def test_multirun_experiments_sweep_exactly_their_grid(experiment, params):
 
 
 def test_table2_baselines_score_the_model_and_pairs_of_table2():
-    base = RunConfig.from_dict(_compose(["experiment=table2", "+table2=arnoldi"]))
+    base = from_dict(_compose(["experiment=table2", "+table2=arnoldi"]))
     for kind in ("sum", "mean"):
-        loss = RunConfig.from_dict(
+        loss = from_dict(
             _compose(
                 ["experiment=table2_baselines", "+table2=loss", f"method.sequence_loss={kind}"]
             )
@@ -172,7 +172,7 @@ def test_table2_baselines_score_the_model_and_pairs_of_table2():
 
 @pytest.mark.parametrize("row", _sweep_rows("table3"))
 def test_every_table3_row_composes_and_validates(row):
-    cfg = RunConfig.from_dict(_compose(["experiment=table3", f"+table3={row}"]))
+    cfg = from_dict(_compose(["experiment=table3", f"+table3={row}"]))
     assert cfg.select.method is not None
 
 
@@ -190,8 +190,8 @@ def test_each_table3_check_row_varies_one_setting_of_its_table3_row(row):
     variant = "mean" if row.endswith("_mean") else "by_length"
     base = row.removesuffix(f"_{variant}")
     assert base in _sweep_rows("table3")
-    cfg = RunConfig.from_dict(_compose(["experiment=table3_check", f"+table3_check={row}"]))
-    table = RunConfig.from_dict(_compose(["experiment=table3", f"+table3={base}"]))
+    cfg = from_dict(_compose(["experiment=table3_check", f"+table3_check={row}"]))
+    table = from_dict(_compose(["experiment=table3", f"+table3={base}"]))
     if variant == "mean":
         changed = {"method": dataclasses.replace(table.method, sequence_loss="mean")}
     else:
@@ -203,7 +203,7 @@ def test_each_table3_check_row_varies_one_setting_of_its_table3_row(row):
 def test_every_table1_row_composes_with_its_method(row):
     from ifscale.reports import TABLE1_ROWS
 
-    cfg = RunConfig.from_dict(_compose(["experiment=table1", f"+table1={row}"]))
+    cfg = from_dict(_compose(["experiment=table1", f"+table1={row}"]))
     spec = next(r for r in TABLE1_ROWS if r.key == row)  # every swept row is in the table
     assert cfg.method.name == spec.method
     assert {k: cfg.method.options()[k] for k in spec.options} == spec.options
@@ -211,7 +211,7 @@ def test_every_table1_row_composes_with_its_method(row):
     assert cfg.score.compare_examples == 500
     slow = row.startswith("lissa") or row == "tracin_100"
     assert cfg.score.max_examples == (500 if slow else None)
-    full = RunConfig.from_dict(
+    full = from_dict(
         _compose(["experiment=table1", f"+table1={row}", "score.compare_examples=null"])
     )
     assert full.score.max_examples is None  # FULL=1: every row scores every example
@@ -230,11 +230,11 @@ def test_every_figure_run_composes_on_the_small_model(experiment, row):
     overrides = [f"experiment={experiment}", f"+figures={row}"]
     if experiment == "figures":
         overrides.append("method.pbar=200")
-    cfg = RunConfig.from_dict(_compose(overrides))
+    cfg = from_dict(_compose(overrides))
     assert (cfg.model.name, cfg.dataset.subset_fraction) == ("cnn_small", 0.1)
     assert cfg.method.name == row.split("_")[0]
     # The same training run as experiment=train_small, so the cache is shared.
-    small = RunConfig.from_dict(_compose(["experiment=train_small"]))
+    small = from_dict(_compose(["experiment=train_small"]))
     assert cfg.train == small.train and cfg.dataset == small.dataset
 
 
@@ -266,7 +266,7 @@ def _refusal(overrides) -> str:
     """The error of composing and building a config: Hydra's or OmegaConf's for unknown
     keys and wrong types (composition), `ConfigError` for values out of range."""
     try:
-        RunConfig.from_dict(_compose(overrides))
+        from_dict(_compose(overrides))
     except (ConfigError, HydraException) as e:
         return str(e)
     raise AssertionError(f"{overrides} was accepted")
@@ -305,10 +305,10 @@ def test_bad_translation_values_name_the_key(override, key):
 )
 def test_bad_crawl_shares_name_the_key(shares, key):
     raw = _compose(["dataset=noisy_parallel_text", "model=transformer_small", "noise=crawl"])
-    RunConfig.from_dict(raw)  # the preset is valid
+    from_dict(raw)  # the preset is valid
     raw["noise"]["shares"] = shares
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        RunConfig.from_dict(raw)
+        from_dict(raw)
 
 
 def _run_cli(*overrides, tmp_path, data_dir):
@@ -396,7 +396,7 @@ def test_runner_trains_writes_metrics_and_reuses_the_cache(tmp_path, mnist_dir):
 
 
 def test_library_pipeline_runs_without_hydra(tmp_path, mnist_dir):
-    cfg = RunConfig.from_dict(
+    cfg = from_dict(
         {
             "dataset": {"data_dir": str(mnist_dir), "subset_size": 300},
             "noise": {"kind": "mislabel", "rate": 0.2},
@@ -500,7 +500,7 @@ def test_a_run_folder_written_before_the_schemas_is_still_read():
         "method": {"name": "arnoldi", "n": 200, "pbar": 5, "fit_batches": 10},
         "name": "figures",
     }
-    cfg = RunConfig.from_dict(old)
+    cfg = from_dict(old)
     assert cfg.dataset.kind == "images" and cfg.dataset.subset_fraction == 0.1
     assert cfg.train.kept_checkpoints == 100 and cfg.method.n == 200
 
@@ -508,11 +508,9 @@ def test_a_run_folder_written_before_the_schemas_is_still_read():
 def test_shared_method_keys_need_no_plus_in_a_table_multirun():
     """`make table1 ARGS="method.fit_batches=10"`: the multirun's base config has method=none,
     whose schema has the keys every method shares, so a plain override composes."""
-    cfg = RunConfig.from_dict(_compose(["experiment=table1", "method.fit_batches=10"]))
+    cfg = from_dict(_compose(["experiment=table1", "method.fit_batches=10"]))
     assert cfg.method.name == "none" and cfg.method.fit_batches == 10
-    row = RunConfig.from_dict(
-        _compose(["experiment=table1", "+table1=arnoldi_10", "method.fit_batches=10"])
-    )
+    row = from_dict(_compose(["experiment=table1", "+table1=arnoldi_10", "method.fit_batches=10"]))
     assert row.method.name == "arnoldi" and row.method.fit_batches == 10
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ifscale.influence import Checkpoints, Exact, top_influences
-from ifscale.influence.explain import RunningTop
+from ifscale.influence.pairwise import RunningTop
 from ifscale.utils import ConfigError
 from tests.influence_fixtures import logistic_problem, mlp_problem, newton_fit
 from tests.test_influence import KEY, all_methods
@@ -121,16 +121,12 @@ def test_stage_explain_writes_the_top_examples_of_each_test_prediction(tmp_path)
     """`stage=explain` end to end on a tiny image set: explanations.csv (k proponents and k
     opponents per test example, in the order chosen), the figure and the metrics."""
     import json
-    import sys
-    from pathlib import Path
 
     import pandas as pd
 
-    import ifscale.pipeline
+    import ifscale.run.pipeline
+    from experiments import cli
     from tests.bad_inputs import good_image_run, make_inputs
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-    import run as cli
 
     make_inputs(tmp_path / "in")
     cfg = cli.compose_run(
@@ -149,7 +145,7 @@ def test_stage_explain_writes_the_top_examples_of_each_test_prediction(tmp_path)
             "progress=false",
         )
     )
-    metrics = ifscale.pipeline.run(cfg, tmp_path / "run")
+    metrics = ifscale.run.pipeline.run(cfg, tmp_path / "run")
     table = pd.read_csv(tmp_path / "run" / "explanations.csv")
     assert len(table) == 3 * 2 * 4
     assert list(dict.fromkeys(table.test_index)) == metrics["explain_test_indices"]

@@ -17,7 +17,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from ifscale.influence import Checkpoints
-from ifscale.influence.arnoldi import arnoldi, distill
+from ifscale.influence.krylov import arnoldi, distill
 from ifscale.influence.methods import (
     Arnoldi,
     Exact,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import ifscale.pipeline
+import ifscale.run.pipeline
 from ifscale.cache.atomic import staged_files
 from ifscale.cache.chunks import ChunkPlan, ScoreStore
 from tests.test_kinds import tabular_kind  # noqa: F401  (a fixture)
@@ -39,7 +39,7 @@ def _stored_files(cache: Path, kind: str) -> list[Path]:
 @pytest.fixture
 def reference(tabular_kind, tmp_path):  # noqa: F811
     """An Arnoldi run of the tabular kind, from an empty cache: its scores.csv."""
-    ifscale.pipeline.run(_blobs_run(tmp_path), tmp_path / "reference")
+    ifscale.run.pipeline.run(_blobs_run(tmp_path), tmp_path / "reference")
     return (tmp_path / "reference" / "scores.csv").read_bytes()
 
 
@@ -55,7 +55,7 @@ def test_a_flipped_byte_in_any_stored_file_is_refused_and_rebuilt_bit_for_bit(
         _flip_middle_byte(path)
         caplog.clear()
         with caplog.at_level(logging.WARNING):
-            ifscale.pipeline.run(_blobs_run(tmp_path), tmp_path / f"rerun{i}")
+            ifscale.run.pipeline.run(_blobs_run(tmp_path), tmp_path / f"rerun{i}")
         refusals = [r.getMessage() for r in caplog.records if "Refusing" in r.getMessage()]
         assert refusals, f"a flipped byte in {path.relative_to(cache)} was not noticed"
         assert all(len(line.splitlines()) == 1 for line in refusals)
@@ -67,11 +67,11 @@ def test_a_chunk_of_another_scoring_is_refused_and_scored_again(tabular_kind, tm
     """Gathering shard caches by copying files: a chunk of another p̄ copied into the folder
     (same chunking, its own valid checksum) is never counted as done."""
     mine = _blobs_run(tmp_path)
-    ifscale.pipeline.run(mine, tmp_path / "mine")
+    ifscale.run.pipeline.run(mine, tmp_path / "mine")
     expected = (tmp_path / "mine" / "scores.csv").read_bytes()
     other = _blobs_run(tmp_path)
     other.method.pbar = 4
-    ifscale.pipeline.run(other, tmp_path / "other")
+    ifscale.run.pipeline.run(other, tmp_path / "other")
     folders = {p.parent for p in (tmp_path / "cache" / "scores").rglob("chunk-*.npz")}
     assert len(folders) == 2
     a, b = folders
@@ -79,7 +79,7 @@ def test_a_chunk_of_another_scoring_is_refused_and_scored_again(tabular_kind, tm
     for source, target in ((a, b), (b, a)):  # each folder takes the other's chunks
         for name, data in chunks[source].items():
             (target / name).write_bytes(data)
-    again = ifscale.pipeline.run(mine, tmp_path / "again")
+    again = ifscale.run.pipeline.run(mine, tmp_path / "again")
     assert again["chunks_reused"] == 0 and again["chunks_scored"] == again["chunks"]
     assert (tmp_path / "again" / "scores.csv").read_bytes() == expected
 

@@ -1,12 +1,14 @@
 """A new kind of data plugs into the pipeline without touching it: a tiny tabular kind,
 defined here, runs end to end (train, fit, score, metrics, scores.csv) through
-`ifscale.pipeline.run`."""
+`ifscale.run.pipeline.run`."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import json
+from pathlib import Path
 from typing import ClassVar
 
 import flax.linen as nn
@@ -14,11 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import ifscale.pipeline
-from ifscale.config import DataConfig, ModelConfig, NoiseConfig, RunConfig, method_config
+import ifscale.run.pipeline
+from ifscale.config import DataConfig, ModelConfig, NoiseConfig, RunConfig
 from ifscale.data.noise import mislabel
-from ifscale.kinds import KINDS, DataKind, register
-from ifscale.kinds.images import classification_task
+from ifscale.domains import DOMAINS, Domain, register
+from ifscale.domains.images import classification_task
+from ifscale.run.compose import method_config, validate
 from ifscale.train import TrainConfig, cross_entropy, train_loop
 from ifscale.utils import ConfigError, stream_key, stream_rng
 
@@ -65,7 +68,7 @@ class MLP(nn.Module):
         return nn.Dense(3)(nn.tanh(nn.Dense(8)(x)))
 
 
-class TabularKind(DataKind):
+class TabularDomain(Domain):
     name: ClassVar[str] = "tabular"
     models: ClassVar[tuple[str, ...]] = ("mlp",)
     noise_kinds: ClassVar[tuple[str, ...]] = ("none", "mislabel")
@@ -119,9 +122,9 @@ class TabularKind(DataKind):
 
 @pytest.fixture
 def tabular_kind():
-    register(TabularKind(), BlobsConfig)
+    register(TabularDomain(), BlobsConfig)
     yield
-    KINDS.pop("tabular")
+    DOMAINS.pop("tabular")
 
 
 @pytest.mark.parametrize(
@@ -143,7 +146,7 @@ def test_a_new_kind_runs_through_the_pipeline_untouched(tabular_kind, method, tm
         progress=False,
     )
     cfg.paths.cache_dir = str(tmp_path / "cache")
-    metrics = ifscale.pipeline.run(cfg, tmp_path / "run")
+    metrics = ifscale.run.pipeline.run(cfg, tmp_path / "run")
     assert metrics["dataset"] == "blobs" and metrics["n_train"] == 240
     assert metrics["noise"]["n_noisy"] == 24 and metrics["n_scored"] == 240
     assert metrics["test_accuracy"] > 0.8  # separable blobs
@@ -154,17 +157,30 @@ def test_a_new_kind_runs_through_the_pipeline_untouched(tabular_kind, method, tm
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
 
 
-def test_the_kind_refuses_what_does_not_fit_it(tabular_kind):
+def test_the_domain_refuses_what_does_not_fit_it(tabular_kind):
     with pytest.raises(ConfigError, match="model.name"):
-        RunConfig(dataset=BlobsConfig(), model=ModelConfig(name="cnn_small"))
+        validate(RunConfig(dataset=BlobsConfig(), model=ModelConfig(name="cnn_small")))
     with pytest.raises(ConfigError, match="noise.kind"):
-        RunConfig(
-            dataset=BlobsConfig(), model=ModelConfig(name="mlp"), noise=NoiseConfig("permute")
+        validate(
+            RunConfig(
+                dataset=BlobsConfig(), model=ModelConfig(name="mlp"), noise=NoiseConfig("permute")
+            )
         )
 
 
-def test_the_pipeline_never_asks_which_kind_or_method_it_has():
-    source = inspect.getsource(ifscale.pipeline)
-    # No data types, no attribute sniffing: only the kind's and the method's declared members.
-    for name in ("ImageData", "TextData", "kind ==", "hasattr(", 'getattr(method, "'):
-        assert name not in source, name
+def test_the_runner_never_asks_which_domain_or_method_it_has():
+    import ifscale.run
+
+    modules = [
+        importlib.import_module(f"ifscale.run.{p.stem}")
+        for p in Path(ifscale.run.__file__).parent.glob("*.py")
+    ]
+    modules += [
+        importlib.import_module(f"ifscale.run.stages.{p.stem}")
+        for p in (Path(ifscale.run.__file__).parent / "stages").glob("*.py")
+    ]
+    # No data types, no attribute sniffing: only the domain's and the method's declared members.
+    for module in modules:
+        source = inspect.getsource(module)
+        for name in ("ImageData", "TextData", "kind ==", "hasattr(", 'getattr(method, "'):
+            assert name not in source, (module.__name__, name)

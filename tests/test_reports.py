@@ -14,8 +14,6 @@ import pandas as pd
 import pytest
 
 from ifscale.config import RunConfig
-from ifscale.pipeline import run
-from ifscale.record import MISSING, RunMetrics
 from ifscale.reports import (
     ReadmeSyncError,
     found_at_k,
@@ -24,6 +22,9 @@ from ifscale.reports import (
     sync_readme,
     table1_frame,
 )
+from ifscale.run.compose import from_dict
+from ifscale.run.metrics import MISSING, RunMetrics
+from ifscale.run.pipeline import run
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPARE = 100
@@ -37,7 +38,7 @@ TINY_ROWS = {
 
 
 def _config(tmp: Path, data_dir: Path, method: dict, max_examples=None) -> RunConfig:
-    return RunConfig.from_dict(
+    return from_dict(
         {
             "name": "tiny_table1",
             "dataset": {"data_dir": str(data_dir), "subset_size": 400},
@@ -434,7 +435,7 @@ def test_readme_sync_rewrites_the_block_and_names_a_readme_without_markers(tmp_p
 def test_an_incomplete_sweep_is_refused_naming_its_missing_jobs(tmp_path):
     """A killed multirun (Hydra wrote multirun.yaml, some jobs never finished) is named job
     by job, in the basic sweeper's order: config sweep params, then the command line."""
-    from ifscale.reports import IncompleteSweep, missing_jobs, require_complete
+    from experiments.sweeps import IncompleteSweep, missing_jobs, require_complete
 
     (tmp_path / "multirun.yaml").write_text(
         "hydra:\n"

@@ -162,7 +162,7 @@ def test_shards_on_a_launcher_merge_into_the_unsharded_run(
     _ok(done)
     jobs = [_metrics(sweep / str(i)) for i in range(shards)]
     assert sorted(j["shard"] for j in jobs) == list(range(shards))
-    assert all(j["stage"] == "shard" for j in jobs)
+    assert all(j["stage"] == "score" and "auc" not in j for j in jobs)
     assert sum(j["chunks_scored"] for j in jobs) == 19
     merged = sweep / "merged" / "0"
     assert _metrics(merged)["stage"] == "merge"
@@ -170,7 +170,7 @@ def test_shards_on_a_launcher_merge_into_the_unsharded_run(
     assert (merged / "scores.csv").read_bytes() == (reference / "scores.csv").read_bytes()
 
     # The reports' completeness check names a job of this real sweep that lost its results.
-    from ifscale.reports import missing_jobs
+    from experiments.sweeps import missing_jobs
 
     assert missing_jobs(sweep) == []
     (sweep / "1" / "metrics.json").unlink()

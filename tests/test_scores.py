@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import ifscale.pipeline
+import ifscale.run.pipeline
 from ifscale.cache.chunks import ChunkPlan, IncompleteScores, ScoreStore
-from ifscale.config import ModelConfig, NoiseConfig, RunConfig, ScoreConfig, method_config
+from ifscale.config import ModelConfig, NoiseConfig, RunConfig, ScoreConfig
 from ifscale.influence import stream_scores
 from ifscale.influence.scoring import stream_chunks
+from ifscale.run.compose import build_method, method_config
 from ifscale.train import TrainConfig
 from tests.test_kinds import BlobsConfig, tabular_kind  # noqa: F401  (a fixture)
 
@@ -137,18 +138,22 @@ def _blobs_run(tmp_path, **score) -> RunConfig:
     return cfg
 
 
+def _merge(cfg: RunConfig) -> RunConfig:
+    return dataclasses.replace(cfg, stage="merge")
+
+
 def test_shards_then_merge_equal_one_run(tabular_kind, tmp_path):  # noqa: F811
-    whole = ifscale.pipeline.run(_blobs_run(tmp_path / "one"), tmp_path / "one" / "run")
+    whole = ifscale.run.pipeline.run(_blobs_run(tmp_path / "one"), tmp_path / "one" / "run")
     assert whole["chunks"] == 8 and whole["chunks_scored"] == 8 and whole["shards"] == 1
 
-    shard = ifscale.pipeline.run(_blobs_run(tmp_path, shards=3, shard=2), tmp_path / "s2")
-    assert shard["stage"] == "shard" and "auc" not in shard
+    shard = ifscale.run.pipeline.run(_blobs_run(tmp_path, shards=3, shard=2), tmp_path / "s2")
+    assert shard["shard"] == 2 and "auc" not in shard  # one shard: no AUC
     assert shard["chunks_scored"] == 3 and not (tmp_path / "s2" / "scores.csv").exists()
     with pytest.raises(IncompleteScores, match=r"shard\(s\) \[0, 1\] of score.shards=3"):
-        ifscale.pipeline.run(_blobs_run(tmp_path, shards=3), tmp_path / "merged", merge=True)
+        ifscale.run.pipeline.run(_merge(_blobs_run(tmp_path, shards=3)), tmp_path / "merged")
     for i in (0, 1):
-        ifscale.pipeline.run(_blobs_run(tmp_path, shards=3, shard=i), tmp_path / f"s{i}")
-    merged = ifscale.pipeline.run(_blobs_run(tmp_path, shards=3), tmp_path / "m", merge=True)
+        ifscale.run.pipeline.run(_blobs_run(tmp_path, shards=3, shard=i), tmp_path / f"s{i}")
+    merged = ifscale.run.pipeline.run(_merge(_blobs_run(tmp_path, shards=3)), tmp_path / "m")
     assert merged["stage"] == "merge" and merged["chunks_scored"] == 0
     assert len(merged["shard_seconds"]) == 3
     for key in ("auc", "ap", "n_scored", "n_noisy_scored", "eigenvalues"):
@@ -157,7 +162,7 @@ def test_shards_then_merge_equal_one_run(tabular_kind, tmp_path):  # noqa: F811
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "m" / "scores.csv"), one)
 
     # A rerun finds every chunk and scores none.
-    again = ifscale.pipeline.run(_blobs_run(tmp_path), tmp_path / "again")
+    again = ifscale.run.pipeline.run(_blobs_run(tmp_path), tmp_path / "again")
     assert again["chunks_reused"] == 8 and again["chunks_scored"] == 0
     assert again["score_cache_hit"] and again["auc"] == whole["auc"]
 
@@ -171,10 +176,9 @@ def test_bad_shard_settings_are_one_line_errors(tabular_kind, tmp_path):  # noqa
         ScoreConfig(chunk=0)
     cfg = _blobs_run(tmp_path, shards=9)  # 8 chunks
     with pytest.raises(ConfigError, match="9 shards of 8 chunks"):
-        ifscale.pipeline.run(cfg, tmp_path / "run")
-    cfg = dataclasses.replace(cfg, method=method_config("none"))
-    with pytest.raises(ConfigError, match="a merge gathers"):
-        ifscale.pipeline.run(cfg, tmp_path / "run", merge=True)
+        ifscale.run.pipeline.run(cfg, tmp_path / "run")
+    with pytest.raises(ConfigError, match="stage=merge needs a method"):
+        _merge(dataclasses.replace(cfg, method=method_config("none")))
 
 
 @pytest.mark.parametrize(
@@ -226,7 +230,9 @@ def test_launcher_presets_compose(launcher, expected):
     hydra_cfg = yaml.safe_load(done.stdout)["hydra"]
     for key, value in expected.items():
         assert hydra_cfg["launcher"][key] == value, key
-    assert hydra_cfg["callbacks"]["merge_shards"]["_target_"] == "merge_callback.MergeShards"
+    assert hydra_cfg["callbacks"]["merge_shards"]["_target_"] == (
+        "experiments.merge_callback.MergeShards"
+    )
 
 
 def test_the_first_jobs_choices_are_recorded_and_win(tmp_path):
@@ -244,12 +250,13 @@ def test_a_recorded_route_is_made_again_instead_of_timed(tabular_kind, tmp_path)
     from ifscale.influence.sharding import make_mesh
 
     cfg = _blobs_run(tmp_path)
-    metrics = ifscale.pipeline.run(cfg, tmp_path / "run")
+    metrics = ifscale.run.pipeline.run(cfg, tmp_path / "run")
     timed = metrics["score_choices"]["route"]  # route=auto: chosen by the rule, recorded
     assert timed in ("grad", "jvp", "layerwise")
-    prep = ifscale.pipeline.prepare(cfg)
-    method = cfg.method.build(progress=False)
-    state, _, _ = ifscale.pipeline.fit_method(cfg, prep, method, prep.kind.task(prep.model, cfg))
+    prep = ifscale.run.context.prepare(cfg)
+    method = build_method(cfg.method, progress=False)
+    task = prep.domain.task(prep.model, cfg)
+    state, _, _ = ifscale.run.fitting.fit_method(cfg, prep, method, task)
     other = "jvp" if timed != "jvp" else "grad"
     sample = prep.data.train_batch(np.arange(8))
     _, made = prepared_scorer(method, state, sample, make_mesh(), {"route": other})
@@ -259,13 +266,13 @@ def test_a_recorded_route_is_made_again_instead_of_timed(tabular_kind, tmp_path)
 def test_route_auto_is_a_rule_so_fresh_caches_give_identical_scores(tabular_kind, tmp_path):  # noqa: F811
     """`route=auto` never times: two runs on fresh caches choose the same route and write
     the same scores, bit for bit; `route=fastest` times once and records its choice."""
-    runs = [ifscale.pipeline.run(_blobs_run(tmp_path / c), tmp_path / f"run-{c}") for c in "ab"]
+    runs = [ifscale.run.pipeline.run(_blobs_run(tmp_path / c), tmp_path / f"run-{c}") for c in "ab"]
     assert runs[0]["score_choices"] == runs[1]["score_choices"]
     texts = [(tmp_path / f"run-{c}" / "scores.csv").read_text() for c in "ab"]
     assert texts[0] == texts[1]
     cfg = _blobs_run(tmp_path / "c")
     cfg.method = dataclasses.replace(cfg.method, route="fastest")
-    timed = ifscale.pipeline.run(cfg, tmp_path / "run-c")
+    timed = ifscale.run.pipeline.run(cfg, tmp_path / "run-c")
     assert timed["score_choices"]["route"] in ("grad", "jvp", "layerwise")
 
 
@@ -278,11 +285,11 @@ def _hydra_cfg(*overrides):
 
 
 def test_two_runs_started_in_the_same_second_get_their_own_folders():
-    """Each process resolves the run folder with its own token (`run.py`'s `run_token`)."""
+    """Each process resolves the run folder with its own token (`cli.py`'s `run_token`)."""
     script = (
-        "import sys; sys.path.insert(0, 'experiments'); import run\n"
+        "from experiments import cli\n"
         "from hydra import compose, initialize_config_dir\n"
-        "with initialize_config_dir(str(run.PROJECT_ROOT / 'conf'), version_base='1.3'):\n"
+        "with initialize_config_dir(str(cli.PROJECT_ROOT / 'conf'), version_base='1.3'):\n"
         "    cfg = compose('config', ['experiment=train_small'], return_hydra_config=True)\n"
         "print(cfg.hydra.run.dir)\n"
     )

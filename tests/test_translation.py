@@ -14,7 +14,6 @@ import optax
 import pytest
 
 from ifscale.cache.keys import fit_key
-from ifscale.config import RunConfig
 from ifscale.data.text import (
     EOS_ID,
     PAD_ID,
@@ -23,12 +22,13 @@ from ifscale.data.text import (
     to_ids,
     train_tokenizer,
 )
+from ifscale.domains.translation import bleu, resolve_layers, stored_tokenizer, translation_task
 from ifscale.influence.methods import make_method
 from ifscale.influence.task import ParamView
-from ifscale.kinds.translation import bleu, resolve_layers, stored_tokenizer, translation_task
 from ifscale.models import build_model
 from ifscale.models.transformer import greedy_decode, pair_losses
-from ifscale.pipeline import run
+from ifscale.run.compose import from_dict
+from ifscale.run.pipeline import run
 from ifscale.utils import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,7 +207,7 @@ def test_padded_batch_loss_equals_each_pair_alone(small_corpus):
 
 def test_sequence_loss_is_checked_by_the_config_and_keys_the_fit(multi30k):
     def config(sequence_loss):
-        return RunConfig.from_dict(
+        return from_dict(
             {
                 "dataset": {
                     "name": "multi30k",
@@ -297,7 +297,7 @@ def test_pipeline_scores_permuted_pairs_on_real_multi30k(multi30k, tmp_path):
         "paths": {"cache_dir": str(tmp_path / "cache")},
         "progress": False,
     }
-    metrics = run(RunConfig.from_dict(raw), tmp_path / "run")
+    metrics = run(from_dict(raw), tmp_path / "run")
     assert metrics["model"] == "transformer_tiny"
     assert metrics["layers"] == "last3_decoder"
     assert 0 <= metrics["bleu"] <= 100 and 0 < metrics["test_accuracy"] < 1
@@ -312,9 +312,9 @@ def test_pipeline_scores_permuted_pairs_on_real_multi30k(multi30k, tmp_path):
     assert scores["is_noisy"].sum() == metrics["n_noisy_scored"]
     assert np.isfinite(scores["self_influence"]).all()
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert RunConfig.from_dict(saved) == RunConfig.from_dict(raw)
+    assert from_dict(saved) == from_dict(raw)
 
-    again = run(RunConfig.from_dict(raw), tmp_path / "again")
+    again = run(from_dict(raw), tmp_path / "again")
     assert again["train_cache_hit"] and again["fit_cache_hit"]
     assert again["auc"] == metrics["auc"] and again["bleu"] == metrics["bleu"]
 
@@ -326,8 +326,8 @@ def test_selection_stage_keeps_the_lowest_self_influence_of_the_precleaned_pairs
     Arnoldi's lowest scores, a fresh model judged after two budgets."""
     import pandas as pd
 
-    from ifscale.cleaning import pre_clean
-    from ifscale.kinds import kind_of
+    from ifscale.domains import domain_of
+    from ifscale.domains.translation.cleaning import pre_clean
 
     raw = {
         "dataset": {
@@ -361,13 +361,14 @@ def test_selection_stage_keeps_the_lowest_self_influence_of_the_precleaned_pairs
         "score": {"batch_size": 32},
         "paths": {"cache_dir": str(tmp_path / "cache")},
         "progress": False,
+        "stage": "select",
     }
-    cfg = RunConfig.from_dict(raw)
+    cfg = from_dict(raw)
     metrics = run(cfg, tmp_path / "run")
     assert metrics["n_train"] == 400  # truncate: no pair dropped, noise included
     assert metrics["n_selected"] == 200 and metrics["selected_percent"] == 50.0
     scores = pd.read_csv(tmp_path / "run" / "scores.csv")
-    data = kind_of(cfg.dataset).load(cfg)
+    data = domain_of(cfg.dataset).load(cfg)
     keep, _ = pre_clean(data.train_pairs.source, data.train_pairs.target)
     # Scored: exactly the pre-cleaned pool; selected: its 200 lowest self-influences.
     np.testing.assert_array_equal(scores["example"], np.flatnonzero(keep))

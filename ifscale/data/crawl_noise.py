@@ -22,16 +22,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ifscale.config import CRAWL_NOISE_KINDS
 from ifscale.utils import check, stream_rng
-
-CRAWL_NOISE_KINDS = (
-    "misaligned",
-    "untranslated",
-    "wrong_language",
-    "truncated",
-    "garbage",
-    "length_ratio",
-)
 
 _BOILERPLATE = (
     "Click here to subscribe to our newsletter",

@@ -10,9 +10,6 @@ import numpy as np
 from ifscale.data.images import ImageData
 from ifscale.utils import check, stream_rng
 
-# mislabel: images; permute, crawl: translation pairs (crawl: ifscale.data.crawl_noise)
-KINDS = ("none", "mislabel", "permute", "crawl")
-
 
 def mislabel(
     labels: np.ndarray, num_classes: int, rate: float, seed: int

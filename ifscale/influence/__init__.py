@@ -1,6 +1,5 @@
 """Influence methods behind one interface (`protocol`), and what they share."""
 
-from ifscale.influence.explain import TopInfluences, top_influences
 from ifscale.influence.methods import (
     EL2N,
     METHODS,
@@ -12,6 +11,7 @@ from ifscale.influence.methods import (
     TracIn,
     make_method,
 )
+from ifscale.influence.pairwise import TopInfluences, top_influences
 from ifscale.influence.protocol import Checkpoints, InfluenceMethod, SpectralMethod, Spectrum
 from ifscale.influence.scoring import ScoreResult, self_influence_scores, stream_scores
 from ifscale.influence.task import ParamView, Task

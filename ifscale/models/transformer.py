@@ -182,9 +182,6 @@ def token_losses(logits: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
     return ce * (target != PAD_ID)
 
 
-SEQUENCE_LOSSES = ("sum", "mean")
-
-
 def pair_losses(
     logits: jnp.ndarray, target: jnp.ndarray, sequence_loss: str = "sum"
 ) -> jnp.ndarray:

@@ -1,8 +1,9 @@
 """Tables and figures from run folders (`metrics.json`, `scores.csv`, `config.json`).
 
-Used by `experiments/report.py` and the inspection notebook; free of Hydra. A run folder is
-what `ifscale.pipeline.run` writes; its `metrics.json` is read through
-`ifscale.record.RunMetrics`.
+Used by `experiments/report.py` and the inspection notebook; free of Hydra (whether a
+multirun finished is `experiments/sweeps.py`'s). A run folder is what
+`ifscale.run.pipeline.run` writes; its `metrics.json` is read through
+`ifscale.run.metrics.RunMetrics`.
 
 - `runs`: loading run folders, matching runs to a paper's rows, formatting and markdown
 - `table1`, `figures`, `table2`, `table3`, `regimes`: one module per table or figure pair
@@ -35,14 +36,11 @@ from ifscale.reports.regimes import (
 )
 from ifscale.reports.runs import (
     METHOD_LABELS,
-    IncompleteSweep,
     Row,
     config_of,
     load_runs,
     markdown_table,
     match_rows,
-    missing_jobs,
-    require_complete,
     rows_with_runs,
     scores_of,
 )
@@ -92,9 +90,6 @@ __all__ = [
     "regimes_runs_frame",
     "regimes_table",
     "training_table",
-    "IncompleteSweep",
-    "missing_jobs",
-    "require_complete",
     "FIDELITY",
     "FIDELITY_ROWS",
     "FIGURE1_METHODS",

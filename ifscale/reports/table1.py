@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ifscale.record import RunMetrics
 from ifscale.reports.runs import (
     Row,
     baseline_verdict,
@@ -24,6 +23,7 @@ from ifscale.reports.runs import (
     rows_with_runs,
     scores_of,
 )
+from ifscale.run.metrics import RunMetrics
 
 
 def _paper(pbar, t, auc, ap):
@@ -279,8 +279,8 @@ def top_examples(
     """The `count` most self-influential training examples of the first row of `prefer`
     that has a run, with their images (reloaded through the run's `config.json`), given
     and true labels."""
-    from ifscale.config import RunConfig
-    from ifscale.kinds import kind_of
+    from ifscale.domains import domain_of
+    from ifscale.run.compose import from_dict
 
     matched = match_rows(rows, runs)
     row = next((key for key in prefer if key in matched), None)
@@ -289,8 +289,8 @@ def top_examples(
     run = matched[row]
     scores = scores_of(run).sort_values("self_influence", ascending=False, kind="stable")
     top = scores.head(count)
-    cfg = RunConfig.from_dict(config_of(run))
-    data = kind_of(cfg.dataset).load(cfg)
+    cfg = from_dict(config_of(run))
+    data = domain_of(cfg.dataset).load(cfg)
     example = top["example"].to_numpy()
     assert np.array_equal(data.y_train[example], top["label"].to_numpy()), "labels differ"
     return {

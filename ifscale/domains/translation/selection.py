@@ -4,7 +4,7 @@ BLEU after a short and a long budget.
 Selections: every pair ("all"), the heuristic pre-cleaning's ("precleaning"), a seeded
 random share ("random", the control), or the share with the lowest self-influence
 ("influence", optionally within each target-length decile), each optionally from the
-pre-cleaned pairs only. Defined for translation data (`ifscale.kinds.translation`).
+pre-cleaned pairs only. The translation domain's `select` (`stage=select`).
 """
 
 from __future__ import annotations
@@ -20,26 +20,25 @@ import pandas as pd
 
 from ifscale.cache.arrays import ArrayStore
 from ifscale.cache.keys import SELECTED_VERSION, selection_key
-from ifscale.cleaning import (
+from ifscale.data.text import PAD_ID
+from ifscale.domains.translation.cleaning import (
     length_strata,
     lowest_scores,
     lowest_scores_by_stratum,
     pre_clean,
     random_selection,
 )
-from ifscale.data.text import PAD_ID
 from ifscale.train import TrainedModel
 from ifscale.utils import check, config_hash
 
 if TYPE_CHECKING:
     from ifscale.config import RunConfig
-    from ifscale.pipeline import Prepared
 
 PoolScorer = Callable[[np.ndarray], tuple[dict[str, Any], pd.DataFrame]]
 
 
-def selection_stage(
-    cfg: RunConfig, prep: Prepared, score_pool: PoolScorer
+def select_and_judge(
+    cfg: RunConfig, prep: Any, score_pool: PoolScorer
 ) -> tuple[dict[str, Any], pd.DataFrame | None]:
     """Selects training pairs by `cfg.select`, trains a fresh model on them for
     `select.budget_long` steps and reports BLEU after both budgets, with the share of each
@@ -47,7 +46,8 @@ def selection_stage(
 
     Args:
       cfg: the run's config.
-      prep: the data and the scoring model trained on all of it.
+      prep: the data and the scoring model trained on all of it (the run's
+        `ifscale.run.context.Prepared`).
       score_pool: self-influence of the pairs at an index array (metrics, scores table).
 
     Returns:
@@ -89,7 +89,7 @@ def selection_stage(
 
     selected = data.subset(chosen)
     judge = dataclasses.replace(cfg.train, steps=sel.budget_long, kept_checkpoints=1)
-    model = prep.kind.build_model(cfg, data)
+    model = prep.domain.build_model(cfg, data)
     key = selection_key(
         config_hash(prep.train_key),
         chosen,
@@ -98,7 +98,7 @@ def selection_stage(
     )
     trained, hit = ArrayStore(cfg.paths.cache_dir, "selected", SELECTED_VERSION).get_or_build(
         key,
-        lambda: prep.kind.train(
+        lambda: prep.domain.train(
             model,
             selected,
             judge,

@@ -1,39 +1,34 @@
-"""The fit stage: the one-time work of a method on the trained model, cached.
+"""The one-time work of a method on the trained model (its fit), stored and reused.
 
 Spectral methods (Arnoldi, RandProj, Exact) store their spectrum with orbax under
-`<cache_dir>/fits/` (`ifscale.cache.spectra`), keyed by what determines it (`fit_key`), laid out on
-the run's mesh; the others (LISSA, TracIn, the baselines) have no one-time work worth
-caching. `ifscale.pipeline` runs it before scoring, or alone with `stage=fit`.
+`<cache_dir>/fits/` (`ifscale.cache.spectra`), keyed by what determines it
+(`ifscale.cache.keys.fit_key`), laid out on the run's mesh; the others (LISSA, TracIn, the
+baselines) have no one-time work worth storing. Every stage with a method fits through
+`fit_method` (`stage=fit` alone).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 
 from ifscale.cache.keys import FIT_VERSION, fit_key
 from ifscale.cache.spectra import SpectrumStore
 from ifscale.config import RunConfig
+from ifscale.domains import Dataset
 from ifscale.influence import Checkpoints, InfluenceMethod, SpectralMethod, Task
 from ifscale.influence.hvp import device_batches
 from ifscale.influence.scoring import place
-from ifscale.influence.sharding import Layout, make_mesh
+from ifscale.influence.sharding import Layout
 from ifscale.influence.task import ParamView
-from ifscale.kinds import Dataset
+from ifscale.run.compose import build_method
+from ifscale.run.mesh import run_mesh
 from ifscale.utils import check, config_hash, stream_key, stream_rng
 
-if TYPE_CHECKING:
-    from ifscale.pipeline import Prepared
-
 log = logging.getLogger(__name__)
-
-
-def run_mesh(cfg: RunConfig):
-    """The device mesh of `cfg.mesh` (`ifscale.influence.sharding`)."""
-    return make_mesh(cfg.mesh.data, cfg.mesh.model)
 
 
 def fit_batches(cfg: RunConfig, data: Dataset) -> list[Any]:
@@ -52,7 +47,7 @@ def fit_batches(cfg: RunConfig, data: Dataset) -> list[Any]:
 def require_stored_fit(cfg: RunConfig, train_key: dict[str, Any]) -> None:
     """Refuses (ConfigError naming `score.require_fit`) a run whose method's fit is not
     stored yet; checked before training, from the training key alone."""
-    method = cfg.method.build(progress=False)
+    method = build_method(cfg.method, progress=False)
     if not isinstance(method, SpectralMethod):
         return  # nothing stored to require: its one-time work is cheap (LISSA, TracIn)
     store = SpectrumStore(cfg.paths.cache_dir, FIT_VERSION)
@@ -65,8 +60,9 @@ def require_stored_fit(cfg: RunConfig, train_key: dict[str, Any]) -> None:
     )
 
 
-def fit_method(cfg: RunConfig, prep: Prepared, method: InfluenceMethod, task: Task):
-    """The method's fitted state, and (fit seconds, whether the fit came from the cache).
+def fit_method(cfg: RunConfig, prep, method: InfluenceMethod, task: Task):
+    """The method's fitted state, and (fit seconds, whether the fit came from the cache),
+    for the run prepared in `prep` (`ifscale.run.context.Prepared`).
 
     Spectral methods (Arnoldi, RandProj, Exact) store their spectrum with orbax under
     `<cache_dir>/fits/` (`ifscale.cache.spectra`), laid out on the run's mesh; the others (LISSA,
@@ -93,7 +89,7 @@ def fit_method(cfg: RunConfig, prep: Prepared, method: InfluenceMethod, task: Ta
         log.info("Reusing the %s fit cached at %s", method.name, store.path(cache_key))
         return method.from_spectrum(view, spectrum, layout), info["t_fit_s"], True
     check(
-        not cfg.score.require_fit,
+        not cfg.requires_stored_fit,
         "score.require_fit",
         f"no cached {method.name} fit at {store.path(cache_key)} (or it was refused); run "
         "stage=fit with the same config first",

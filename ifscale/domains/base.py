@@ -1,9 +1,11 @@
-"""Kinds of data: one object per kind owns everything the pipeline must not ask about.
+"""A domain of data: one object per domain owns everything the runner must not ask about.
 
-A kind (images, translation, ...) loads its data with their noise, builds and trains its
+A domain (images, translation, ...) loads its data with their noise, builds and trains its
 models, gives the influence `Task` of a model, and says which columns describe a scored
-example. `ifscale.pipeline` runs its stages over a kind and never asks which one it has, so
-a new kind is a new `DataKind` subclass, its dataset schema and one `register` call.
+example; it returns tables and the data of pictures, and the stages write them. The runner
+(`ifscale.run`) runs its stages over a domain and never asks which one it has, so a new
+domain is a new `Domain` subclass, its dataset schema and one `ifscale.domains.register`
+call.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from ifscale.utils import check
 if TYPE_CHECKING:
     import flax.linen as nn
 
-    from ifscale.config import DataConfig, RunConfig
+    from ifscale.config import RunConfig, TrainConfig
     from ifscale.influence.task import Batch, Task
-    from ifscale.train import TrainConfig, TrainedModel
+    from ifscale.train import TrainedModel
 
 
 class Dataset(Protocol):
-    """What the pipeline reads from a kind's loaded data."""
+    """What the runner reads from a domain's loaded data."""
 
     #: [n] True where noise changed the training example (the ground truth of detection).
     is_noisy: np.ndarray
@@ -39,8 +41,8 @@ class Dataset(Protocol):
         ...
 
 
-class DataKind(abc.ABC):
-    """One kind of data and the models trained on it."""
+class Domain(abc.ABC):
+    """One domain of data and the models trained on it."""
 
     #: `dataset.kind` of its configs.
     name: ClassVar[str]
@@ -51,10 +53,12 @@ class DataKind(abc.ABC):
     #: whether its models predict one class per example (`correct`, `predicted_batch`), so
     #: that `explain.select=misclassified` and `explain.target=prediction` are defined.
     predicts_classes: ClassVar[bool] = False
+    #: whether it defines a data cleaning (`stage=select`, `select`).
+    selects: ClassVar[bool] = False
 
     def check(self, cfg: RunConfig) -> None:
-        """Refuses (ConfigError naming the key) a run whose other parts do not fit this kind;
-        a kind extends it for its own options."""
+        """Refuses (ConfigError naming the key) a run whose other parts do not fit this
+        domain; a domain extends it for its own options."""
         check(
             cfg.model.name in self.models,
             "model.name",
@@ -65,6 +69,11 @@ class DataKind(abc.ABC):
             cfg.noise.kind in self.noise_kinds,
             "noise.kind",
             f"{self.name} data take noise {self.noise_kinds}, got {cfg.noise.kind!r}",
+        )
+        check(
+            cfg.stage != "select" or self.selects,
+            "select.method",
+            f"data cleaning (stage=select) is not defined for {self.name} data",
         )
         if cfg.stage == "explain" and not self.predicts_classes:
             check(
@@ -125,7 +134,7 @@ class DataKind(abc.ABC):
         so every gradient and the Hessian vanish), or None."""
         return None
 
-    # ---- explaining test predictions (`stage=explain`, `ifscale.explain_stage`)
+    # ---- explaining test predictions (`stage=explain`, `ifscale.run.stages.explain`)
 
     @abc.abstractmethod
     def test_batch(self, data: Dataset, index: np.ndarray) -> Batch:
@@ -133,11 +142,11 @@ class DataKind(abc.ABC):
 
     def predicted_batch(self, model: nn.Module, params, data: Dataset, index) -> Batch | None:
         """The test examples at `index` with the model's own prediction as their label
-        (`explain.target=prediction`); None where the kind does not define it."""
+        (`explain.target=prediction`); None where the domain does not define it."""
         return None
 
     def correct(self, model: nn.Module, params, data: Dataset) -> np.ndarray | None:
-        """[m] whether the model predicts each test example right; None where the kind has
+        """[m] whether the model predicts each test example right; None where the domain has
         no single right answer (translation), so `explain.select=misclassified` is refused."""
         return None
 
@@ -146,10 +155,17 @@ class DataKind(abc.ABC):
         labels and predictions, or their text and translation)."""
         return {}
 
-    def write_explanations(self, folder, table, data: Dataset) -> list[str]:
-        """Writes a human-readable view of `explanations.csv` (`table`) into `folder`;
-        returns the file names (by default none)."""
-        return []
+    def pictures(self, data: Dataset, split: str, index: np.ndarray) -> np.ndarray | None:
+        """[len(index), h, w, c] the examples at `index` of `split` ("train" or "test") as
+        images, for the figure of `stage=explain`; None where the domain's examples are not
+        pictures (its explanations are then written as a table of text)."""
+        return None
+
+    def select(self, cfg: RunConfig, prep, score_pool) -> tuple[dict[str, Any], Any]:
+        """`stage=select`: the domain's data cleaning (`SelectConfig`), as (metrics, the
+        scores table of the pool or None); `score_pool(index)` scores the pool's
+        self-influence. By default the domain has none (refused in `check`)."""
+        raise NotImplementedError
 
     def strata(self, data: Dataset) -> np.ndarray:
         """[n] labels within which scored subsets are stratified; by default one stratum."""
@@ -160,37 +176,6 @@ class DataKind(abc.ABC):
         """Columns of `scores.csv` that describe the training examples at `index`."""
 
     def run_metrics(self, cfg: RunConfig, data: Dataset, info: dict[str, Any]) -> dict[str, Any]:
-        """Metrics of the kind beyond test accuracy, from the data and the training `info`;
+        """Metrics of the domain beyond test accuracy, from the data and the training `info`;
         by default none."""
         return {}
-
-
-KINDS: dict[str, DataKind] = {}
-DATA_CONFIGS: dict[str, type[DataConfig]] = {}
-
-
-def register(kind: DataKind, config_type: type[DataConfig]) -> None:
-    """Makes `kind` the kind of datasets whose `kind` is `kind.name`, with that schema."""
-    KINDS[kind.name] = kind
-    DATA_CONFIGS[kind.name] = config_type
-
-
-def kind_of(dataset: DataConfig) -> DataKind:
-    """The registered kind of a dataset config."""
-    check(
-        dataset.kind in KINDS,
-        "dataset.kind",
-        f"unknown kind {dataset.kind!r}; registered: {sorted(KINDS)}",
-    )
-    return KINDS[dataset.kind]
-
-
-def _register_builtin() -> None:
-    from ifscale.kinds.images import ImageDataConfig, ImagesKind
-    from ifscale.kinds.translation import TextDataConfig, TranslationKind
-
-    register(ImagesKind(), ImageDataConfig)
-    register(TranslationKind(), TextDataConfig)
-
-
-_register_builtin()

@@ -1,4 +1,4 @@
-"""Image classification: labelled images with mislabeled examples, the MNIST CNNs."""
+"""The images domain: labelled images with mislabeled examples, the MNIST CNNs."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifscale.config import DataConfig
+from ifscale.config import DataConfig, TrainConfig
 from ifscale.data import ImageData, apply_label_noise, load_images
 from ifscale.data.images import SOURCES as IMAGE_SOURCES
-from ifscale.influence.baselines import error_norm
+from ifscale.domains.base import Domain
 from ifscale.influence.layerwise import FlaxLayerwise
+from ifscale.influence.methods.baselines import error_norm
 from ifscale.influence.task import Task
-from ifscale.kinds import DataKind
 from ifscale.models import MODELS, build_model, init_params
-from ifscale.train import TrainConfig, TrainedModel, cross_entropy, train
+from ifscale.train import TrainedModel, cross_entropy, train
 from ifscale.utils import check, stream_key
 
 
@@ -88,7 +88,7 @@ def classification_task(model: nn.Module, layers=None, l2: float = 0.0) -> Task:
     return Task(loss=loss, layers=layers, l2=l2, layerwise=fast, error_norm=errors)
 
 
-class ImagesKind(DataKind):
+class ImagesDomain(Domain):
     """Images [n, h, w, c] with integer labels; noise relabels a share of them."""
 
     name: ClassVar[str] = "images"
@@ -107,11 +107,6 @@ class ImagesKind(DataKind):
             cfg.method.sequence_loss == "sum",
             "method.sequence_loss",
             "a per-token mean is defined for translation data; image classifiers have one loss",
-        )
-        check(
-            cfg.select.method is None,
-            "select.method",
-            "data cleaning is defined for translation data",
         )
 
     def load(self, cfg) -> ImageData:
@@ -221,11 +216,8 @@ class ImagesKind(DataKind):
         predicted = self._predictions(model, params, data.x_test[index])
         return {"test_label": data.y_test[index], "test_prediction": predicted}
 
-    def write_explanations(self, folder, table, data: ImageData) -> list[str]:
-        from ifscale.reports.explain import image_explanations
-
-        image_explanations(table, data, Path(folder) / "explanations.png")
-        return ["explanations.png"]
+    def pictures(self, data: ImageData, split: str, index: np.ndarray) -> np.ndarray:
+        return (data.x_train if split == "train" else data.x_test)[np.asarray(index)]
 
     def strata(self, data: ImageData) -> np.ndarray:
         return data.y_train

@@ -1,9 +1,5 @@
-"""Settings of the optional stages of a run: explaining test predictions (`stage=explain`,
-`ExplainConfig`) and selecting data to retrain on (Table 3, `SelectConfig`).
-
-Part of the typed run configuration (`ifscale.config.RunConfig` holds them as `explain` and
-`select`); kept apart so that each file stays readable.
-"""
+"""Settings of the stages beyond scoring: explaining test predictions (`stage=explain`,
+`ExplainConfig`) and selecting data to retrain on (`stage=select`, Table 3, `SelectConfig`)."""
 
 from __future__ import annotations
 
@@ -71,13 +67,14 @@ class ExplainConfig:
 
 @dataclasses.dataclass
 class SelectConfig:
-    """Data cleaning (Table 3): select part of the noisy training set, train a fresh model
-    on it, report BLEU after a short and a long budget.
+    """Data cleaning (`stage=select`, Table 3): select part of the noisy training set, train
+    a fresh model on it, report BLEU after a short and a long budget.
 
     Attributes:
-      method: null (no cleaning stage), "all" (no cleaning), "precleaning" (heuristic
-        filters, `ifscale.cleaning`), "random" (the control), "influence" (lowest
-        self-influence under `method`, from the model trained on the whole noisy set).
+      method: which selection `stage=select` makes: "all" (no cleaning), "precleaning"
+        (heuristic filters, `ifscale.domains.translation.cleaning`), "random" (the
+        control), "influence" (lowest self-influence under `method`, from the model trained
+        on the whole noisy set); null outside `stage=select`.
       fraction: share of the whole training set to keep (random, influence).
       after_precleaning: select from the pre-cleaned pairs only (random, influence).
       by_length: (influence) keep `fraction` of each target-length decile, its lowest

@@ -60,7 +60,7 @@ class Krylov:
         if isinstance(self.rows, _HostRows):
             return self.rows.combine(coefficients)
         if self.rows.nbytes <= _ONE_PASS_BYTES or self.layout.model > 1:
-            return _combine(coefficients, self.rows)
+            return combine(coefficients, self.rows)
         # A large basis on one device: a block of parameters at a time, written in place,
         # so that neither a slice of the basis nor a second result is ever held whole.
         padded = self.layout.padded
@@ -369,7 +369,7 @@ def distill(
 
 
 @jax.jit
-def _combine(coefficients: jnp.ndarray, rows: jnp.ndarray) -> jnp.ndarray:
+def combine(coefficients: jnp.ndarray, rows: jnp.ndarray) -> jnp.ndarray:
     """[k, m] @ rows[:m] -> [k, padded]. The slice happens inside the jit, so a basis with
     spare rows is never copied; the contraction is over m, so the result keeps the rows'
     sharding of the parameter axis."""

@@ -1,12 +1,15 @@
-"""The typed record of a run's `metrics.json`.
+"""The typed record of a run's `metrics.json`, made of the records of the stages.
 
-`RunMetrics` names every key `ifscale.pipeline.run` writes, in the order it writes them, so
-that a record built from the same values writes the same file byte for byte
-(`json.dumps(..., indent=2)` and a newline). Which keys a run has depends on its kind:
-every run has the first group; text data (translation) adds the second; an influence run
-(`method.name` set, no `select.method`) or an influence selection adds the third; a Table 3
-selection adds the fourth. A key a run does not write holds the sentinel `MISSING` and is
-left out of `to_json` (a key written as `null` holds None and is kept).
+Each part of a run writes its own record, a dataclass whose fields are its keys, built by
+keyword where the numbers are made (a misspelt key fails there): `RunInfo` (every run,
+`ifscale.run.pipeline`), `DataMetrics` (what the domain measures of its model and data),
+`ScoreMetrics` (a method's fit and its self-influence scores: `stage=fit`, `score`, `all`,
+`merge`, and the pools of `select`), `ExplainMetrics` (`stage=explain`), `SelectMetrics`
+(`stage=select`), and `Closing` (the method's options, the stage, the wall time, last).
+`RunMetrics` is all of them in that order: a record built from the same values writes the
+same file byte for byte (`json.dumps(..., indent=2)` and a newline). A key a run does not
+write holds the sentinel `MISSING` and is left out of `to_json` (a key written as `null`
+holds None and is kept).
 
 Readers (the reports) load a run through `RunMetrics.load`, so a key that is renamed or
 missing in a file fails there, in one place, with the file's name, not as a KeyError deep
@@ -34,11 +37,19 @@ class _Missing(enum.Enum):
 MISSING: Final = _Missing.MISSING
 
 
-@dataclasses.dataclass(kw_only=True)
-class RunMetrics:
-    """One run's metrics (see the module docstring for which keys which runs have)."""
+def written(record) -> dict[str, Any]:
+    """The keys of a record that were written (not `MISSING`), in its order."""
+    return {
+        f.name: getattr(record, f.name)
+        for f in dataclasses.fields(record)
+        if getattr(record, f.name) is not MISSING
+    }
 
-    # Every run (`pipeline.run`).
+
+@dataclasses.dataclass(kw_only=True)
+class RunInfo:
+    """Every run (`ifscale.run.pipeline.run`)."""
+
     experiment: str
     dataset: str
     model: str
@@ -57,6 +68,11 @@ class RunMetrics:
     train_key_hash: str
     git_commit: str | None
 
+
+@dataclasses.dataclass(kw_only=True)
+class DataMetrics:
+    """What the domain measures of its trained model and data (`Domain.run_metrics`)."""
+
     # Image data: the share of training labels the model predicts (all; mislabeled ones).
     train_accuracy: float | None | _Missing = MISSING
     noisy_labels_fitted: float | None | _Missing = MISSING
@@ -69,7 +85,12 @@ class RunMetrics:
     data_stats: dict[str, int | None] | _Missing = MISSING
     sequence_loss: str | _Missing = MISSING  # text data with a method
 
-    # Influence scores (`pipeline.influence_stage`): influence runs and selections.
+
+@dataclasses.dataclass(kw_only=True)
+class ScoreMetrics:
+    """A method's fit and its self-influence scores (`ifscale.run.stages.fit`, `score`):
+    fits, scoring runs, merges and the pools of influence selections."""
+
     auc: float | None | _Missing = MISSING
     ap: float | None | _Missing = MISSING
     t_fit_s: float | _Missing = MISSING
@@ -88,15 +109,19 @@ class RunMetrics:
     n_compare: int | _Missing = MISSING
     eigenvalues: list[float] | _Missing = MISSING  # methods with a spectrum
     score_cache_hit: bool | _Missing = MISSING  # every chunk came from the score store
-    shards: int | _Missing = MISSING  # `score.shards` (`ifscale.scores`)
-    shard: int | _Missing = MISSING  # a shard job's `score.shard` (stage "shard")
+    shards: int | _Missing = MISSING  # `score.shards` (`ifscale.cache.chunks`)
+    shard: int | _Missing = MISSING  # a shard job's `score.shard` (only part of the scores)
     shard_seconds: list[float] | _Missing = MISSING  # scoring seconds of each shard
     chunks: int | _Missing = MISSING  # chunks of the scored set
     chunks_reused: int | _Missing = MISSING  # of this job's chunks, found finished
     chunks_scored: int | _Missing = MISSING  # of this job's chunks, scored now
     score_choices: dict[str, Any] | _Missing = MISSING  # e.g. the projection route used
 
-    # Explanations (`stage=explain`, `ifscale.explain_stage`).
+
+@dataclasses.dataclass(kw_only=True)
+class ExplainMetrics:
+    """Explanations (`stage=explain`, `ifscale.run.stages.explain`)."""
+
     explain_test_indices: list[int] | _Missing = MISSING
     explain_select: str | None | _Missing = MISSING  # null: explain.test_indices given
     explain_top_k: int | _Missing = MISSING
@@ -106,7 +131,11 @@ class RunMetrics:
     self_influence_examples_per_s: float | _Missing = MISSING  # the same run, same data
     explain_cost_ratio: float | _Missing = MISSING  # per training example, to self-influence
 
-    # Data cleaning (`pipeline.selection_stage`, Table 3).
+
+@dataclasses.dataclass(kw_only=True)
+class SelectMetrics:
+    """Data cleaning (`stage=select`, Table 3: the domain's `select`)."""
+
     select: dict[str, Any] | _Missing = MISSING  # the SelectConfig
     n_selected: int | _Missing = MISSING
     selected_percent: float | _Missing = MISSING
@@ -122,24 +151,42 @@ class RunMetrics:
     selected_train_time_s: float | _Missing = MISSING
     selected_train_cache_hit: bool | _Missing = MISSING
 
+
+@dataclasses.dataclass(kw_only=True)
+class Closing:
+    """Written last by every run (`ifscale.run.pipeline.run`)."""
+
     # Runs with a method or a selection.
     method_options: dict[str, Any] | _Missing = MISSING
-    layers: str | None | _Missing = MISSING  # influence runs
+    layers: str | list[str] | None | _Missing = MISSING  # influence runs
 
-    # Runs that are not one whole scoring: "fit" (`stage=fit`), "shard" (one of
-    # `score.shards`, no AUC), "merge" (gathered shards, `experiments/merge.py`), "explain".
+    # The stage (`stage`): "fit", "score", "all", "merge", "explain", "select". Runs of
+    # older versions wrote it only for "fit", "shard" (a shard job, today a "score" run
+    # with `shard`), "merge" and "explain".
     stage: str | _Missing = MISSING
 
-    # Every run, written last.
     wall_time_s: float
 
+
+@dataclasses.dataclass(kw_only=True)
+class RunMetrics(Closing, SelectMetrics, ExplainMetrics, ScoreMetrics, DataMetrics, RunInfo):
+    """One run's metrics: the records of its parts, in this order (see the module
+    docstring for which keys which runs have)."""
+
+    @classmethod
+    def of(cls, *records) -> RunMetrics:
+        """The run's record from its parts' records (each written key once)."""
+        values: dict[str, Any] = {}
+        for record in records:
+            for key, value in written(record).items():
+                if key in values:
+                    raise ValueError(f"metrics key {key!r} written twice")
+                values[key] = value
+        return cls(**values)
+
     def to_dict(self) -> dict[str, Any]:
-        """The keys the run wrote (those not `MISSING`), in the pipeline's order."""
-        return {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if getattr(self, f.name) is not MISSING
-        }
+        """The keys the run wrote (those not `MISSING`), in the record's order."""
+        return written(self)
 
     def to_json(self) -> str:
         """The text of `metrics.json`."""
@@ -160,7 +207,9 @@ class RunMetrics:
         if unknown or missing:
             problems = [f"unknown key(s) {unknown}"] if unknown else []
             problems += [f"missing key(s) {missing}"] if missing else []
-            raise ValueError(f"{source}: {'; '.join(problems)} (see ifscale.record.RunMetrics)")
+            raise ValueError(
+                f"{source}: {'; '.join(problems)} (see ifscale.run.metrics.RunMetrics)"
+            )
         return cls(**values)
 
     @classmethod

@@ -1,0 +1,195 @@
+"""What Exact, Arnoldi and RandProj share: one state and its scoring.
+
+The state is directions U [k, p] and a symmetric inner matrix M [k, k], with
+influence(x, z) = (U g_z)ᵀ M (U g_x). For Arnoldi and Exact, U holds eigenvectors of H and
+M = diag(1/λ); for RandProj, U = Qᵀ G and M = diag(1/λ) from the eigendecomposition
+H̃ = G H Gᵀ = Q Λ Qᵀ, which equals ⟨G g_z, H̃⁻¹ G g_x⟩ exactly. A subclass implements
+`spectrum` (the expensive, stored part) and `select` (which values to keep and how to invert
+them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ifscale.influence import layerwise
+from ifscale.influence.projection import (
+    ROUTES,
+    choose_route,
+    grad_route_is_wrong,
+    project,
+    project_prepared,
+    rule_route,
+)
+from ifscale.influence.protocol import SpectralMethod, Spectrum
+from ifscale.influence.sharding import Layout
+from ifscale.influence.task import Batch, ParamView
+from ifscale.utils import ConfigError, check
+
+log = logging.getLogger(__name__)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ProjectedState:
+    """influence(x, z) = (U g_z)ᵀ M (U g_x).
+
+    Attributes:
+      view: the perturbed parameters at the trained values.
+      directions: U [k, p].
+      inner: M [k, k], symmetric.
+      eigvals: [k] the curvature values behind M (eigenvalues of H, Ritz values, or
+        eigenvalues of H̃), for inspection (Figure 2).
+      route: the projection route ("grad", "jvp", "layerwise"), or "auto"/"fastest"
+        until `prepare` chooses one.
+      layout: how `directions` are laid out on the mesh (sharded over `model`, padded).
+      prepared: U laid out per layer for the layerwise route (set by `prepare`).
+    """
+
+    view: ParamView
+    directions: jnp.ndarray
+    inner: jnp.ndarray
+    eigvals: jnp.ndarray
+    route: str = dataclasses.field(default="auto", metadata={"static": True})
+    layout: Layout | None = dataclasses.field(default=None, metadata={"static": True})
+    prepared: dict | None = None
+
+
+def inverse_of_eigenvalues(values: np.ndarray, rcond: float, what: str) -> np.ndarray:
+    """1/λ, with 0 for |λ| <= rcond · max|λ| (a pseudo-inverse: singular directions carry no
+    curvature information and would blow the score up)."""
+    values = np.asarray(values, np.float64)
+    cutoff = rcond * np.abs(values).max(initial=0.0)
+    keep = np.abs(values) > cutoff
+    if not keep.all():
+        log.warning(
+            "%s: %d of %d eigenvalues are below rcond=%g x max|λ| and are dropped from the inverse",
+            what,
+            int((~keep).sum()),
+            len(values),
+            rcond,
+        )
+    return np.where(keep, 1.0 / np.where(keep, values, 1.0), 0.0)
+
+
+@jax.jit
+def _quadratic(p: jnp.ndarray, inner: jnp.ndarray) -> jnp.ndarray:
+    return jnp.sum((p @ inner) * p, axis=-1)
+
+
+def by_abs_value(values: np.ndarray, vectors) -> Spectrum:
+    order = np.argsort(-np.abs(values), kind="stable")
+    return Spectrum(np.asarray(values, np.float64)[order], jnp.asarray(vectors)[order])
+
+
+class Projected(SpectralMethod):
+    """What the methods with a `ProjectedState` share: a subclass implements `spectrum`
+    and `select` (which values to keep and how to invert them)."""
+
+    route: str = "auto"
+
+    def select(self, spectrum: Spectrum) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indices into the spectrum to keep, the curvature values used for them, and
+        their inverses)."""
+        raise NotImplementedError
+
+    def from_spectrum(
+        self, view: ParamView, spectrum: Spectrum, layout: Layout | None = None
+    ) -> ProjectedState:
+        keep, values, inverse = self.select(spectrum)
+        dtype = view.theta.dtype
+        if np.array_equal(keep, np.arange(len(spectrum.vectors))):
+            directions = spectrum.vectors  # all of them, in order: no copy (k x p is large)
+        else:
+            directions = spectrum.vectors[jnp.asarray(keep, jnp.int32)]
+        return ProjectedState(
+            view=view,
+            directions=jnp.asarray(directions, dtype),
+            inner=jnp.asarray(np.diag(inverse), dtype),
+            eigvals=jnp.asarray(values, dtype),
+            route=self.route,
+            layout=layout or Layout.create(view.size),
+        )
+
+    def prepare(
+        self,
+        state: ProjectedState,
+        batch: Batch,
+        choices: dict[str, Any] | None = None,
+        mesh=None,
+    ) -> ProjectedState:
+        """Fixes the projection route and lays the directions out once for the layerwise
+        route. "auto" and "fastest" take the route recorded in `choices` (an earlier job of
+        the same scoring), else "auto" applies `rule_route` and "fastest" times the routes
+        on `batch`. The grad route is never chosen, and refused when asked for, where it
+        would be wrong on `mesh` (`grad_route_is_wrong`)."""
+        route = state.route
+        if route in ("auto", "fastest"):
+            route = (choices or {}).get("route", route)
+        # Per-layer products need every direction whole on each device: not with a
+        # parameter axis sharded over `model`.
+        per_layer = state.view.per_layer and (state.layout is None or state.layout.model == 1)
+        grad = route in ("auto", "fastest", "grad") and not grad_route_is_wrong(
+            state.view, batch, mesh
+        )
+        if route == "auto":
+            route = rule_route(state.view, batch, per_layer, grad)
+        elif route == "fastest":
+            route = choose_route(state.view, state.directions, batch, per_layer, grad)
+        if route == "grad" and not grad:
+            raise ConfigError(
+                "method.route: 'grad' gives wrong per-example gradients of a convolution "
+                "when several CPU devices share the batch (an XLA CPU fault); use "
+                "method.route=jvp (or layerwise), or mesh.data=1"
+            )
+        if route == "layerwise" and not per_layer:
+            raise ConfigError(
+                "method.route: 'layerwise' needs every perturbed parameter to be a "
+                "kernel or bias of a Flax Dense or Conv layer (stride 1), and mesh.model=1"
+            )
+        prepared = state.prepared
+        if route == "layerwise" and prepared is None:
+            prepared = jax.jit(layerwise.prepare)(state.view, state.directions)
+        return dataclasses.replace(state, route=route, prepared=prepared)
+
+    def choices(self, state: ProjectedState) -> dict[str, Any]:
+        return {"route": state.route}
+
+    def fitted_metrics(self, state: ProjectedState) -> dict[str, Any]:
+        return {"eigenvalues": np.asarray(state.eigvals, np.float64).tolist()}
+
+    def _project(self, state: ProjectedState, batch: Batch) -> jnp.ndarray:
+        if state.route == "layerwise" and state.prepared is not None:
+            return project_prepared(state.view, state.prepared, state.directions.shape[0], batch)
+        return project(state.view, state.directions, batch, state.route)
+
+    def self_influence(self, state: ProjectedState, batch: Batch) -> jnp.ndarray:
+        return _quadratic(self._project(state, batch), state.inner)
+
+    def influence(self, state: ProjectedState, train_batch: Batch, test_batch: Batch):
+        return self.influence_on(state, train_batch, self.test_side(state, test_batch))
+
+    def test_side(self, state: ProjectedState, test_batch: Batch) -> jnp.ndarray:
+        return self._project(state, test_batch) @ state.inner  # [m, k]: M·(U g_z)
+
+    def influence_on(self, state: ProjectedState, train_batch: Batch, test_side: jnp.ndarray):
+        return test_side @ self._project(state, train_batch).T
+
+
+@jax.jit
+def gram(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    return a @ b.T  # [k, k]: the contraction over the (sharded) parameter axis
+
+
+def stack_rows(layout: Layout, rows: list[jnp.ndarray]) -> jnp.ndarray:
+    return jax.jit(lambda *r: jnp.stack(r), out_shardings=layout.rows())(*rows)
+
+
+def check_route(route: str) -> None:
+    check(route in ROUTES, "method.route", f"must be one of {ROUTES}, got {route!r}")
