@@ -466,7 +466,7 @@ def test_the_loss_baseline_verdict_is_computed_from_the_table(tmp_path):
 
     from ifscale.reports import baselines_block
     from ifscale.reports.runs import baseline_verdict
-    from ifscale.reports.table1 import _label
+    from ifscale.reports.table1 import row_label as _label
 
     def line(row, method, pbar, auc, ap, n=60000, sub=(None, None)):
         return {

@@ -47,17 +47,15 @@ from ifscale.reports.runs import (
 from ifscale.reports.table1 import (
     FIDELITY,
     FIDELITY_ROWS,
-    SEED_ROWS,
     TABLE1_ROWS,
     TOP_EXAMPLES_ROWS,
     check_section,
     found_at_k,
-    seeds_frame,
-    seeds_section,
     table1_frame,
     table1_notes,
     top_examples,
 )
+from ifscale.reports.table1_seeds import SEED_ROWS, seeds_frame, seeds_section
 from ifscale.reports.table2 import (
     LAYER_LABELS,
     TABLE2_BASELINE_ROWS,
