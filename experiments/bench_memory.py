@@ -3,7 +3,7 @@
 The same trained cnn_small and Arnoldi fit (train_small's, cached) score MNIST's training
 images repeated ten times, read from a uint8 `.npy` file chunk by chunk (`NpyRows`: one
 read per chunk of `score.chunk` rows, nothing memory-mapped), through the pipeline's
-scoring stage (`ifscale.run.stages.score.score_chunks`: chunks stored in a `ScoreStore`, then
+scoring stage (`ifscale.run.stages.score.score_chunks`: chunks stored in a `ChunkStore`, then
 gathered). Each size runs in a fresh process; its peak resident memory (ru_maxrss) is
 compared. Writes results/bench_memory.md.
 
@@ -123,7 +123,7 @@ def child(n: int) -> dict:
     from hydra import compose, initialize_config_dir
 
     import experiments.cli  # noqa: F401  (registers the schema and the project_root resolver)
-    from ifscale.cache.chunks import ChunkPlan, ScoreStore
+    from ifscale.cache.chunks import ChunkPlan, ChunkStore
     from ifscale.run.compose import build, build_method
     from ifscale.run.context import prepare
     from ifscale.run.fitting import fit_method
@@ -145,7 +145,7 @@ def child(n: int) -> dict:
     # Reset the peak to the current RSS (Linux): the peak below is the scoring stage's own.
     Path("/proc/self/clear_refs").write_text("5")
     with tempfile.TemporaryDirectory() as tmp:
-        store = ScoreStore(tmp, 1, {"bench": n}, {"n": n}, ChunkPlan(n, cfg.score.chunk)).open()
+        store = ChunkStore(tmp, 1, {"bench": n}, {"n": n}, ChunkPlan(n, cfg.score.chunk)).open()
         start = time.perf_counter()
         score_chunks(cfg, big, method, state, index, store)
         seconds = time.perf_counter() - start

@@ -153,7 +153,8 @@ def train(
 
     def loss_fn(params, batch, key):
         xb, yb = batch
-        return cross_entropy(model.apply({"params": params}, xb), yb).mean()
+        logits = model.apply({"params": params}, xb, train=True, rngs={"dropout": key})
+        return cross_entropy(logits, yb).mean()
 
     def evaluate(params):
         if x_test is None:

@@ -134,14 +134,11 @@ def test_a_killed_fit_resumes_from_its_checkpoint_with_the_same_ritz_values(tmp_
     deadline = time.time() + 300
     partial = None
     while time.time() < deadline and victim.poll() is None:
-        # A committed step folder (orbax writes `<step>.orbax-checkpoint-tmp` first).
-        found = [
-            p
-            for p in (cache / "fits").glob("*.partial/*/_CHECKPOINT_METADATA")
-            if p.parent.name.isdigit()
-        ]
+        # A committed checkpoint: orbax's step folder, then the record of its checksums
+        # (`meta.json`, written last: without it the checkpoint is not resumed from).
+        found = list((cache / "fits").glob("*.partial/meta.json"))
         if found:
-            partial = found[0].parent.parent
+            partial = found[0].parent
             break
         time.sleep(0.05)
     assert partial is not None, "no Arnoldi checkpoint appeared before the fit ended"

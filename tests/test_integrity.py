@@ -19,7 +19,7 @@ import pytest
 
 import ifscale.run.pipeline
 from ifscale.cache.atomic import staged_files
-from ifscale.cache.chunks import ChunkPlan, ScoreStore
+from ifscale.cache.chunks import ChunkPlan, ChunkStore
 from tests.test_kinds import tabular_kind  # noqa: F401  (a fixture)
 from tests.test_scores import _blobs_run
 
@@ -89,7 +89,7 @@ def test_a_chunk_checksummed_over_its_own_scores_only_is_refused(tmp_path):
     with a checksum of its own bytes alone (as chunks were written before) is refused."""
     import hashlib
 
-    store = ScoreStore(tmp_path, 1, {"m": 1}, {"d": 1}, ChunkPlan(n=4, chunk=4)).open()
+    store = ChunkStore(tmp_path, 1, {"m": 1}, {"d": 1}, ChunkPlan(n=4, chunk=4)).open()
     scores = np.linspace(0, 1, 4)
     np.savez(
         store.path(0),

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 import ifscale.run.pipeline
-from ifscale.cache.chunks import ChunkPlan, IncompleteScores, ScoreStore
+from ifscale.cache.chunks import ChunkPlan, ChunkStore, IncompleteScores
 from ifscale.config import ModelConfig, NoiseConfig, RunConfig, ScoreConfig
 from ifscale.influence import stream_scores
 from ifscale.influence.scoring import stream_chunks
@@ -39,7 +39,7 @@ def test_shards_are_contiguous_whole_chunks_covering_the_set():
 
 
 def _store(tmp_path, **key):
-    return ScoreStore(tmp_path, 1, {"m": 1, **key}, {"d": 1}, ChunkPlan(n=10, chunk=4)).open()
+    return ChunkStore(tmp_path, 1, {"m": 1, **key}, {"d": 1}, ChunkPlan(n=10, chunk=4)).open()
 
 
 def test_a_chunk_is_done_only_if_it_reads_back_whole(tmp_path):
@@ -88,7 +88,7 @@ def test_another_key_in_the_folder_is_refused_and_cleared(tmp_path):
 
 
 def test_gather_names_the_shards_that_are_missing(tmp_path):
-    store = ScoreStore(tmp_path, 1, {"m": 1}, {"d": 1}, ChunkPlan(n=40, chunk=4)).open()
+    store = ChunkStore(tmp_path, 1, {"m": 1}, {"d": 1}, ChunkPlan(n=40, chunk=4)).open()
     for j in (0, 1, 2, 3, 6, 7, 9):  # of 10 chunks; 4 shards: [0,1] [2,3,4] [5,6] [7,8,9]
         store.save(j, np.full(4, j, np.float64), 1.0)
     with pytest.raises(IncompleteScores, match=r"3 of 10 chunks .* shard\(s\) \[1, 2, 3\] of"):

@@ -131,7 +131,7 @@ def test_load_translation_is_deterministic(small_corpus, multi30k, tmp_path):
 
 def test_wmt17_tfds_loader_under_mock_data():
     tfds = pytest.importorskip("tensorflow_datasets")
-    from ifscale.data.text import load_wmt17_tfds
+    from ifscale.data.corpora import load_wmt17_tfds
 
     with tfds.testing.mock_data(num_examples=12):
         splits = load_wmt17_tfds(None, train_size=8)

@@ -7,7 +7,7 @@ Four stores under `paths.cache_dir`, each keyed by what determines its contents
               of Table 3's selections, tokenizers) in `<kind>/<key hash>/`
   spectra.py  `SpectrumStore`: the curvature spectra of Arnoldi, RandProj and Exact, stored
               with orbax in `fits/<key hash>/`, and the checkpoints of an unfinished fit
-  chunks.py   `ScoreStore`: scores in resumable chunks, split into shards, merged, in
+  chunks.py   `ChunkStore`: scores in resumable chunks, split into shards, merged, in
               `scores/<method hash>/<data hash>/`
 
 The integrity rule (`ifscale.cache.integrity`): when a thing is committed, the key that made

@@ -29,7 +29,7 @@ time-stamped folder, so every job and every rerun of the same scoring finds it.
 * Shards: shard i of N is the contiguous range of whole chunks [i C / N, (i+1) C / N) of the C
   chunks; N jobs (any Hydra launcher) score them independently. Within a multi-process JAX
   job the chunks of its shard are dealt round-robin to the processes.
-* Merge: `ScoreStore.gather` returns every score once all chunks exist, or raises
+* Merge: `ChunkStore.gather` returns every score once all chunks exist, or raises
   `IncompleteScores` naming the shards that are missing chunks.
 """
 
@@ -89,15 +89,21 @@ def _digest(scores: np.ndarray, key: str, span: tuple[int, int]) -> str:
     return array_digest(np.asarray(scores, np.float64), key, f"{span[0]}:{span[1]}")
 
 
-class ScoreStore:
-    """The stored chunks of one scoring: one method fit, one scored set.
+class ChunkStore:
+    """The stored chunks of one chunked computation: the self-influence scores of one
+    method fit on one scored set (`scores/`), or the outputs of the models retrained on
+    one group of subsets each (`retrained/`, `ifscale.run.stages.retrain`). Chunk j holds
+    the rows [start, stop) of the plan: float64 [stop - start, *row_shape].
 
     Args:
       root: the cache folder (`paths.cache_dir`).
-      version: the version of the key layout (`ifscale.cache.keys.SCORES_VERSION`).
-      method_key: what determines the scoring function (trained model, method options...).
-      data_key: what determines the scored examples (e.g. a fingerprint of their indices).
-      plan: the chunking of the scored set.
+      version: the version of the key layout (`ifscale.cache.keys`).
+      method_key: what determines the function computed per row (trained model, method
+        options...).
+      data_key: what determines the rows (e.g. a fingerprint of the scored indices).
+      plan: the chunking of the rows.
+      kind: the subfolder of the cache ("scores", "retrained").
+      row_shape: the shape of one row's values (() for one score per example).
     """
 
     def __init__(
@@ -107,8 +113,11 @@ class ScoreStore:
         method_key: dict,
         data_key: dict,
         plan: ChunkPlan,
+        kind: str = "scores",
+        row_shape: tuple[int, ...] = (),
     ):
         self.plan = plan
+        self.row_shape = tuple(row_shape)
         self.key = {
             "version": version,
             "method": method_key,
@@ -116,11 +125,13 @@ class ScoreStore:
             "n": plan.n,
             "chunk": plan.chunk,
         }
+        if self.row_shape:  # (scores have none: their keys stay as they were)
+            self.key["row_shape"] = list(self.row_shape)
         self.key_digest = key_digest(self.key)
         method_hash = config_hash({"version": version, "method": method_key})
-        self.folder = Path(root) / "scores" / method_hash / config_hash(self.key)
+        self.folder = Path(root) / kind / method_hash / config_hash(self.key)
 
-    def open(self) -> ScoreStore:
+    def open(self) -> ChunkStore:
         """Creates the folder and its meta.json; a folder holding another key (an edited
         meta.json, a hash collision) is emptied first."""
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -190,8 +201,9 @@ class ScoreStore:
             scores = chunk["scores"]
             if str(chunk["key"]) != self.key_digest:
                 raise ValueError("a chunk of another scoring (another key)")
-            if scores.dtype != np.float64 or scores.shape != (stop - start,):
-                raise ValueError(f"{scores.shape} {scores.dtype} scores, not ({stop - start},)")
+            shape = (stop - start, *self.row_shape)
+            if scores.dtype != np.float64 or scores.shape != shape:
+                raise ValueError(f"{scores.shape} {scores.dtype} values, not {shape}")
             if chunk["span"].tolist() != [start, stop]:
                 raise ValueError(f"positions {chunk['span'].tolist()}, not {[start, stop]}")
             if str(chunk["sha256"]) != _digest(scores, self.key_digest, (start, stop)):
@@ -210,7 +222,7 @@ class ScoreStore:
         """Stores chunk `j` atomically (temporary file, fsync, rename)."""
         start, stop = self.plan.span(j)
         scores = np.asarray(scores, np.float64)
-        assert scores.shape == (stop - start,), (scores.shape, start, stop)
+        assert scores.shape == (stop - start, *self.row_shape), (scores.shape, start, stop)
         buffer = BytesIO()
         np.savez(
             buffer,

@@ -23,8 +23,11 @@ TRAINED_VERSION = 2
 # Method fits: curvature spectra (`<cache>/fits/`, a SpectrumStore); 3: orbax spectra holding
 # the top `keep` eigenvectors.
 FIT_VERSION = 3
-# Scores in chunks (`<cache>/scores/`, a ScoreStore); 4: chunks record their scoring's key.
+# Scores in chunks (`<cache>/scores/`, a ChunkStore); 4: chunks record their scoring's key.
 SCORES_VERSION = 4
+# The outputs of the models retrained on random subsets, the linear datamodeling score's
+# ground truth (`<cache>/retrained/`, a ChunkStore).
+RETRAINED_VERSION = 1
 # The models trained on a Table 3 selection, judged by BLEU (`<cache>/selected/`).
 SELECTED_VERSION = 2
 # SentencePiece models (`<cache>/tokenizers/`).
@@ -32,6 +35,9 @@ TOKENIZER_VERSION = 2
 
 # Dataset fields that say where data are, not what they are.
 _PATHS = ("data_dir", "path", "extra_path")
+# Dataset fields added after models were stored, at their defaults: left out of the key, so
+# those models are still found (what they change, the data's content, is fingerprinted).
+_ADDED_AT_DEFAULT = {"subset_first": False, "normalize": None}
 
 
 def training_key(cfg: RunConfig, data_fingerprint: str) -> dict[str, Any]:
@@ -40,6 +46,9 @@ def training_key(cfg: RunConfig, data_fingerprint: str) -> dict[str, Any]:
     dataset = dataclasses.asdict(cfg.dataset)
     for path_key in _PATHS:
         dataset.pop(path_key, None)
+    for key, default in _ADDED_AT_DEFAULT.items():
+        if key in dataset and dataset[key] == default:
+            dataset.pop(key)
     train = dataclasses.asdict(cfg.train)
     train.pop("log_every")  # cosmetic
     return {
@@ -71,14 +80,38 @@ def fit_key(cfg: RunConfig, trained: str, fit_options: dict[str, Any]) -> dict[s
     }
 
 
+# Method options added after scores were stored, at their defaults: left out of the score
+# key, so those scores are still found (at the default they change no score).
+_OPTIONS_ADDED_AT_DEFAULT = {"arnoldi": {"damping": 0.0}}
+
+
 def score_keys(
     cfg: RunConfig, trained: str, method: dict[str, Any], index: np.ndarray
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(what determines the scoring function: the trained model, every method option (p̄
     included, `method` as in config.json), the l2 term, the seed; what determines the scored
     examples: their indices)."""
+    added = _OPTIONS_ADDED_AT_DEFAULT.get(method.get("name"), {})
+    method = {k: v for k, v in method.items() if not (k in added and v == added[k])}
     method_key = {"trained": trained, "method": method, "l2": cfg.train.l2, "seed": cfg.seed}
     return method_key, {"index": fingerprint_arrays(index)}
+
+
+def retrained_keys(
+    cfg: RunConfig, data_fingerprint: str, test_index: np.ndarray
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(what determines one retrained model's outputs: everything that determines training
+    (`training_key`: its seeds derive from the run's) and what is measured; what determines
+    the rows: the subsets (count, share), the seeds per subset, the measured test
+    examples)."""
+    method_key = training_key(cfg, data_fingerprint) | {"output": cfg.lds.output}
+    data_key = {
+        "subsets": cfg.lds.subsets,
+        "fraction": cfg.lds.fraction,
+        "seeds": cfg.lds.seeds,
+        "test": fingerprint_arrays(test_index),
+    }
+    return method_key, data_key
 
 
 def selection_key(

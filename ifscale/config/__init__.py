@@ -29,7 +29,7 @@ from ifscale.config.model import (
     TrainConfig,
     TransformerConfig,
 )
-from ifscale.config.stages import ExplainConfig, SelectConfig
+from ifscale.config.stages import ExplainConfig, LdsConfig, SelectConfig
 from ifscale.utils import check
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "CNNConfig",
     "DataConfig",
     "ExplainConfig",
+    "LdsConfig",
     "MeshConfig",
     "MethodConfig",
     "ModelConfig",
@@ -54,9 +55,9 @@ __all__ = [
 ]
 
 # What a run does (`stage`); `ifscale.run.stages.STAGES` holds the code of each.
-STAGES = ("all", "check", "fit", "score", "explain", "select", "merge")
+STAGES = ("all", "check", "fit", "score", "explain", "select", "merge", "retrain", "lds")
 # The stages that need an influence method.
-METHOD_STAGES = ("fit", "score", "explain", "merge")
+METHOD_STAGES = ("fit", "score", "explain", "merge", "lds")
 # Selections by influence rank the pairs by these methods' self-influence.
 SELECTING_METHODS = ("arnoldi", "randproj", "loss")
 
@@ -76,7 +77,9 @@ class RunConfig:
     jobs), "score" (as all; with `score.require_fit`, only from a stored fit), "explain"
     (the top proponents and opponents of chosen test predictions, `explain`), "select" (a
     data cleaning of Table 3, `select`), "merge" (gather the stored scores of a scoring's
-    shards; nothing is fitted or scored).
+    shards; nothing is fitted or scored), "retrain" (the ground truth of the linear
+    datamodeling score: models retrained on random subsets, `lds`), "lds" (the method's
+    attributions scored against that ground truth).
     """
 
     # No defaults: the data and the model are always chosen (their schema depends on them).
@@ -88,6 +91,7 @@ class RunConfig:
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     select: SelectConfig = dataclasses.field(default_factory=SelectConfig)
     explain: ExplainConfig = dataclasses.field(default_factory=ExplainConfig)
+    lds: LdsConfig = dataclasses.field(default_factory=LdsConfig)
     paths: PathsConfig = dataclasses.field(default_factory=PathsConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     name: str = "default"

@@ -21,7 +21,8 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class CNNConfig(ModelConfig):
-    """The MNIST CNNs (`ifscale.models.cnn`): a name, no hyperparameters."""
+    """The MNIST classifiers (`ifscale.models.cnn`, `ifscale.models.mlp`): a name, no
+    hyperparameters."""
 
 
 @dataclasses.dataclass
@@ -59,6 +60,8 @@ class TransformerConfig(ModelConfig):
 MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {
     "cnn_small": CNNConfig,
     "cnn_large": CNNConfig,
+    "logreg": CNNConfig,
+    "mlp": CNNConfig,
     "transformer_tiny": TransformerConfig,
     "transformer_small": TransformerConfig,
 }

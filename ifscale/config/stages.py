@@ -107,3 +107,60 @@ class SelectConfig:
             "select.budget_short",
             f"must be in [1, budget_long={self.budget_long}], got {self.budget_short}",
         )
+
+
+LDS_OUTPUTS = ("loss", "margin")
+
+
+@dataclasses.dataclass
+class LdsConfig:
+    """The linear datamodeling score (LDS; Park et al., "TRAK", ICML 2023): how well a
+    method's attributions predict what retraining on random subsets of the training set
+    does to the outputs on test examples. `stage=retrain` trains the ground truth (resumable,
+    in chunks of subsets, sharded with `score.shards`); `stage=lds` scores a method on it.
+
+    Attributes:
+      subsets: M random subsets of the training set (drawn with the run's seed).
+      fraction: α, each subset's share of the training set, in (0, 1).
+      seeds: K models trained from different seeds on each subset; their outputs are
+        averaged.
+      test_examples: the LDS is the mean over the first this many test examples.
+      validation_examples: the next this many test examples choose hyperparameters (the
+        damping...) and are never reported as the LDS.
+      output: what is measured on a test example z: "loss" (−cross-entropy = log p(label),
+        dattri's) or "margin" (the label's logit minus the log-sum-exp of the others, =
+        log p/(1−p), TRAK's). Either way higher is better, and a proponent's attribution is
+        positive.
+      chunk: subsets per stored chunk of the ground truth (the unit of resuming and sharding).
+      parallel: models trained at once, vectorised over models (`ifscale.retraining`).
+      bootstrap: resamples of the test examples behind the 95% interval of the LDS.
+      sequential: models also trained one at a time, for the speed-up of training many at
+        once (0: none).
+    """
+
+    subsets: int = 100
+    fraction: float = 0.5
+    seeds: int = 1
+    test_examples: int = 500
+    validation_examples: int = 100
+    output: str = "loss"
+    chunk: int = 10
+    parallel: int = 10
+    bootstrap: int = 1000
+    sequential: int = 0
+
+    def __post_init__(self):
+        check(self.subsets >= 2, "lds.subsets", f"must be >= 2, got {self.subsets}")
+        check(0 < self.fraction < 1, "lds.fraction", f"must be in (0, 1), got {self.fraction}")
+        check(self.seeds >= 1, "lds.seeds", f"must be >= 1, got {self.seeds}")
+        check(self.test_examples >= 2, "lds.test_examples", "must be >= 2")
+        check(self.validation_examples >= 0, "lds.validation_examples", "must be >= 0")
+        check(
+            self.output in LDS_OUTPUTS,
+            "lds.output",
+            f"must be one of {LDS_OUTPUTS}, got {self.output!r}",
+        )
+        check(self.chunk >= 1, "lds.chunk", f"must be >= 1, got {self.chunk}")
+        check(self.parallel >= 1, "lds.parallel", f"must be >= 1, got {self.parallel}")
+        check(self.bootstrap >= 0, "lds.bootstrap", "must be >= 0")
+        check(self.sequential >= 0, "lds.sequential", "must be >= 0")

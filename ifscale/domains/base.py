@@ -11,6 +11,7 @@ call.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
@@ -41,6 +42,29 @@ class Dataset(Protocol):
         ...
 
 
+@dataclasses.dataclass(frozen=True)
+class Retraining:
+    """What retraining a domain's model many times needs (`ifscale.retraining`, the ground
+    truth of the linear datamodeling score).
+
+    Attributes:
+      init: `key -> params` of an untrained model.
+      loss: `(params, batch, key) -> scalar` mean training loss of a batch (a tuple of row
+        slices of `arrays`; `key` seeds dropout).
+      arrays: the training set.
+      output: `(params, batch) -> [b]` what is measured on test examples (higher is better).
+      measurement: the task whose per-example function is minus `output`: the test side of
+        an attribution (`InfluenceMethod.measuring`), so that a positive attribution
+        predicts a higher output.
+    """
+
+    init: Any
+    loss: Any
+    arrays: tuple
+    output: Any
+    measurement: Task
+
+
 class Domain(abc.ABC):
     """One domain of data and the models trained on it."""
 
@@ -55,6 +79,9 @@ class Domain(abc.ABC):
     predicts_classes: ClassVar[bool] = False
     #: whether it defines a data cleaning (`stage=select`, `select`).
     selects: ClassVar[bool] = False
+    #: whether its models can be retrained many at a time (`retraining`), so that the
+    #: linear datamodeling score is defined (`stage=retrain`, `stage=lds`).
+    retrains: ClassVar[bool] = False
 
     def check(self, cfg: RunConfig) -> None:
         """Refuses (ConfigError naming the key) a run whose other parts do not fit this
@@ -74,6 +101,12 @@ class Domain(abc.ABC):
             cfg.stage != "select" or self.selects,
             "select.method",
             f"data cleaning (stage=select) is not defined for {self.name} data",
+        )
+        check(
+            cfg.stage not in ("retrain", "lds") or self.retrains,
+            "stage",
+            f"the linear datamodeling score (stage={cfg.stage}) is defined for classifiers "
+            f"(images), not {self.name} data",
         )
         if cfg.stage == "explain" and not self.predicts_classes:
             check(
@@ -160,6 +193,11 @@ class Domain(abc.ABC):
         images, for the figure of `stage=explain`; None where the domain's examples are not
         pictures (its explanations are then written as a table of text)."""
         return None
+
+    def retraining(self, model: nn.Module, data: Dataset, cfg: RunConfig) -> Retraining:
+        """What retraining `model` on subsets of `data` needs, measuring `cfg.lds.output`;
+        defined where `retrains`."""
+        raise NotImplementedError
 
     def select(self, cfg: RunConfig, prep, score_pool) -> tuple[dict[str, Any], Any]:
         """`stage=select`: the domain's data cleaning (`SelectConfig`), as (metrics, the

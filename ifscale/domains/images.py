@@ -14,7 +14,7 @@ import numpy as np
 from ifscale.config import DataConfig, TrainConfig
 from ifscale.data import ImageData, apply_label_noise, load_images
 from ifscale.data.images import SOURCES as IMAGE_SOURCES
-from ifscale.domains.base import Domain
+from ifscale.domains.base import Domain, Retraining
 from ifscale.influence.layerwise import FlaxLayerwise
 from ifscale.influence.methods.baselines import error_norm
 from ifscale.influence.task import Task
@@ -30,7 +30,9 @@ class ImageDataConfig(DataConfig):
     Attributes:
       source: "hub" (MNIST from a PyPI wheel) | "tfds" | "npz" (`path`: your own arrays).
       subset_fraction, subset_size: a seeded, stratified training subset (one or neither).
+      subset_first: the subset is the first examples instead (dattri's benchmark).
       scale: map pixels to [0, 1].
+      normalize: [mean, std]: standardise the pixels after scaling (null: as they are).
     """
 
     kind: str = "images"
@@ -38,7 +40,9 @@ class ImageDataConfig(DataConfig):
     source: str = "hub"
     subset_fraction: float | None = None
     subset_size: int | None = None
+    subset_first: bool = False
     scale: bool = True
+    normalize: list[float] | None = None
 
     KIND: ClassVar[str] = "images"
 
@@ -64,9 +68,50 @@ class ImageDataConfig(DataConfig):
             "dataset.subset_size",
             f"must be >= 1, got {self.subset_size}",
         )
+        check(
+            self.normalize is None or len(self.normalize) == 2,
+            "dataset.normalize",
+            f"must be [mean, std] or null, got {self.normalize}",
+        )
         if self.source == "npz":
             check(self.path is not None, "dataset.path", "source 'npz' needs a .npz path")
             check(Path(self.path).is_file(), "dataset.path", f"{self.path} does not exist")
+
+
+def margin(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+    """[b] the label's logit minus the log-sum-exp of the other logits: log p/(1 − p) of the
+    label (TRAK's output of a classifier)."""
+    label = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    others = jnp.where(jax.nn.one_hot(labels, logits.shape[-1], dtype=bool), -jnp.inf, logits)
+    return label - jax.nn.logsumexp(others, axis=-1)
+
+
+# What the linear datamodeling score measures on a test example, from its logits and label
+# (`lds.output`; higher is better).
+OUTPUTS = {
+    "loss": lambda logits, labels: -cross_entropy(logits, labels),  # log p(label): dattri's
+    "margin": margin,  # TRAK's
+}
+
+
+def measurement_task(model: nn.Module, output: str, layers=None, l2: float = 0.0) -> Task:
+    """The task whose per-example function is minus `output` (`OUTPUTS`): the test side of
+    the attributions scored by the linear datamodeling score. For "loss" it is the
+    classification task itself."""
+    if output == "loss":
+        return classification_task(model, layers, l2)
+    measured = OUTPUTS[output]
+
+    def loss(params, batch):
+        x, y = batch
+        return -measured(model.apply({"params": params}, x), y)
+
+    fast = FlaxLayerwise(
+        model,
+        loss_from_outputs=lambda logits, batch: -measured(logits, batch[1]),
+        inputs_of=lambda batch: batch[0],
+    )
+    return Task(loss=loss, layers=layers, l2=l2, layerwise=fast)
 
 
 def classification_task(model: nn.Module, layers=None, l2: float = 0.0) -> Task:
@@ -95,6 +140,7 @@ class ImagesDomain(Domain):
     models: ClassVar[tuple[str, ...]] = tuple(MODELS)
     noise_kinds: ClassVar[tuple[str, ...]] = ("none", "mislabel")
     predicts_classes: ClassVar[bool] = True
+    retrains: ClassVar[bool] = True
 
     def check(self, cfg) -> None:
         super().check(cfg)
@@ -119,6 +165,8 @@ class ImagesDomain(Domain):
             subset_size=d.subset_size,
             scale=d.scale,
             seed=cfg.seed,
+            first=d.subset_first,
+            normalize=None if d.normalize is None else tuple(d.normalize),
         )
         return apply_label_noise(data, cfg.noise.kind, cfg.noise.rate, cfg.seed)
 
@@ -194,6 +242,26 @@ class ImagesDomain(Domain):
 
     def task(self, model: nn.Module, cfg) -> Task:
         return classification_task(model, cfg.method.layers, cfg.train.l2)
+
+    def retraining(self, model: nn.Module, data: ImageData, cfg) -> Retraining:
+        measured = OUTPUTS[cfg.lds.output]
+
+        def loss(params, batch, key):
+            x, y = batch
+            logits = model.apply({"params": params}, x, train=True, rngs={"dropout": key})
+            return cross_entropy(logits, y).mean()
+
+        def output(params, batch):
+            x, y = batch
+            return measured(model.apply({"params": params}, x), y)
+
+        return Retraining(
+            init=lambda key: init_params(model, data.input_shape, key),
+            loss=loss,
+            arrays=(data.x_train, data.y_train),
+            output=output,
+            measurement=measurement_task(model, cfg.lds.output, cfg.method.layers, cfg.train.l2),
+        )
 
     def test_batch(self, data: ImageData, index: np.ndarray):
         return data.x_test[index], data.y_test[index]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -88,6 +89,83 @@ class RunningTop:
         return np.take_along_axis(values, order, 1), np.take_along_axis(where, order, 1)
 
 
+def stream_influence(
+    method: InfluenceMethod,
+    state,
+    train: Batch,
+    test_batch: Batch,
+    on_batch: Callable[[int, np.ndarray], None],
+    batch_size: int = 256,
+    progress: bool = True,
+    mesh: Mesh | None = None,
+    desc: str = "influence",
+) -> tuple[float, float]:
+    """Streams every training example of `train` against all of `test_batch` in
+    fixed-shape batches (data-parallel over the mesh), handing each batch's [m, b] influence
+    (float64) to `on_batch(start, scores)`: an [m, n] matrix is never formed.
+
+    The test side is computed once (`InfluenceMethod.test_side`), so each training example
+    costs one projection (or one gradient) whatever m.
+
+    Returns:
+      (seconds of the pass, compilation excluded: the first batch is counted at the steady
+      rate of the others; seconds of the first batch: compilation and one batch).
+    """
+    n = _size(train)
+    check(method.pairwise, "method.name", f"{method.name} defines no pairwise influence")
+    check(n >= 1, "explain", "no training examples to attribute")
+    mesh = make_mesh() if mesh is None else mesh
+    n_dev = mesh.shape["data"]
+    batch_size = -(-min(batch_size, n) // n_dev) * n_dev
+    sample = _take(train, np.arange(min(batch_size, n)))
+    state = place(method.prepare(state, sample, mesh=mesh), mesh)
+    side = method.test_side(state, place(test_batch, mesh))
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+
+    def batches():
+        for start in range(0, n, batch_size):
+            rows = np.arange(start, start + batch_size)
+            valid = int(min(batch_size, n - start))
+            rows[valid:] = start  # pad with a real example: no NaN from all-zero inputs
+            yield start, valid, jax.device_put(_take(train, rows), sharded)
+
+    def collect(start, valid, out):
+        scores = np.asarray(out, np.float64)[:, :valid]
+        if not np.isfinite(scores).all():
+            raise FloatingPointError(
+                f"non-finite influence for training examples from {start} (a gradient or the "
+                "curvature is NaN/Inf: check the trained model and the method's eigenvalues)"
+            )
+        on_batch(start, scores)
+        bar.update(valid)
+
+    bar = tqdm(total=n, desc=desc, unit="ex", disable=not progress, mininterval=1.0)
+    stream = batches()
+    start, valid, first = next(stream)
+    clock = time.perf_counter()
+    out = jax.block_until_ready(method.influence_on(state, first, side))
+    compile_seconds = time.perf_counter() - clock
+    collect(start, valid, out)
+    clock = time.perf_counter()
+    pending = None  # dispatch batch i+1 before reading batch i back
+    for start, valid, batch in stream:
+        current = (start, valid, method.influence_on(state, batch, side))
+        if pending is not None:
+            collect(*pending)
+        pending = current
+    if pending is not None:
+        collect(*pending)
+    seconds = time.perf_counter() - clock
+    bar.close()
+    if n > batch_size:  # the first batch at the steady rate of the rest
+        seconds *= n / (n - min(batch_size, n))
+    else:  # one batch: time it again, compiled
+        clock = time.perf_counter()
+        jax.block_until_ready(method.influence_on(state, first, side))
+        seconds = time.perf_counter() - clock
+    return seconds, compile_seconds
+
+
 def top_influences(
     method: InfluenceMethod,
     state,
@@ -115,61 +193,19 @@ def top_influences(
       `TopInfluences`; positions index `train`.
     """
     n = _size(train)
-    check(method.pairwise, "method.name", f"{method.name} defines no pairwise influence")
-    check(n >= 1, "explain", "no training examples to explain with")
     check(1 <= k <= n, "explain.top_k", f"must be in [1, {n}] (the training examples), got {k}")
-    mesh = make_mesh() if mesh is None else mesh
-    n_dev = mesh.shape["data"]
-    batch_size = -(-min(batch_size, n) // n_dev) * n_dev
-    sample = _take(train, np.arange(min(batch_size, n)))
-    state = place(method.prepare(state, sample, mesh=mesh), mesh)
-    side = method.test_side(state, place(test_batch, mesh))
-    sharded = NamedSharding(mesh, PartitionSpec("data"))
     top = RunningTop(_size(test_batch), k)
-
-    def batches():
-        for start in range(0, n, batch_size):
-            rows = np.arange(start, start + batch_size)
-            valid = int(min(batch_size, n - start))
-            rows[valid:] = start  # pad with a real example: no NaN from all-zero inputs
-            yield start, valid, jax.device_put(_take(train, rows), sharded)
-
-    def collect(start, valid, out):
-        scores = np.asarray(out, np.float64)[:, :valid]
-        if not np.isfinite(scores).all():
-            raise FloatingPointError(
-                f"non-finite influence for training examples from {start} (a gradient or the "
-                "curvature is NaN/Inf: check the trained model and the method's eigenvalues)"
-            )
-        top.add(scores, np.arange(start, start + valid))
-        bar.update(valid)
-
-    bar = tqdm(
-        total=n, desc=f"{method.name} explain", unit="ex", disable=not progress, mininterval=1.0
+    seconds, compile_seconds = stream_influence(
+        method,
+        state,
+        train,
+        test_batch,
+        lambda start, scores: top.add(scores, np.arange(start, start + scores.shape[1])),
+        batch_size,
+        progress,
+        mesh,
+        desc=f"{method.name} explain",
     )
-    stream = batches()
-    start, valid, first = next(stream)
-    clock = time.perf_counter()
-    out = jax.block_until_ready(method.influence_on(state, first, side))
-    compile_seconds = time.perf_counter() - clock
-    collect(start, valid, out)
-    clock = time.perf_counter()
-    pending = None  # dispatch batch i+1 before reading batch i back
-    for start, valid, batch in stream:
-        current = (start, valid, method.influence_on(state, batch, side))
-        if pending is not None:
-            collect(*pending)
-        pending = current
-    if pending is not None:
-        collect(*pending)
-    seconds = time.perf_counter() - clock
-    bar.close()
-    if n > batch_size:  # the first batch at the steady rate of the rest
-        seconds *= n / (n - min(batch_size, n))
-    else:  # one batch: time it again, compiled
-        clock = time.perf_counter()
-        jax.block_until_ready(method.influence_on(state, first, side))
-        seconds = time.perf_counter() - clock
     return TopInfluences(
         proponents=top.high[1],
         proponent_scores=top.high[0],
@@ -179,3 +215,31 @@ def top_influences(
         compile_seconds=compile_seconds,
         n_train=n,
     )
+
+
+def subset_sums(
+    method: InfluenceMethod,
+    state,
+    train: Batch,
+    test_batch: Batch,
+    masks: np.ndarray,
+    batch_size: int = 256,
+    progress: bool = True,
+    mesh: Mesh | None = None,
+) -> tuple[np.ndarray, float]:
+    """[m, M] Σ_{i ∈ S_j} I(x_i, z) for each test example z of `test_batch` and each
+    subset S_j of `train` (row j of `masks` [M, n], bool): the predictions of the linear
+    datamodel that the linear datamodeling score correlates with retraining. Streamed: the
+    [m, n] influence is never formed. Also returns the seconds of the pass (compilation
+    excluded)."""
+    masks = np.asarray(masks, np.float64)
+    check(masks.ndim == 2 and masks.shape[1] == _size(train), "lds", "one mask column per example")
+    sums = np.zeros((_size(test_batch), masks.shape[0]))
+
+    def add(start, scores):
+        sums[:] += scores @ masks[:, start : start + scores.shape[1]].T
+
+    seconds, _ = stream_influence(
+        method, state, train, test_batch, add, batch_size, progress, mesh, f"{method.name} lds"
+    )
+    return sums, seconds

@@ -123,6 +123,14 @@ class InfluenceMethod(abc.ABC):
         """[n_test, n_train] `influence`, with the test side from `test_side`."""
         return self.influence(state, train_batch, test_side)
 
+    def measuring(self, state: Any, task: Task) -> Any:
+        """The state whose test side (`test_side`) takes the gradients of `task`'s
+        per-example function in place of the training loss: a measurement of the test
+        examples, e.g. minus their margin (kronfluence's "measurement"; the linear
+        datamodeling score, `ifscale.run.stages.lds`). The curvature and the training
+        gradients do not change. `task` perturbs the same parameters."""
+        raise NotImplementedError(f"{self.name} has no pairwise influence to measure")
+
     def prepare(
         self,
         state: Any,

@@ -140,6 +140,15 @@ class ParamView:
         reg = 0.5 * self.task.l2 * jnp.vdot(theta, theta) if self.task.l2 else 0.0
         return self.losses(theta, batch).mean() + reg
 
+    def measuring(self, task: Task) -> ParamView:
+        """The same parameters with `task`'s per-example function in place of the loss
+        (the test side of an attribution measuring something else, e.g. a margin); the
+        per-layer route where `task` has its own layerwise capture."""
+        task = dataclasses.replace(task, layers=self.task.layers, l2=self.task.l2)
+        return dataclasses.replace(
+            self, task=task, per_layer=self.per_layer and task.layerwise is not None
+        )
+
     def with_theta(self, theta: jnp.ndarray) -> ParamView:
         """The same view around other parameter values (e.g. a TracIn checkpoint)."""
         return dataclasses.replace(self, theta=theta)

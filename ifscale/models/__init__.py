@@ -7,11 +7,17 @@ import jax
 import jax.numpy as jnp
 
 from ifscale.models.cnn import CNNLarge, CNNSmall
+from ifscale.models.mlp import MLP, LogisticRegression
 from ifscale.models.transformer import Transformer
 from ifscale.utils import ConfigError
 
 # Image classifiers: [b, h, w, c] images -> [b, classes] logits.
-MODELS: dict[str, type[nn.Module]] = {"cnn_small": CNNSmall, "cnn_large": CNNLarge}
+MODELS: dict[str, type[nn.Module]] = {
+    "cnn_small": CNNSmall,
+    "cnn_large": CNNLarge,
+    "logreg": LogisticRegression,  # dattri's MNIST-10 benchmark models
+    "mlp": MLP,
+}
 # Translation models: (source ids, target ids) -> [b, T, vocab] logits. The presets differ
 # only in their hyperparameters, which `conf/model/<name>.yaml` spells out.
 TRANSLATION_MODELS: dict[str, type[nn.Module]] = {
@@ -53,8 +59,10 @@ def count_params(params) -> int:
 __all__ = [
     "MODELS",
     "TRANSLATION_MODELS",
+    "MLP",
     "CNNLarge",
     "CNNSmall",
+    "LogisticRegression",
     "Transformer",
     "build_model",
     "count_params",

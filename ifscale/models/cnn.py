@@ -1,4 +1,5 @@
-"""The two MNIST CNNs of the paper's experiments."""
+"""The two MNIST CNNs of the paper's experiments. Like every image model they take a
+`train` flag (for dropout while training; these have none)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class CNNSmall(nn.Module):
     min_image_size: ClassVar[int] = 8
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         x = nn.relu(nn.Conv(8, (3, 3))(x))
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))
         x = nn.relu(nn.Conv(16, (3, 3))(x))
@@ -44,7 +45,7 @@ class CNNLarge(nn.Module):
     min_image_size: ClassVar[int] = 4
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         x = nn.relu(nn.Conv(32, (3, 3))(x))
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))
         x = nn.relu(nn.Conv(64, (3, 3))(x))

@@ -30,7 +30,12 @@ from ifscale.influence.protocol import InfluenceMethod
 from ifscale.utils import ConfigError, check
 
 # Settings of the shared keys that differ for one method.
-_SHARED_DEFAULTS = {"tracin": {"fit_batches": 1}}  # TracIn uses no fit batches
+# TracIn and the gradient similarities use no fit batches (one, for the example it traces).
+_SHARED_DEFAULTS = {
+    "tracin": {"fit_batches": 1},
+    "graddot": {"fit_batches": 1},
+    "gradcos": {"fit_batches": 1},
+}
 
 
 def method_schema(name: str, method_cls: type) -> type[MethodConfig]:

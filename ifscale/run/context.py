@@ -87,6 +87,8 @@ def check_inputs(cfg: RunConfig) -> Inputs:
     check_schedule(cfg.train, data.n_train)
     if cfg.stage == "explain":
         check_explain_request(cfg, domain, data)
+    if cfg.stage in ("retrain", "lds"):
+        check_lds_request(cfg, domain, data)
     shapes = None  # traced only where used: a method's layers, stage=check's summary
     if cfg.method.name != "none" or cfg.stage == "check":
         shapes = jax.eval_shape(lambda: domain.init_params(model, data, cfg.seed))
@@ -118,6 +120,23 @@ def check_explain_request(cfg: RunConfig, domain: Domain, data: Dataset) -> None
         cfg.explain.top_k <= n,
         "explain.top_k",
         f"{cfg.explain.top_k} is more than the {n} training examples",
+    )
+
+
+def check_lds_request(cfg: RunConfig, domain: Domain, data: Dataset) -> None:
+    """Refuses, before any training, more test and validation examples than the test split
+    holds, and a subset share that leaves no proper subset."""
+    m, v, available = cfg.lds.test_examples, cfg.lds.validation_examples, domain.n_test(data)
+    check(
+        m + v <= available,
+        "lds.test_examples",
+        f"{m} test and {v} validation examples need {m + v}, but the test split has {available}",
+    )
+    size = round(cfg.lds.fraction * data.n_train)
+    check(
+        1 <= size < data.n_train,
+        "lds.fraction",
+        f"{cfg.lds.fraction} of {data.n_train} training examples is {size}: no proper subset",
     )
 
 

@@ -5,7 +5,8 @@ keyword where the numbers are made (a misspelt key fails there): `RunInfo` (ever
 `ifscale.run.pipeline`), `DataMetrics` (what the domain measures of its model and data),
 `ScoreMetrics` (a method's fit and its self-influence scores: `stage=fit`, `score`, `all`,
 `merge`, and the pools of `select`), `ExplainMetrics` (`stage=explain`), `SelectMetrics`
-(`stage=select`), and `Closing` (the method's options, the stage, the wall time, last).
+(`stage=select`), `LdsMetrics` (`stage=retrain`, `stage=lds`), and `Closing` (the method's
+options, the stage, the wall time, last).
 `RunMetrics` is all of them in that order: a record built from the same values writes the
 same file byte for byte (`json.dumps(..., indent=2)` and a newline). A key a run does not
 write holds the sentinel `MISSING` and is left out of `to_json` (a key written as `null`
@@ -153,6 +154,33 @@ class SelectMetrics:
 
 
 @dataclasses.dataclass(kw_only=True)
+class LdsMetrics:
+    """The linear datamodeling score (`stage=lds`) and its ground truth (`stage=retrain`,
+    `ifscale.run.groundtruth`)."""
+
+    lds: float | None | _Missing = MISSING  # mean Spearman ρ over the test examples
+    lds_low: float | None | _Missing = MISSING  # its 95% bootstrap interval
+    lds_high: float | None | _Missing = MISSING
+    lds_validation: float | None | _Missing = MISSING  # over the validation examples
+    lds_random: float | None | _Missing = MISSING  # seeded random attributions (a control)
+    lds_examples: int | _Missing = MISSING  # test examples with a defined ρ
+    lds_validation_examples: int | _Missing = MISSING
+    lds_subsets: int | _Missing = MISSING  # M
+    lds_fraction: float | _Missing = MISSING  # α
+    lds_seeds: int | _Missing = MISSING  # K models per subset, outputs averaged
+    lds_output: str | _Missing = MISSING  # "loss" (log p of the label) or "margin"
+    t_attribute_s: float | _Missing = MISSING  # the attributions' pass, compile excluded
+    retrained_models: int | _Missing = MISSING  # trained by this job
+    retrain_seconds: float | _Missing = MISSING  # their wall time, compilation included
+    retrain_compile_seconds: float | _Missing = MISSING  # the first group's
+    retrain_chunks: int | _Missing = MISSING
+    retrain_chunks_reused: int | _Missing = MISSING  # of this job's, found stored
+    sequential_models: int | _Missing = MISSING  # also trained one at a time (`lds.sequential`)
+    sequential_models_per_s: float | _Missing = MISSING
+    sequential_max_output_gap: float | _Missing = MISSING  # against the vectorised ones
+
+
+@dataclasses.dataclass(kw_only=True)
 class Closing:
     """Written last by every run (`ifscale.run.pipeline.run`)."""
 
@@ -169,7 +197,9 @@ class Closing:
 
 
 @dataclasses.dataclass(kw_only=True)
-class RunMetrics(Closing, SelectMetrics, ExplainMetrics, ScoreMetrics, DataMetrics, RunInfo):
+class RunMetrics(
+    Closing, LdsMetrics, SelectMetrics, ExplainMetrics, ScoreMetrics, DataMetrics, RunInfo
+):
     """One run's metrics: the records of its parts, in this order (see the module
     docstring for which keys which runs have)."""
 

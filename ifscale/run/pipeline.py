@@ -42,6 +42,7 @@ def run(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     trains_only = cfg.method.name == "none" and cfg.stage == "all"
+    # retrain needs no method; lds and the others do (`RunConfig`).
     result = StageResult() if trains_only else STAGES[cfg.stage](cfg, prep)
     closing = Closing(stage=cfg.stage, wall_time_s=time.perf_counter() - start)
     if cfg.method.name != "none" and cfg.stage != "fit":

@@ -207,6 +207,11 @@ CASES: tuple[Case, ...] = (
     Case("config-mesh-too-many-devices", ("method=arnoldi", "mesh.data=8"), "mesh"),
     Case("config-stage", ("stage=everything",), "stage"),
     Case(
+        "config-lds-on-translation",
+        (*GOOD_TEXT, "stage=lds", "method=graddot"),
+        "linear datamodeling score",
+    ),
+    Case(
         "config-image-layer-missing",
         (*GOOD_IMAGES, "method=arnoldi", "method.layers=[Dense_0,Dense_9]"),
         "Dense_9",

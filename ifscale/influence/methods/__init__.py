@@ -17,6 +17,7 @@ from ifscale.influence.methods.exact import Exact
 from ifscale.influence.methods.lissa import Lissa
 from ifscale.influence.methods.projected import Projected, ProjectedState
 from ifscale.influence.methods.randproj import RandProj
+from ifscale.influence.methods.similarity import GradientCosine, GradientDot
 from ifscale.influence.methods.tracin import TracIn
 from ifscale.utils import check
 
@@ -25,6 +26,8 @@ __all__ = [
     "METHODS",
     "Arnoldi",
     "Exact",
+    "GradientCosine",
+    "GradientDot",
     "Lissa",
     "LossBaseline",
     "Projected",
@@ -42,6 +45,8 @@ METHODS = {
     "randproj": RandProj,
     "lissa": Lissa,
     "tracin": TracIn,
+    "graddot": GradientDot,
+    "gradcos": GradientCosine,
 }
 
 

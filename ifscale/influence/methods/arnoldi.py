@@ -32,6 +32,9 @@ class Arnoldi(Projected):
       n: Arnoldi iterations (HVPs).
       pbar: eigenpairs used (largest |λ|).
       keep: eigenvectors stored with the fit (the largest p̄ a sweep asks for).
+      damping: added to each kept eigenvalue before inverting, (λ + damping)⁻¹: H + damping·I
+        on the kept directions (dattri's "regularization"; chosen on validation data by
+        the linear datamodeling score). Not part of the fit: every damping reuses it.
       reorthogonalize: Gram-Schmidt twice per step.
       positive_only: use the p̄ largest positive eigenvalues (among the `keep` stored).
       basis_memory: "device", or "host": Krylov rows kept in host memory and brought to
@@ -52,6 +55,7 @@ class Arnoldi(Projected):
     n: int = 200
     pbar: int = 10
     keep: int = 100
+    damping: float = 0.0
     reorthogonalize: bool = False
     positive_only: bool = False
     basis_memory: str = "device"
@@ -64,6 +68,7 @@ class Arnoldi(Projected):
 
     def __post_init__(self):
         check(self.n >= 1, "method.n", f"must be >= 1, got {self.n}")
+        check(self.damping >= 0, "method.damping", f"must be >= 0, got {self.damping}")
         check(self.pbar >= 1, "method.pbar", f"must be >= 1, got {self.pbar}")
         check(
             self.pbar <= self.n,
@@ -147,7 +152,7 @@ class Arnoldi(Projected):
             log.warning(
                 "Arnoldi: only %d eigenpairs available for method.pbar=%d", len(keep), self.pbar
             )
-        values = spectrum.values[keep]
+        values = spectrum.values[keep] + self.damping
         return keep, values, 1.0 / values
 
 

@@ -20,6 +20,7 @@ from ifscale.utils import check
 class LissaState:
     view: ParamView
     batches: list  # the HVP batches (equal sizes), cycled
+    measure: ParamView | None = None  # the test side's loss (`measuring`); None: training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +63,12 @@ class Lissa(InfluenceMethod):
     def influence(self, state: LissaState, train_batch: Batch, test_batch: Batch):
         return self.influence_on(state, train_batch, self.test_side(state, test_batch))
 
+    def measuring(self, state: LissaState, task) -> LissaState:
+        return dataclasses.replace(state, measure=state.view.measuring(task))
+
     def test_side(self, state: LissaState, test_batch: Batch) -> jnp.ndarray:
         """H⁻¹∇L(z) [m, p] (Koh & Liang's s_test): r HVPs per test example, once."""
-        return self.inverse_hvp(state, per_example_grads(state.view, test_batch))
+        return self.inverse_hvp(state, per_example_grads(state.measure or state.view, test_batch))
 
     def influence_on(self, state: LissaState, train_batch: Batch, test_side: jnp.ndarray):
         return test_side @ per_example_grads(state.view, train_batch).T

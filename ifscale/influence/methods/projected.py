@@ -50,6 +50,8 @@ class ProjectedState:
         until `prepare` chooses one.
       layout: how `directions` are laid out on the mesh (sharded over `model`, padded).
       prepared: U laid out per layer for the layerwise route (set by `prepare`).
+      measure: the view whose loss the test side differentiates (`measuring`); None: the
+        training loss.
     """
 
     view: ParamView
@@ -59,6 +61,7 @@ class ProjectedState:
     route: str = dataclasses.field(default="auto", metadata={"static": True})
     layout: Layout | None = dataclasses.field(default=None, metadata={"static": True})
     prepared: dict | None = None
+    measure: ParamView | None = None
 
 
 def inverse_of_eigenvalues(values: np.ndarray, rcond: float, what: str) -> np.ndarray:
@@ -175,7 +178,12 @@ class Projected(SpectralMethod):
     def influence(self, state: ProjectedState, train_batch: Batch, test_batch: Batch):
         return self.influence_on(state, train_batch, self.test_side(state, test_batch))
 
+    def measuring(self, state: ProjectedState, task) -> ProjectedState:
+        return dataclasses.replace(state, measure=state.view.measuring(task))
+
     def test_side(self, state: ProjectedState, test_batch: Batch) -> jnp.ndarray:
+        if state.measure is not None:
+            state = dataclasses.replace(state, view=state.measure, measure=None)
         return self._project(state, test_batch) @ state.inner  # [m, k]: M·(U g_z)
 
     def influence_on(self, state: ProjectedState, train_batch: Batch, test_side: jnp.ndarray):

@@ -21,6 +21,7 @@ class TracInState:
     view: ParamView
     thetas: jnp.ndarray  # [k, p] the perturbed parameters at each checkpoint
     lrs: jnp.ndarray  # [k]
+    measure: ParamView | None = None  # the test side's loss (`measuring`); None: training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,10 +76,14 @@ class TracIn(InfluenceMethod):
     def influence(self, state: TracInState, train_batch: Batch, test_batch: Batch):
         return self.influence_on(state, train_batch, self.test_side(state, test_batch))
 
+    def measuring(self, state: TracInState, task) -> TracInState:
+        return dataclasses.replace(state, measure=state.view.measuring(task))
+
     def test_side(self, state: TracInState, test_batch: Batch) -> list[jnp.ndarray]:
         """η_t ∇L(z; θ_t) [m, p] at each checkpoint t."""
+        view = state.measure or state.view
         return [
-            per_example_grads(state.view.with_theta(theta), test_batch) * lr
+            per_example_grads(view.with_theta(theta), test_batch) * lr
             for theta, lr in zip(state.thetas, state.lrs, strict=True)
         ]
 

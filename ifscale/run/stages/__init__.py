@@ -8,7 +8,7 @@ the pipeline writes (`ifscale.run.pipeline`). `check` stops before anything is t
 
 from __future__ import annotations
 
-from ifscale.run.stages import explain, fit, merge, score, select
+from ifscale.run.stages import explain, fit, lds, merge, retrain, score, select
 from ifscale.run.stages.result import StageResult
 
 __all__ = ["STAGES", "StageResult"]
@@ -22,4 +22,6 @@ STAGES = {
     "merge": merge.run,
     "explain": explain.run,
     "select": select.run,
+    "retrain": retrain.run,
+    "lds": lds.run,
 }

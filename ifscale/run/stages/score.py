@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from ifscale.cache.chunks import ChunkPlan, ScoreStore
+from ifscale.cache.chunks import ChunkPlan, ChunkStore
 from ifscale.cache.keys import SCORES_VERSION, score_keys
 from ifscale.config import RunConfig
 from ifscale.distributed import barrier, localize
@@ -66,13 +66,13 @@ def detection_metrics(is_noisy: np.ndarray, scores: np.ndarray) -> dict[str, flo
     }
 
 
-def score_store(cfg: RunConfig, prep: Prepared, index: np.ndarray) -> ScoreStore:
+def score_store(cfg: RunConfig, prep: Prepared, index: np.ndarray) -> ChunkStore:
     """Where the scores of `index` under `cfg.method` are stored, chunk by chunk: keyed by
     what determines them (trained model, every method option, the scored examples)."""
     method = cfg.to_dict()["method"]  # every option, p̄ included
     method_key, data_key = score_keys(cfg, config_hash(prep.train_key), method, index)
     plan = ChunkPlan(len(index), cfg.score.chunk)
-    return ScoreStore(cfg.paths.cache_dir, SCORES_VERSION, method_key, data_key, plan).open()
+    return ChunkStore(cfg.paths.cache_dir, SCORES_VERSION, method_key, data_key, plan).open()
 
 
 def score_chunks(
@@ -81,7 +81,7 @@ def score_chunks(
     method: InfluenceMethod,
     state,
     index: np.ndarray,
-    store: ScoreStore,
+    store: ChunkStore,
 ) -> dict[str, int]:
     """Scores this job's unfinished chunks of `index` (its shard's, and within a
     multi-process job this process's share of them), storing each as it is done."""
@@ -144,7 +144,7 @@ def score(
     cfg: RunConfig, prep: Prepared, index: np.ndarray | None = None, gather_only: bool = False
 ) -> tuple[ScoreMetrics, pd.DataFrame | None]:
     """Fits the method (or reuses the stored fit), scores the training set (`index`,
-    default `scored_subset`) chunk by chunk into its `ScoreStore`, and evaluates the
+    default `scored_subset`) chunk by chunk into its `ChunkStore`, and evaluates the
     gathered scores against `is_noisy`.
 
     With `score.shards` > 1 only this job's shard is scored and its record (no scores
