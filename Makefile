@@ -29,7 +29,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow lint format train train-small table1 table1-check explain explain-translation explain-check figures table2 table2-check table3 table3-check regimes score-sharded merge bench bench-memory notebook clean
+.PHONY: help setup test test-slow lint format train train-small table1 table1-check explain explain-translation explain-check figures table2 table2-check table3 table3-check regimes lds lds-check score-sharded merge bench bench-memory notebook clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -96,6 +96,21 @@ figures: setup ## Figures 1-2: cnn_small on the 10% subset -> results/figures/
 regimes: setup ## Memorisation regimes: cnn_large on the 10% subset for E epochs, every method, 3 seeds -> results/regimes.{md,csv} (EPOCHS=2,5,... SEEDS=3)
 	$(PY) experiments/run.py experiment=regimes $(if $(EPOCHS),train.epochs=$(EPOCHS)) $(if $(SEEDS),'seed=range($(SEEDS))') $(ARGS)
 	$(PY) experiments/report.py regimes
+
+# The LDS settings of `make lds` (LDS=lds_logreg: one of them).
+LDS ?= lds_logreg lds_mlp lds_cnn
+
+lds: setup ## Linear datamodeling score: every method on dattri's MNIST-10 (logreg, MLP) and cnn_small -> results/lds.{md,csv}
+	for e in $(LDS); do \
+	  $(PY) experiments/run.py experiment=$$e stage=retrain hydra.mode=RUN lds.sequential=4 $(ARGS) && \
+	  $(PY) experiments/run.py experiment=$$e $(ARGS) || exit 1; \
+	done
+	$(PY) experiments/report.py lds
+
+lds-check: setup ## A small make lds (logreg, 20 subsets, 100 test images, 5 methods) -> outputs/ only (make test-slow runs it)
+	$(PY) experiments/run.py experiment=lds_logreg stage=retrain hydra.mode=RUN name=lds_check lds.subsets=20 lds.test_examples=100 lds.validation_examples=50 lds.sequential=2 $(ARGS)
+	$(PY) experiments/run.py experiment=lds_logreg name=lds_check lds.subsets=20 lds.test_examples=100 lds.validation_examples=50 '+lds_methods=graddot,tracin_1,arnoldi_dattri,arnoldi_p100,exact' $(ARGS)
+	$(PY) experiments/report.py lds --sweep $$(ls -d outputs/multirun/lds_check/* | tail -1) --results outputs/lds_check_results
 
 table2: setup ## Table 2: Transformer, 6% permuted references -> results/table2.{md,csv} (DATA=multi30k: offline)
 	$(PY) experiments/run.py experiment=table2 dataset=$(DATA) $(if $(FULL),score.max_examples=null) $(ARGS)

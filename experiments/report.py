@@ -8,6 +8,8 @@
     python experiments/report.py readme    # README.md's Table 1 and loss-baseline lines <- results/
     python experiments/report.py explain   # newest explain_mnist / explain_translation runs
                                            # -> results/explain_mnist/, explain_translation/
+    python experiments/report.py lds       # newest lds_logreg, lds_mlp, lds_cnn sweeps and
+                                           # retrain runs -> results/lds.{md,csv}, figures/lds.png
     python experiments/report.py table1 --sweep outputs/multirun/table1/2026-11-26_04-00-00
 
 Every number written comes from a run's `metrics.json` / `scores.csv`; nothing is typed in
@@ -353,6 +355,116 @@ def write_figures(sweeps: Sequence[Path], results: Path) -> None:
     print("wrote figures/figures.md, figure1.png and figure2.png (+ csv)")
 
 
+def write_lds(sweeps: Sequence[Path], retrains: Sequence[Path], results: Path) -> None:
+    from ifscale.reports.lds import (
+        DATTRI_SOURCE,
+        lds_findings,
+        lds_frame,
+        pbar_curve,
+        plot_lds,
+        shown,
+    )
+
+    runs = [r for s in sweeps for r in load_runs(s)]
+    frame = lds_frame(runs)
+    if frame.empty:
+        raise SystemExit(f"No stage=lds runs under {', '.join(map(str, sweeps))}")
+    frame["run_dir"] = [_relative(d) for d in frame["run_dir"]]
+    (results / "figures").mkdir(parents=True, exist_ok=True)
+    frame.drop(columns=["grid"]).to_csv(results / "lds.csv", index=False)
+    plot_lds(frame, results / "figures" / "lds.png")
+    first = runs[0]
+    n_params = {r["model"]: r["n_params"] for r in runs}
+    retrained = [json.loads((d / "metrics.json").read_text()) for d in retrains]
+    speed = [
+        f"- {r['model']}: {r['retrained_models']} models in {r['retrain_seconds']:.0f} s "
+        f"({r['retrained_models'] / r['retrain_seconds']:.2f} models/s, "
+        f"{r['retrain_compile_seconds']:.0f} s of it compiling), "
+        + (
+            f"one at a time {r['sequential_models_per_s']:.2f} models/s "
+            f"({r['retrained_models'] / r['retrain_seconds'] / r['sequential_models_per_s']:.1f}x"
+            f" slower; their outputs within {r['sequential_max_output_gap']:.1e} of the "
+            "vectorised ones)"
+            if r.get("sequential_models")
+            else "not timed one at a time"
+        )
+        + f"; test accuracy of the model trained on all: {100 * r['test_accuracy']:.1f}%."
+        for r in retrained
+        if r.get("retrained_models")
+    ]
+    grids = [
+        f"- {line['setting']}, {line['Method']}: "
+        + ", ".join(
+            f"damping {p['damping']:g}: validation {p['validation']:.3f} / test {p['test']:.3f}"
+            for p in line["grid"]
+        )
+        for _, line in frame.iterrows()
+        if isinstance(line["grid"], list)
+    ]
+    text = [
+        "# The linear datamodeling score (LDS): how well attributions predict retraining",
+        "",
+        f"Produced by `make lds` from {', '.join(f'`{_relative(s)}`' for s in sweeps)} "
+        "(`python experiments/report.py lds`); do not edit by hand. Hardware: "
+        f"{first['device']}.",
+        "",
+        f"Setting (dattri's MNIST-10 benchmark): the first {first['n_train']:,} MNIST training "
+        f"images; {first['lds_subsets']} random subsets of {first['lds_fraction']:.0%} of "
+        f"them, {first['lds_seeds']} model(s) retrained from scratch on each with the setting's "
+        f"recipe; the LDS of a test example is Spearman's ρ over the subsets between the "
+        "summed attributions of a subset's examples and the retrained models' output "
+        f"({'log p of the label' if first['lds_output'] == 'loss' else 'the margin'}); the "
+        f"table shows its mean over the first {first['lds_examples']} test images with a 95% "
+        "bootstrap interval. Hyperparameters (the damping) were chosen on the next "
+        f"{first['lds_validation_examples']} test images (validation LDS), never on the "
+        "reported ones. A positive attribution means training on the example raises the test "
+        "example's log p (lowers its loss). Seconds: the fit plus the attributions of "
+        f"{first['lds_examples'] + first['lds_validation_examples']} test examples against "
+        "every training example, on this machine. Published values: " + DATTRI_SOURCE + ".",
+        "",
+        "## Findings (computed from the numbers below)",
+        "",
+        *lds_findings(frame, n_params),
+        "",
+        "## LDS by setting and method",
+        "",
+        markdown_table(shown(frame)),
+        "",
+        "## Logistic regression: the LDS against p̄",
+        "",
+        markdown_table(
+            pbar_curve(frame)
+            .drop(columns="method")
+            .assign(LDS=lambda f: [f"{v:.3f}" for v in f["LDS"]])
+        ),
+        "",
+        "![LDS against compute, and against p̄](figures/lds.png)",
+        "",
+        "## The ground truth: models retrained",
+        "",
+        *(speed or ["- (no retraining in these runs: the ground truth came from the cache)"]),
+        "",
+        "## Damping grids (validation LDS / test LDS of each value; the best validation wins)",
+        "",
+        *grids,
+        "",
+        "Per method and setting: `results/lds.csv`.",
+    ]
+    (results / "lds.md").write_text("\n".join(text) + "\n")
+    print((results / "lds.md").read_text())
+
+
+def latest_runs(name: str, outputs: Path, stage: str) -> list[Path]:
+    """The newest single run folder of experiment `name` with `stage` (a list of one, or
+    empty)."""
+    found = [
+        p.parent
+        for p in sorted((outputs / name).glob("*/metrics.json"))
+        if json.loads(p.read_text()).get("stage") == stage
+    ]
+    return found[-1:]
+
+
 def write_explanations(outputs: Path, results: Path, names: Sequence[str]) -> None:
     """Copies the newest finished run of each explanation experiment (one whose
     metrics.json, written last, exists) into results/<name>/ with a summary (README.md)
@@ -398,7 +510,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "what",
-        choices=["table1", "table2", "table3", "figures", "regimes", "readme", "explain"],
+        choices=["table1", "table2", "table3", "figures", "regimes", "readme", "explain", "lds"],
     )
     parser.add_argument("--sweep", type=Path, nargs="*", help="multirun folder(s) to read")
     parser.add_argument(
@@ -439,7 +551,7 @@ def report(args: argparse.Namespace) -> None:
     with staged_files(args.results) as results:
         _write(args, results)
     # A table's report refreshes the README's copies (Table 1's table, every loss line).
-    if readme is not None and args.what != "explain":
+    if readme is not None and args.what not in ("explain", "lds"):
         write_readme(readme, args.results, table1=args.what == "table1")
 
 
@@ -475,6 +587,18 @@ def _write(args: argparse.Namespace, results: Path) -> None:
         write_regimes(sweep.resolve(), results)
     elif args.what == "explain":
         write_explanations(args.outputs, results, ["explain_mnist", "explain_translation"])
+    elif args.what == "lds":
+        names = ("lds_logreg", "lds_mlp", "lds_cnn")
+        sweeps = (
+            [complete(s) for s in args.sweep]
+            if args.sweep
+            else [s for n in names if (s := latest_sweep(n, args.outputs, required=False))]
+        )
+        if not sweeps:
+            raise SystemExit(f"No finished lds sweep under {args.outputs}/multirun; run make lds")
+        names = sorted({run["experiment"] for s in sweeps for run in load_runs(s)})
+        retrains = [r for n in names for r in latest_runs(n, args.outputs, "retrain")]
+        write_lds([s.resolve() for s in sweeps], retrains, results)
     else:
         sweeps = (
             [complete(s) for s in args.sweep]

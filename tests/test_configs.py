@@ -82,6 +82,8 @@ def test_every_group_option_composes_and_validates(group, option, npz_file):
         overrides = [o for o in TEXT_SETTING if not o.startswith(f"{group}=")] + overrides
     if option == "parallel_text":
         overrides.append(f"dataset.path={ROOT.parent / 'shared' / 'data' / 'multi30k'}")
+    if group == "experiment" and option.startswith("lds_"):
+        overrides.append("+lds_methods=exact")  # the sweep's axis: a method per job
     cfg = from_dict(_compose(overrides))  # raises on any invalid value
     chosen = {
         "experiment": cfg.name,
@@ -99,6 +101,13 @@ def test_config_round_trips_through_to_dict(method):
     cfg = from_dict(_compose([f"method={method}", *layers]))
     again = from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
+
+
+@pytest.mark.parametrize("option", _options("lds_methods"))
+def test_every_lds_method_composes_with_every_lds_setting(option):
+    for setting in ("lds_logreg", "lds_mlp", "lds_cnn"):
+        cfg = from_dict(_compose([f"experiment={setting}", f"+lds_methods={option}"]))
+        assert cfg.stage == "lds" and cfg.method.name != "none"
 
 
 def test_every_group_has_options():

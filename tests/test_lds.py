@@ -193,7 +193,23 @@ def test_stage_lds_end_to_end_stores_and_reuses_its_ground_truth(tmp_path):
     with np.load(stored[1]) as f:
         np.testing.assert_array_equal(f["scores"], before)  # bit for bit
     recorded = json.loads((tmp_path / "dot" / "metrics.json").read_text())
-    assert recorded["stage"] == "lds" and recorded["lds_output"] == "loss"
+    assert recorded["stage"] == "lds" and recorded["lds_output"] == "margin"
+    # A grid: every damping scored, the best on validation reported with the whole grid.
+    grid = ifscale.run.pipeline.run(
+        _lds_run(tmp_path / "in", cache, "stage=lds", "method=exact", "+lds.grid.damping=[0.01,1]"),
+        tmp_path / "grid",
+    )
+    assert [p["damping"] for p in grid["lds_grid"]] == [0.01, 1.0]
+    best = max(grid["lds_grid"], key=lambda p: p["validation"])
+    assert grid["lds_choice"] == {"damping": best["damping"]}
+    assert grid["lds"] == pytest.approx(best["test"]) and grid["fit_cache_hit"]
+    # K = 2 seeds per subset: another ground truth, and the LDS from 1 and from 2 seeds.
+    seeds = ifscale.run.pipeline.run(
+        _lds_run(tmp_path / "in", cache, "stage=lds", "method=graddot", "lds.seeds=2"),
+        tmp_path / "seeds",
+    )
+    assert seeds["retrained_models"] == 12 and len(seeds["lds_by_seeds"]) == 2
+    assert seeds["lds_by_seeds"][-1] == pytest.approx(seeds["lds"])
 
 
 @pytest.mark.parametrize(

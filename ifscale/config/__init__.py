@@ -125,6 +125,10 @@ class RunConfig:
                 f"{self.method.name!r}",
             )
 
+    def replace_method(self, options: dict[str, Any]) -> RunConfig:
+        """This config with `options` of its method changed (checked on construction)."""
+        return dataclasses.replace(self, method=dataclasses.replace(self.method, **options))
+
     @property
     def requires_stored_fit(self) -> bool:
         """Whether the run must find its method's fit stored and never fit: a scoring job

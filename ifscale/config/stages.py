@@ -127,15 +127,19 @@ class LdsConfig:
       test_examples: the LDS is the mean over the first this many test examples.
       validation_examples: the next this many test examples choose hyperparameters (the
         damping...) and are never reported as the LDS.
-      output: what is measured on a test example z: "loss" (−cross-entropy = log p(label),
-        dattri's) or "margin" (the label's logit minus the log-sum-exp of the others, =
-        log p/(1−p), TRAK's). Either way higher is better, and a proponent's attribution is
-        positive.
+      output: what is measured on a test example z: "margin" (the label's logit minus the
+        log-sum-exp of the others, = log p/(1−p), TRAK's) or "loss" (−cross-entropy =
+        log p(label), dattri's). Either way higher is better, and a proponent's attribution
+        is positive.
       chunk: subsets per stored chunk of the ground truth (the unit of resuming and sharding).
       parallel: models trained at once, vectorised over models (`ifscale.retraining`).
       bootstrap: resamples of the test examples behind the 95% interval of the LDS.
       sequential: models also trained one at a time, for the speed-up of training many at
         once (0: none).
+      grid: method options to choose on the validation examples, each with its candidate
+        values (e.g. {damping: [0.001, 0.01, 0.1]}): `stage=lds` scores every combination
+        and reports the test LDS of the one with the best validation LDS (with the whole
+        grid); empty: the method as configured.
     """
 
     subsets: int = 100
@@ -143,11 +147,12 @@ class LdsConfig:
     seeds: int = 1
     test_examples: int = 500
     validation_examples: int = 100
-    output: str = "loss"
+    output: str = "margin"
     chunk: int = 10
     parallel: int = 10
     bootstrap: int = 1000
     sequential: int = 0
+    grid: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         check(self.subsets >= 2, "lds.subsets", f"must be >= 2, got {self.subsets}")
@@ -164,3 +169,5 @@ class LdsConfig:
         check(self.parallel >= 1, "lds.parallel", f"must be >= 1, got {self.parallel}")
         check(self.bootstrap >= 0, "lds.bootstrap", "must be >= 0")
         check(self.sequential >= 0, "lds.sequential", "must be >= 0")
+        for option, values in self.grid.items():
+            check(len(values) >= 1, f"lds.grid.{option}", "give at least one value")

@@ -169,6 +169,9 @@ class LdsMetrics:
     lds_fraction: float | _Missing = MISSING  # α
     lds_seeds: int | _Missing = MISSING  # K models per subset, outputs averaged
     lds_output: str | _Missing = MISSING  # "loss" (log p of the label) or "margin"
+    lds_choice: dict[str, Any] | _Missing = MISSING  # the grid's choice (`lds.grid`)
+    lds_grid: list[dict[str, Any]] | _Missing = MISSING  # each point: validation, test LDS
+    lds_by_seeds: list[float] | _Missing = MISSING  # test LDS from the first 1..K seeds
     t_attribute_s: float | _Missing = MISSING  # the attributions' pass, compile excluded
     retrained_models: int | _Missing = MISSING  # trained by this job
     retrain_seconds: float | _Missing = MISSING  # their wall time, compilation included

@@ -14,7 +14,9 @@ attributions (≈ 0: a control). Missing ground-truth chunks are trained first.
 
 from __future__ import annotations
 
+import itertools
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,31 +37,36 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: RunConfig, prep: Prepared) -> StageResult:
-    domain, data = prep.domain, prep.data
-    truth, stats = ground_truth(cfg, prep)
-    measured = truth.mean(axis=1).T  # [m, M]: the mean over each subset's seeds
+    data = prep.data
+    truth, stats = ground_truth(cfg, prep)  # [M, K, m]
     test, validation = lds_examples(cfg, prep)
-    index = np.concatenate([test, validation])
     subset_masks = masks(cfg, data.n_train)
-
-    method = method_of(cfg)
-    task = domain.task(prep.model, cfg)
-    state, t_fit, hit = fit_method(cfg, prep, method, task)
-    state = method.measuring(state, domain.retraining(prep.model, data, cfg).measurement)
-    predicted, seconds = subset_sums(
-        method,
-        state,
-        data.train_batch(np.arange(data.n_train)),
-        domain.test_batch(data, index),
-        subset_masks,
-        batch_size=cfg.score.batch_size,
-        progress=cfg.progress,
-        mesh=run_mesh(cfg),
-    )
-    rho = spearman_rows(predicted, measured)
+    measured = truth.mean(axis=1).T  # [m, M]: the mean over each subset's seeds
+    points = _grid(cfg)
+    scored = [
+        _score(cfg.replace_method(point) if point else cfg, prep, subset_masks, measured)
+        for point in points
+    ]
+    validations = [
+        np.nanmean(rho[len(test) :]) if len(validation) else np.nan for rho, *_ in scored
+    ]
+    best = int(np.nanargmax(validations)) if np.isfinite(validations).any() else 0
+    rho, predicted, t_fit, hit, seconds = scored[best]
     lds, low, high = lds_interval(rho[: len(test)], cfg.lds.bootstrap, cfg.seed)
     random = stream_rng(cfg.seed, "lds-random").standard_normal((len(test), data.n_train))
     control = spearman_rows(subset_predictions(random, subset_masks), measured[: len(test)])
+    extra = {}
+    if points != [{}]:
+        extra["lds_choice"] = points[best]
+        extra["lds_grid"] = [
+            point | {"validation": _mean(r[len(test) :]), "test": _mean(r[: len(test)])}
+            for point, (r, *_) in zip(points, scored, strict=True)
+        ]
+    if cfg.lds.seeds > 1:  # how the LDS moves with the seeds averaged per subset
+        extra["lds_by_seeds"] = [
+            _mean(spearman_rows(predicted[: len(test)], truth[:, :k, : len(test)].mean(1).T))
+            for k in range(1, cfg.lds.seeds + 1)
+        ]
     record = LdsMetrics(
         lds=lds,
         lds_low=low,
@@ -72,31 +79,61 @@ def run(cfg: RunConfig, prep: Prepared) -> StageResult:
         lds_fraction=cfg.lds.fraction,
         lds_seeds=cfg.lds.seeds,
         lds_output=cfg.lds.output,
+        **extra,
         t_attribute_s=seconds,
         **stats,
     )
     log.info(
-        "%s: LDS %.3f [%.3f, %.3f] over %d test examples (validation %.3f, random %.3f; "
+        "%s%s: LDS %.3f [%.3f, %.3f] over %d test examples (validation %s, random %.3f; "
         "fit %.1fs, attributions %.1fs)",
         cfg.method.name,
+        f" {points[best]}" if points[best] else "",
         lds,
         low,
         high,
         record.lds_examples,
-        record.lds_validation if record.lds_validation is not None else float("nan"),
+        f"{record.lds_validation:.3f}" if record.lds_validation is not None else "none",
         record.lds_random,
         t_fit,
         seconds,
     )
     table = pd.DataFrame(
         {
-            "test_index": index,
+            "test_index": np.concatenate([test, validation]),
             "split": ["test"] * len(test) + ["validation"] * len(validation),
             "rho": rho,
         }
     )
     fitted = ScoreMetrics(t_fit_s=t_fit, fit_cache_hit=hit, pbar=cfg.method.pbar)
     return StageResult((fitted, record), {"lds_examples.csv": table})
+
+
+def _grid(cfg: RunConfig) -> list[dict[str, Any]]:
+    """Every combination of the values of `lds.grid` ([{}] without one)."""
+    names = list(cfg.lds.grid)
+    values = [cfg.lds.grid[name] for name in names]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def _score(cfg: RunConfig, prep: Prepared, subset_masks: np.ndarray, measured: np.ndarray):
+    """(ρ [m] of every measured example, the predictions [m, M], fit seconds, whether the
+    fit was stored, attribution seconds) of the method of `cfg`."""
+    domain, data = prep.domain, prep.data
+    test, validation = lds_examples(cfg, prep)
+    method = method_of(cfg)
+    state, t_fit, hit = fit_method(cfg, prep, method, domain.task(prep.model, cfg))
+    state = method.measuring(state, domain.retraining(prep.model, data, cfg).measurement)
+    predicted, seconds = subset_sums(
+        method,
+        state,
+        data.train_batch(np.arange(data.n_train)),
+        domain.test_batch(data, np.concatenate([test, validation])),
+        subset_masks,
+        batch_size=cfg.score.batch_size,
+        progress=cfg.progress,
+        mesh=run_mesh(cfg),
+    )
+    return spearman_rows(predicted, measured), predicted, t_fit, hit, seconds
 
 
 def _mean(values: np.ndarray) -> float | None:
