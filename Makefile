@@ -97,20 +97,29 @@ regimes: setup ## Memorisation regimes: cnn_large on the 10% subset for E epochs
 	$(PY) experiments/run.py experiment=regimes $(if $(EPOCHS),train.epochs=$(EPOCHS)) $(if $(SEEDS),'seed=range($(SEEDS))') $(ARGS)
 	$(PY) experiments/report.py regimes
 
-# The LDS settings of `make lds` (LDS=lds_logreg: one of them).
+# The LDS settings of `make lds` (LDS=lds_logreg: one of them), and how the LDS moves with K
+# (3 models per subset, logistic regression).
 LDS ?= lds_logreg lds_mlp lds_cnn
+LDS_SEEDS = experiment=lds_logreg name=lds_seeds lds.seeds=3
 
 lds: setup ## Linear datamodeling score: every method on dattri's MNIST-10 (logreg, MLP) and cnn_small -> results/lds.{md,csv}
 	for e in $(LDS); do \
 	  $(PY) experiments/run.py experiment=$$e stage=retrain hydra.mode=RUN lds.sequential=4 $(ARGS) && \
 	  $(PY) experiments/run.py experiment=$$e $(ARGS) || exit 1; \
 	done
+	$(PY) experiments/run.py $(LDS_SEEDS) stage=retrain hydra.mode=RUN $(ARGS)
+	$(PY) experiments/run.py $(LDS_SEEDS) '+lds_methods=graddot,tracin_10,arnoldi_dattri,arnoldi_p100,arnoldi_tail_p100,exact' $(ARGS)
 	$(PY) experiments/report.py lds
 
-lds-check: setup ## A small make lds (logreg, 20 subsets, 100 test images, 5 methods) -> outputs/ only (make test-slow runs it)
-	$(PY) experiments/run.py experiment=lds_logreg stage=retrain hydra.mode=RUN name=lds_check lds.subsets=20 lds.test_examples=100 lds.validation_examples=50 lds.sequential=2 $(ARGS)
-	$(PY) experiments/run.py experiment=lds_logreg name=lds_check lds.subsets=20 lds.test_examples=100 lds.validation_examples=50 '+lds_methods=graddot,tracin_1,arnoldi_dattri,arnoldi_p100,exact' $(ARGS)
-	$(PY) experiments/report.py lds --sweep $$(ls -d outputs/multirun/lds_check/* | tail -1) --results outputs/lds_check_results
+# make lds-check: a small make lds (logistic regression on the first 1,000 images, 20 subsets,
+# 100 test images, 4 methods, ~3 minutes) into $(LDS_CHECK)/; make test-slow runs it.
+LDS_CHECK ?= outputs/lds_check
+LDS_SMALL = experiment=lds_logreg name=lds_check dataset.subset_size=1000 lds.subsets=20 lds.test_examples=100 lds.validation_examples=50 method.fit_batch_size=100
+
+lds-check: setup ## A small make lds (logreg on 1,000 images, 20 subsets, 4 methods) -> $(LDS_CHECK)/results/lds.md
+	$(PY) experiments/run.py $(LDS_SMALL) stage=retrain hydra.mode=RUN lds.sequential=2 hydra.run.dir=$(LDS_CHECK)/outputs/lds_check/retrain $(ARGS)
+	$(PY) experiments/run.py $(LDS_SMALL) '+lds_methods=graddot,tracin_1,arnoldi_dattri,exact' hydra.sweep.dir=$(LDS_CHECK)/sweep $(ARGS)
+	$(PY) experiments/report.py lds --sweep $(LDS_CHECK)/sweep --outputs $(LDS_CHECK)/outputs --results $(LDS_CHECK)/results
 
 table2: setup ## Table 2: Transformer, 6% permuted references -> results/table2.{md,csv} (DATA=multi30k: offline)
 	$(PY) experiments/run.py experiment=table2 dataset=$(DATA) $(if $(FULL),score.max_examples=null) $(ARGS)

@@ -81,7 +81,8 @@ def one_line_errors():
 
 def compose_run(overrides: list[str]) -> RunConfig:
     """The checked `RunConfig` that `run.py <overrides>` runs (for plain `key=value`
-    overrides); raises ConfigError with one line for a bad name, value, type, key or group
+    overrides; in an experiment that is a multirun over its own `hydra.sweeper.params`, its
+    first job); raises ConfigError with one line for a bad name, value, type, key or group
     option."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
@@ -96,9 +97,33 @@ def compose_run(overrides: list[str]) -> RunConfig:
                 raise ConfigError(str(e)) from None
     try:
         with initialize_config_dir(str(PROJECT_ROOT / "conf"), version_base="1.3"):
-            return build(compose("config", overrides))
+            first = _first_job(compose("config", overrides, return_hydra_config=True), overrides)
+            return build(compose("config", overrides + first))
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_hydra_line(e)) from None
+
+
+def _first_job(composed, overrides: list[str]) -> list[str]:
+    """The overrides of the first job of a multirun that the config itself sweeps
+    (`hydra.mode: MULTIRUN` with `hydra.sweeper.params`, as `make lds`'s experiments do),
+    less the keys the command line already sets; [] for a single run."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+
+    hydra_cfg = composed.hydra
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return []
+    given = {arg.partition("=")[0].lstrip("+~") for arg in overrides}
+    first = []
+    parser = OverridesParser.create()
+    for key, value in (hydra_cfg.sweeper.get("params") or {}).items():
+        if key.lstrip("+~") in given:
+            continue
+        override = parser.parse_override(f"{key}={value}")
+        if override.is_sweep_override():
+            value = next(iter(override.sweep_string_iterator()))
+        first.append(f"{key}={value}")
+    return first
 
 
 def _hydra_line(error: Exception) -> str:

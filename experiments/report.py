@@ -355,7 +355,38 @@ def write_figures(sweeps: Sequence[Path], results: Path) -> None:
     print("wrote figures/figures.md, figure1.png and figure2.png (+ csv)")
 
 
-def write_lds(sweeps: Sequence[Path], retrains: Sequence[Path], results: Path) -> None:
+def _three(value) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def seeds_lines(sweep: Path | None) -> list[str]:
+    """How the LDS moves with K, the models retrained per subset (a sweep with lds.seeds >
+    1: `lds_by_seeds` is each method's test LDS against the mean output of the first k)."""
+    from ifscale.reports.lds import lds_frame
+
+    if sweep is None:
+        return ["- (no `lds_seeds` sweep: run `make lds`)"]
+    runs = load_runs(sweep)
+    frame = lds_frame(runs)
+    by_dir = {r["run_dir"]: r for r in runs}
+    first = runs[0]
+    lines = [
+        f"From `{_relative(sweep)}`: {first['model']}, {first['lds_subsets']} subsets x "
+        f"K = {first['lds_seeds']} models each (another "
+        f"{first['lds_subsets'] * first['lds_seeds']} retrainings); the test LDS against "
+        "the mean output of the first k models of each subset:",
+        "",
+    ]
+    for _, line in frame.iterrows():
+        values = by_dir[line["run_dir"]].get("lds_by_seeds") or []
+        curve = ", ".join(f"K = {k}: {v:.3f}" for k, v in enumerate(values, 1))
+        lines.append(f"- {line['Method']}: {curve}")
+    return lines
+
+
+def write_lds(
+    sweeps: Sequence[Path], retrains: Sequence[Path], results: Path, seeds: Path | None = None
+) -> None:
     from ifscale.reports.lds import (
         DATTRI_SOURCE,
         lds_findings,
@@ -384,7 +415,14 @@ def write_lds(sweeps: Sequence[Path], retrains: Sequence[Path], results: Path) -
             f"one at a time {r['sequential_models_per_s']:.2f} models/s "
             f"({r['retrained_models'] / r['retrain_seconds'] / r['sequential_models_per_s']:.1f}x"
             f" slower; their outputs within {r['sequential_max_output_gap']:.1e} of the "
-            "vectorised ones)"
+            "vectorised ones"
+            + (
+                ": a group of models vectorised together rounds differently from one model "
+                "alone, and many steps of non-convex training amplify it, as a change of "
+                "machine would)"
+                if r["sequential_max_output_gap"] > 1e-3
+                else ")"
+            )
             if r.get("sequential_models")
             else "not timed one at a time"
         )
@@ -394,8 +432,9 @@ def write_lds(sweeps: Sequence[Path], retrains: Sequence[Path], results: Path) -
     ]
     grids = [
         f"- {line['setting']}, {line['Method']}: "
-        + ", ".join(
-            f"damping {p['damping']:g}: validation {p['validation']:.3f} / test {p['test']:.3f}"
+        + "; ".join(
+            " ".join(f"{k} {v:g}" for k, v in p.items() if k not in ("validation", "test"))
+            + f": {_three(p['validation'])} / {_three(p['test'])}"
             for p in line["grid"]
         )
         for _, line in frame.iterrows()
@@ -434,7 +473,7 @@ def write_lds(sweeps: Sequence[Path], retrains: Sequence[Path], results: Path) -
         "",
         markdown_table(
             pbar_curve(frame)
-            .drop(columns="method")
+            .drop(columns=["method", "with tail"])
             .assign(LDS=lambda f: [f"{v:.3f}" for v in f["LDS"]])
         ),
         "",
@@ -444,7 +483,11 @@ def write_lds(sweeps: Sequence[Path], retrains: Sequence[Path], results: Path) -
         "",
         *(speed or ["- (no retraining in these runs: the ground truth came from the cache)"]),
         "",
-        "## Damping grids (validation LDS / test LDS of each value; the best validation wins)",
+        "## How the LDS moves with K (models retrained per subset)",
+        "",
+        *seeds_lines(seeds),
+        "",
+        "## Grids (validation LDS / test LDS of each setting; the best validation wins)",
         "",
         *grids,
         "",
@@ -454,14 +497,15 @@ def write_lds(sweeps: Sequence[Path], retrains: Sequence[Path], results: Path) -
     print((results / "lds.md").read_text())
 
 
-def latest_runs(name: str, outputs: Path, stage: str) -> list[Path]:
-    """The newest single run folder of experiment `name` with `stage` (a list of one, or
-    empty)."""
-    found = [
-        p.parent
-        for p in sorted((outputs / name).glob("*/metrics.json"))
-        if json.loads(p.read_text()).get("stage") == stage
-    ]
+def latest_retraining(name: str, outputs: Path) -> list[Path]:
+    """The newest `stage=retrain` run folder of experiment `name` that trained models (a
+    rerun over a stored ground truth trains none and times nothing): a list of one, or
+    empty."""
+    found = []
+    for path in sorted((outputs / name).glob("*/metrics.json")):
+        metrics = json.loads(path.read_text())
+        if metrics.get("stage") == "retrain" and metrics.get("retrained_models"):
+            found.append(path.parent)
     return found[-1:]
 
 
@@ -597,8 +641,9 @@ def _write(args: argparse.Namespace, results: Path) -> None:
         if not sweeps:
             raise SystemExit(f"No finished lds sweep under {args.outputs}/multirun; run make lds")
         names = sorted({run["experiment"] for s in sweeps for run in load_runs(s)})
-        retrains = [r for n in names for r in latest_runs(n, args.outputs, "retrain")]
-        write_lds([s.resolve() for s in sweeps], retrains, results)
+        retrains = [r for n in names for r in latest_retraining(n, args.outputs)]
+        seeds = None if args.sweep else latest_sweep("lds_seeds", args.outputs, required=False)
+        write_lds([s.resolve() for s in sweeps], retrains, results, seeds and seeds.resolve())
     else:
         sweeps = (
             [complete(s) for s in args.sweep]

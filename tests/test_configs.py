@@ -104,10 +104,19 @@ def test_config_round_trips_through_to_dict(method):
 
 
 @pytest.mark.parametrize("option", _options("lds_methods"))
-def test_every_lds_method_composes_with_every_lds_setting(option):
+def test_every_lds_method_composes(option):
+    cfg = from_dict(_compose(["experiment=lds_logreg", f"+lds_methods={option}"]))
+    assert cfg.stage == "lds" and cfg.method.name != "none"
+    for name in cfg.lds.grid:  # every grid key is an option of the method
+        assert hasattr(cfg.method, name), (option, name)
+
+
+def test_the_lds_sweeps_name_existing_methods():
+    known = set(_options("lds_methods"))
     for setting in ("lds_logreg", "lds_mlp", "lds_cnn"):
-        cfg = from_dict(_compose([f"experiment={setting}", f"+lds_methods={option}"]))
-        assert cfg.stage == "lds" and cfg.method.name != "none"
+        swept = OmegaConf.load(CONF_DIR / "experiment" / f"{setting}.yaml").hydra.sweeper.params
+        methods = swept["+lds_methods"].split(",")
+        assert methods and set(methods) <= known, (setting, set(methods) - known)
 
 
 def test_every_group_has_options():

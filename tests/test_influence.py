@@ -122,6 +122,67 @@ def test_randproj_with_pbar_equal_p_is_the_exact_full_inverse():
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8 * np.abs(want).max())
 
 
+def _tail_reference(directions, inverse, tail):
+    """U diag(inverse) Uᵀ + (I − P)/κ, P = Uᵀ(UUᵀ)⁻¹U, κ = tail · min |λ|/‖u‖² over the
+    inverted directions (dense, float64)."""
+    u = np.asarray(directions, np.float64)
+    inverse = np.asarray(inverse, np.float64)
+    used = inverse != 0
+    curvature = 1 / np.abs(inverse[used]) / np.einsum("kp,kp->k", u, u)[used]
+    kappa = tail * curvature.min()
+    projector = u.T @ np.linalg.pinv(u @ u.T) @ u
+    return u.T @ np.diag(inverse) @ u + (np.eye(u.shape[1]) - projector) / kappa
+
+
+def test_tail_gives_the_dropped_directions_one_curvature():
+    task, params, data = mlp_problem()
+    hessian, grads = dense_reference(task, params, data)
+    values, vectors = np.linalg.eigh(hessian)
+    order = np.argsort(-np.abs(values))
+    train, test = split(data, np.arange(40)), split(data, np.arange(40, 48))
+    p = hessian.shape[0]
+    for pbar, tail, damping in ((5, 1.0, 0.0), (10, 0.1, 0.05), (p, 0.3, 0.0)):
+        exact = Exact(pbar=pbar, tail=tail, damping=damping)
+        state = exact.fit(task, params, [data], KEY)
+        top = order[:pbar]
+        inverse = _tail_reference(vectors[:, top].T, 1 / (values[top] + damping), tail)
+        want = grads[40:] @ inverse @ grads[:40].T
+        got = np.asarray(exact.influence(state, train, test))
+        np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-10 * np.abs(want).max())
+        np.testing.assert_allclose(
+            np.asarray(exact.self_influence(state, data)),
+            np.einsum("ip,pq,iq->i", grads, inverse, grads),
+            rtol=1e-7,
+        )
+    # p̄ = p: nothing is dropped, so the tail changes nothing.
+    full = Exact(tail=0.3)
+    np.testing.assert_allclose(
+        np.asarray(full.influence(full.fit(task, params, [data], KEY), train, test)),
+        grads[40:] @ np.linalg.solve(hessian, grads[:40].T),
+        rtol=1e-7,
+        atol=1e-10,
+    )
+    # Arnoldi with n = p: Exact's tail; RandProj: the complement of the span of G.
+    arn = Arnoldi(n=p, pbar=5, keep=5, tail=1.0, reorthogonalize=True, progress=False)
+    top5 = Exact(pbar=5, tail=1.0)
+    np.testing.assert_allclose(
+        np.asarray(arn.influence(arn.fit(task, params, [data], KEY), train, test)),
+        np.asarray(top5.influence(top5.fit(task, params, [data], KEY), train, test)),
+        rtol=1e-6,
+        atol=1e-9,
+    )
+    rp = RandProj(pbar=6, rcond=0.0, tail=0.5, progress=False)
+    state = rp.fit(task, params, [data], KEY)
+    u = np.asarray(state.directions, np.float64)
+    inverse = _tail_reference(u, np.diag(np.asarray(state.inner)), 0.5)
+    np.testing.assert_allclose(
+        np.asarray(rp.influence(state, train, test)),
+        grads[40:] @ inverse @ grads[:40].T,
+        rtol=1e-7,
+        atol=1e-10,
+    )
+
+
 def test_randproj_guards_drop_small_and_negative_eigenvalues():
     task, params, data = mlp_problem()
     hessian, grads = dense_reference(task, params, data)
@@ -193,6 +254,8 @@ def all_methods(p):
         "randproj": RandProj(pbar=8, progress=False),
         "lissa": Lissa(r=30, scale=50.0, damping=0.01),
         "tracin": TracIn(checkpoints=1),
+        "arnoldi_tail": Arnoldi(n=20, pbar=5, keep=5, tail=0.5, progress=False),
+        "randproj_tail": RandProj(pbar=5, tail=0.5, progress=False),
     }
 
 
@@ -201,7 +264,9 @@ def _fit(method, task, params, data):
     return method.fit(task, params, [data], KEY, ckpt)
 
 
-@pytest.mark.parametrize("name", ["exact", "arnoldi", "randproj", "lissa", "tracin"])
+@pytest.mark.parametrize(
+    "name", ["exact", "arnoldi", "randproj", "lissa", "tracin", "arnoldi_tail", "randproj_tail"]
+)
 def test_self_influence_is_the_diagonal_of_pairwise_influence(name):
     task, params, data = mlp_problem()
     method = all_methods(43)[name]
@@ -269,6 +334,8 @@ def test_bad_inputs_name_the_key():
         (lambda: Lissa(r=0), "method.r"),
         (lambda: Lissa(scale=0.0), "method.scale"),
         (lambda: Arnoldi(route="fast"), "method.route"),
+        (lambda: Arnoldi(tail=0.0), "method.tail"),
+        (lambda: RandProj(tail=-1.0), "method.tail"),
         (lambda: make_method("newton"), "method.name"),
         (lambda: make_method("arnoldi", pbar=3, iterations=10), "method.iterations"),
         (lambda: RandProj(pbar=100, progress=False).fit(task, params, [data], KEY), "method.pbar"),

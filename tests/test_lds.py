@@ -65,7 +65,8 @@ def test_a_planted_additive_output_scores_one_and_random_attributions_zero():
     assert 0.3 < lds_interval(noisy)[0] < 0.95  # partly right attributions: in between
 
 
-def test_many_models_at_once_train_as_one_at_a_time():
+@pytest.mark.parametrize("parallel", [1, 2])  # 1: steps dispatched one by one, no scan
+def test_many_models_at_once_train_as_one_at_a_time(parallel):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 6)).astype(np.float32)
     y = rng.integers(0, 3, 96).astype(np.int32)
@@ -73,8 +74,9 @@ def test_many_models_at_once_train_as_one_at_a_time():
     def init(key):
         return {"w": 0.1 * jax.random.normal(key, (6, 3)), "b": jnp.zeros(3)}
 
-    def loss(params, batch, key):
-        logits = batch[0] @ params["w"] + params["b"]
+    def loss(params, batch, key):  # with dropout on the inputs: the keys must match too
+        kept = jax.random.bernoulli(key, 0.8, batch[0].shape)
+        logits = (batch[0] * kept / 0.8) @ params["w"] + params["b"]
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), batch[1][:, None], 1))
 
     cfg = TrainConfig(learning_rate=0.1, momentum=0.9, batch_size=8, epochs=3, kept_checkpoints=1)
@@ -86,7 +88,9 @@ def test_many_models_at_once_train_as_one_at_a_time():
         for i, j in enumerate(models):
             got[int(j)] = jax.tree_util.tree_map(lambda a, i=i: a[i], params)
 
-    info = train_many(init, loss, (x, y), subsets, seeds, cfg, 2, progress=False, on_group=keep)
+    info = train_many(
+        init, loss, (x, y), subsets, seeds, cfg, parallel, progress=False, on_group=keep
+    )
     assert info["models"] == 5 and sorted(got) == [0, 1, 2, 3, 4]  # the last group padded
     for j in range(5):
         alone = train_loop(
@@ -162,6 +166,33 @@ def _lds_run(inputs, cache, *extra):
             *extra,
         )
     )
+
+
+def test_sharded_retraining_stores_the_same_ground_truth(tmp_path):
+    """Shard jobs (`score.shards`, as a launcher's multirun runs them) train disjoint chunks;
+    together they store what one job stores, and stage=lds then trains nothing."""
+    make_inputs(tmp_path / "in")
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    ifscale.run.pipeline.run(_lds_run(tmp_path / "in", whole, "stage=retrain"), tmp_path / "w")
+    trained = [
+        ifscale.run.pipeline.run(
+            _lds_run(tmp_path / "in", parts, "stage=retrain", "score.shards=3", f"score.shard={k}"),
+            tmp_path / f"s{k}",
+        )["retrained_models"]
+        for k in range(3)
+    ]
+    assert trained == [2, 2, 2]
+    for a, b in zip(
+        sorted((whole / "retrained").rglob("chunk-*.npz")),
+        sorted((parts / "retrained").rglob("chunk-*.npz")),
+        strict=True,
+    ):
+        with np.load(a) as x, np.load(b) as y:
+            np.testing.assert_array_equal(x["scores"], y["scores"])
+    scored = ifscale.run.pipeline.run(
+        _lds_run(tmp_path / "in", parts, "stage=lds", "method=graddot"), tmp_path / "lds"
+    )
+    assert scored["retrained_models"] == 0 and scored["retrain_chunks_reused"] == 3
 
 
 def test_stage_lds_end_to_end_stores_and_reuses_its_ground_truth(tmp_path):

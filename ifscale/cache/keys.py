@@ -82,7 +82,11 @@ def fit_key(cfg: RunConfig, trained: str, fit_options: dict[str, Any]) -> dict[s
 
 # Method options added after scores were stored, at their defaults: left out of the score
 # key, so those scores are still found (at the default they change no score).
-_OPTIONS_ADDED_AT_DEFAULT = {"arnoldi": {"damping": 0.0}}
+_OPTIONS_ADDED_AT_DEFAULT = {
+    "arnoldi": {"damping": 0.0, "tail": None},
+    "randproj": {"tail": None},
+    "exact": {"tail": None},
+}
 
 
 def score_keys(

@@ -132,7 +132,8 @@ class LdsConfig:
         log p(label), dattri's). Either way higher is better, and a proponent's attribution
         is positive.
       chunk: subsets per stored chunk of the ground truth (the unit of resuming and sharding).
-      parallel: models trained at once, vectorised over models (`ifscale.retraining`).
+      parallel: models trained at once, vectorised over models (`ifscale.retraining`); 1:
+        one at a time, its steps dispatched one by one (fastest for convolutions on CPU).
       bootstrap: resamples of the test examples behind the 95% interval of the LDS.
       sequential: models also trained one at a time, for the speed-up of training many at
         once (0: none).

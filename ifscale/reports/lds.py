@@ -54,13 +54,14 @@ def method_label(run: dict[str, Any]) -> str:
     options = run.get("method_options") or {}
     name = run["method"]
     label = LABELS.get(name, name)
+    tail = " + tail" if options.get("tail") is not None else ""
     if name == "arnoldi":
-        return f"{label} n={options['n']}, p̄={options['pbar']}"
+        return f"{label} n={options['n']}, p̄={options['pbar']}{tail}"
     if name == "exact":
         pbar = options.get("pbar")
-        return f"{label} (full inverse)" if pbar is None else f"{label} p̄={pbar}"
+        return f"{label} (full inverse)" if pbar is None else f"{label} p̄={pbar}{tail}"
     if name == "randproj":
-        return f"{label} p̄={options['pbar']}"
+        return f"{label} p̄={options['pbar']}{tail}"
     if name == "tracin":
         return f"{label} [{options['checkpoints']}]"
     return label
@@ -83,6 +84,9 @@ def lds_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
             published = None
         if run["method"] == "tracin" and options.get("checkpoints") != 10:
             published = None
+        if options.get("tail") is not None:
+            published = None  # ours: not in dattri
+        values = (run.get("eigenvalues") or [])[: options.get("pbar") or 0]
         lines.append(
             {
                 "setting": SETTINGS.get(run["model"], run["model"]),
@@ -91,6 +95,8 @@ def lds_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
                 "method": run["method"],
                 "p̄": options.get("pbar"),
                 "damping": choice.get("damping", options.get("damping")),
+                "tail": choice.get("tail", options.get("tail")),
+                "negative of kept": sum(v < 0 for v in values) if values else None,
                 "LDS": run["lds"],
                 "95% interval": f"[{run['lds_low']:.3f}, {run['lds_high']:.3f}]",
                 "validation LDS": run.get("lds_validation"),
@@ -125,6 +131,7 @@ def shown(frame: pd.DataFrame) -> pd.DataFrame:
             "setting",
             "Method",
             "damping",
+            "tail",
             "LDS",
             "95% interval",
             "validation LDS",
@@ -135,7 +142,8 @@ def shown(frame: pd.DataFrame) -> pd.DataFrame:
     ].copy()
     for column in ("LDS", "validation LDS"):
         out[column] = _three(out[column])
-    out["damping"] = [fmt(v) if v is not None and not pd.isna(v) else "—" for v in out["damping"]]
+    for column in ("damping", "tail"):
+        out[column] = [fmt(v) if v is not None and not pd.isna(v) else "—" for v in out[column]]
     return out
 
 
@@ -143,52 +151,99 @@ def pbar_curve(frame: pd.DataFrame, model: str = "logreg") -> pd.DataFrame:
     """The LDS against p̄ of Exact (top p̄ exact eigenpairs; p̄ = p the full inverse) and of
     Arnoldi (top p̄ Ritz pairs of one n-step fit) on `model`."""
     part = frame[(frame["model"] == model) & frame["method"].isin(["exact", "arnoldi"])]
-    part = part[["Method", "method", "p̄", "damping", "LDS", "95% interval"]].copy()
+    part = part[["Method", "method", "p̄", "damping", "tail", "LDS", "95% interval"]].copy()
     part["p̄"] = [None if pd.isna(v) else int(v) for v in part["p̄"]]
-    return part.sort_values(["method", "p̄"], na_position="last").reset_index(drop=True)
+    part["with tail"] = part["Method"].str.endswith("+ tail")
+    return part.sort_values(["method", "with tail", "p̄"], na_position="last").reset_index(drop=True)
+
+
+def _low(interval: str) -> float:
+    return float(interval.strip("[]").split(",")[0])
 
 
 def lds_findings(frame: pd.DataFrame, n_params: dict[str, int]) -> list[str]:
-    """The findings, computed from the table: the best method of each setting, whether
-    Arnoldi reaches Exact on logistic regression (and at which p̄), how dattri's Arnoldi
-    setting compares, and the random control."""
+    """The findings, computed from the table: the best method of each setting; whether
+    Arnoldi reaches Exact (and at which p̄); what keeping the dropped spectrum as one
+    curvature (`tail`) changes; negative Ritz values among the kept ones; ours against
+    dattri's published values."""
     out = []
     for model, part in frame.groupby("model", sort=False):
+        setting = part["setting"].iloc[0]
         best = part.iloc[0]
         out.append(
-            f"- {best['setting']}: the best LDS is {best['Method']}, {best['LDS']:.3f} "
-            f"{best['95% interval']} (of {len(part)} methods); random attributions "
+            f"- {setting}: the best LDS is {best['Method']}, {best['LDS']:.3f} "
+            f"{best['95% interval']} (of {len(part)} rows); random attributions "
             f"{part['random'].mean():+.3f}."
         )
+        tails = part["Method"].str.endswith("+ tail")
         exact = part[(part["method"] == "exact") & part["p̄"].isna()]
-        arnoldi = part[part["method"] == "arnoldi"]
+        arnoldi = part[(part["method"] == "arnoldi") & ~tails]
         if not exact.empty and not arnoldi.empty:
-            target = float(exact["LDS"].iloc[0])
-            low = float(exact["95% interval"].iloc[0].strip("[]").split(",")[0])
-            reach = arnoldi[arnoldi["LDS"] >= low].sort_values("p̄")
-            dattri = arnoldi[arnoldi["Method"].str.contains("n=50,")]
-            if reach.empty:
-                out.append(
-                    f"- {part['setting'].iloc[0]}: no Arnoldi row reaches the interval of "
-                    f"Exact's full inverse ({target:.3f}); the closest is "
-                    f"{arnoldi.iloc[0]['Method']} at {arnoldi.iloc[0]['LDS']:.3f}."
+            target, low = float(exact["LDS"].iloc[0]), _low(exact["95% interval"].iloc[0])
+            for rows, what in (
+                (arnoldi, "Arnoldi"),
+                (part[(part["method"] == "arnoldi") & tails], "Arnoldi + tail"),
+            ):
+                if rows.empty:
+                    continue
+                reach = rows[rows["LDS"] >= low].sort_values("p̄")
+                if reach.empty:
+                    top = rows.sort_values("LDS", ascending=False).iloc[0]
+                    out.append(
+                        f"- {setting}: no {what} row reaches the interval of Exact's full "
+                        f"inverse ({target:.3f}); the closest is {top['Method']} at "
+                        f"{top['LDS']:.3f}."
+                    )
+                else:
+                    first = reach.iloc[0]
+                    out.append(
+                        f"- {setting}: {what} reaches the interval of Exact's full inverse "
+                        f"({target:.3f}) from p̄ = {int(first['p̄'])} ({first['Method']}: "
+                        f"{first['LDS']:.3f}) of p = {n_params.get(model, 0):,} parameters."
+                    )
+            truncated = part[(part["method"] == "exact") & part["p̄"].notna()].sort_values("p̄")
+            if not truncated.empty:
+                curve = ", ".join(
+                    f"p̄ = {int(r['p̄'])}: {r['LDS']:.3f}" for _, r in truncated.iterrows()
                 )
-            else:
-                first = reach.iloc[0]
                 out.append(
-                    f"- {part['setting'].iloc[0]}: Arnoldi reaches the interval of Exact's "
-                    f"full inverse ({target:.3f}) from p̄ = {int(first['p̄'])} "
-                    f"({first['Method']}: {first['LDS']:.3f}) of p = "
-                    f"{n_params.get(model, 0):,} parameters."
+                    f"- {setting}: what the truncation to the top p̄ exact eigenpairs costs "
+                    f"(Exact's full inverse {target:.3f}): {curve}. The directions of small "
+                    "curvature that the truncation drops carry most of H⁻¹."
                 )
-            if not dattri.empty:
-                row = dattri.iloc[0]
-                out.append(
-                    f"- {part['setting'].iloc[0]}: Arnoldi as dattri ran it (n = 50, at most "
-                    f"49 eigenpairs) scores {row['LDS']:.3f}, {target - row['LDS']:.3f} under "
-                    "Exact: the shortfall dattri reports is the truncation to 49 directions, "
-                    "not the method."
-                )
+        dattri = part[part["Method"].str.contains("n=50, p̄=49") & ~tails]
+        if not dattri.empty and not exact.empty:
+            row = dattri.iloc[0]
+            out.append(
+                f"- {setting}: Arnoldi as dattri ran it (n = 50, at most 49 eigenpairs) scores "
+                f"{row['LDS']:.3f}, {float(exact['LDS'].iloc[0]) - row['LDS']:.3f} under "
+                "Exact: the shortfall is the truncation to 49 directions, not the method."
+            )
+        for _, row in part[tails].iterrows():
+            plain = part[part["Method"] == row["Method"].removesuffix(" + tail")]
+            if plain.empty:
+                continue
+            before = plain.iloc[0]
+            out.append(
+                f"- {setting}, {before['Method']}: keeping the dropped spectrum as one "
+                f"curvature (tail {fmt(row['tail'])} x the smallest kept) moves the LDS from "
+                f"{before['LDS']:.3f} to {row['LDS']:.3f} ({row['LDS'] - before['LDS']:+.3f}); "
+                f"seconds {before['seconds']:.1f} -> {row['seconds']:.1f}."
+            )
+        negative = part[(part["method"] == "arnoldi") & ~tails & part["negative of kept"].notna()]
+        if not negative.empty and negative["negative of kept"].max() > 0:
+            parts = ", ".join(
+                f"{r['Method']}: {int(r['negative of kept'])} of {int(r['p̄'])}"
+                for _, r in negative.iterrows()
+            )
+            out.append(f"- {setting}: negative Ritz values among the kept ones: {parts}.")
+        published = part[part["dattri (approx.)"].notna()]
+        if not published.empty:
+            gaps = ", ".join(
+                f"{r['Method']} {r['LDS']:.2f} vs {r['dattri (approx.)']:.2f}"
+                for _, r in published.iterrows()
+            )
+            out.append(f"- {setting}, ours against dattri's published values: {gaps}.")
     return out
 
 
@@ -236,10 +291,17 @@ def plot_lds(frame: pd.DataFrame, path: str | Path) -> None:
     ax.legend(handles=handles, fontsize=7, ncol=2)
     ax.set_title("LDS against compute", fontsize=9)
     curve = pbar_curve(frame)
-    for method, style in (("exact", "k-o"), ("arnoldi", "C1-s")):
-        part = curve[(curve["method"] == method) & curve["p̄"].notna()].sort_values("p̄")
+    curve = curve[~curve["Method"].str.contains("n=50,")]  # dattri's n = 50 fit: the table's
+    for method, tail, style, label in (
+        ("exact", False, "k-o", "Exact (top p̄)"),
+        ("arnoldi", False, "C1-s", "Arnoldi n=1000 (top p̄)"),
+        ("arnoldi", True, "C2-^", "Arnoldi n=1000, top p̄ + tail"),
+    ):
+        part = curve[
+            (curve["method"] == method) & (curve["with tail"] == tail) & curve["p̄"].notna()
+        ].sort_values("p̄")
         if not part.empty:
-            bx.plot(part["p̄"], part["LDS"], style, label=LABELS[method] + " (top p̄)")
+            bx.plot(part["p̄"], part["LDS"], style, label=label)
     full = curve[(curve["method"] == "exact") & curve["p̄"].isna()]
     if not full.empty:
         bx.axhline(float(full["LDS"].iloc[0]), color="black", ls="--", lw=1, label="Exact, full")

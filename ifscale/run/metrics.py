@@ -172,7 +172,7 @@ class LdsMetrics:
     lds_choice: dict[str, Any] | _Missing = MISSING  # the grid's choice (`lds.grid`)
     lds_grid: list[dict[str, Any]] | _Missing = MISSING  # each point: validation, test LDS
     lds_by_seeds: list[float] | _Missing = MISSING  # test LDS from the first 1..K seeds
-    t_attribute_s: float | _Missing = MISSING  # the attributions' pass, compile excluded
+    t_attribute_s: float | _Missing = MISSING  # the test side and the pass, its compile excluded
     retrained_models: int | _Missing = MISSING  # trained by this job
     retrain_seconds: float | _Missing = MISSING  # their wall time, compilation included
     retrain_compile_seconds: float | _Missing = MISSING  # the first group's

@@ -13,7 +13,7 @@ import numpy as np
 
 from ifscale.influence.hvp import hvp, hvp_block
 from ifscale.influence.krylov import ArnoldiProgress, arnoldi
-from ifscale.influence.methods.projected import Projected, check_route
+from ifscale.influence.methods.projected import Projected, check_route, check_tail
 from ifscale.influence.protocol import Spectrum
 from ifscale.influence.sharding import Layout
 from ifscale.utils import check
@@ -35,6 +35,10 @@ class Arnoldi(Projected):
       damping: added to each kept eigenvalue before inverting, (λ + damping)⁻¹: H + damping·I
         on the kept directions (dattri's "regularization"; chosen on validation data by
         the linear datamodeling score). Not part of the fit: every damping reuses it.
+      tail: the directions not kept are not dropped but given one curvature, `tail` times
+        the smallest kept one (the inverse gains (I − P)/κ, P the projector on the kept
+        directions); null: dropped, as the paper does. Costs a gradient norm per example
+        (self-influence) or the per-example gradients (pairwise). Not part of the fit.
       reorthogonalize: Gram-Schmidt twice per step.
       positive_only: use the p̄ largest positive eigenvalues (among the `keep` stored).
       basis_memory: "device", or "host": Krylov rows kept in host memory and brought to
@@ -56,6 +60,7 @@ class Arnoldi(Projected):
     pbar: int = 10
     keep: int = 100
     damping: float = 0.0
+    tail: float | None = None
     reorthogonalize: bool = False
     positive_only: bool = False
     basis_memory: str = "device"
@@ -69,6 +74,7 @@ class Arnoldi(Projected):
     def __post_init__(self):
         check(self.n >= 1, "method.n", f"must be >= 1, got {self.n}")
         check(self.damping >= 0, "method.damping", f"must be >= 0, got {self.damping}")
+        check_tail(self.tail)
         check(self.pbar >= 1, "method.pbar", f"must be >= 1, got {self.pbar}")
         check(
             self.pbar <= self.n,

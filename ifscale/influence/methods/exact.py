@@ -13,6 +13,7 @@ from ifscale.influence.methods.projected import (
     Projected,
     by_abs_value,
     check_route,
+    check_tail,
     inverse_of_eigenvalues,
 )
 from ifscale.influence.protocol import Spectrum
@@ -30,6 +31,10 @@ class Exact(Projected):
       pbar: keep the top-p̄ eigenpairs by |λ| (as Arnoldi); None uses all of them, i.e. the
         full inverse (H + damping·I)⁻¹ (a pseudo-inverse below rcond).
       damping: added to every eigenvalue before inverting.
+      tail: the directions not kept are not dropped but given one curvature, `tail` times
+        the smallest kept one (the inverse gains (I − P)/κ, P the projector on the kept
+        directions); null: dropped, as the paper does. Costs a gradient norm per example
+        (self-influence) or the per-example gradients (pairwise). Not part of the fit.
       rcond: relative cutoff of the pseudo-inverse.
       max_params: refuse larger models (the Hessian has p² entries).
       route: projection route.
@@ -37,6 +42,7 @@ class Exact(Projected):
 
     pbar: int | None = None
     damping: float = 0.0
+    tail: float | None = None
     rcond: float = 1e-10
     max_params: int = 10_000
     progress: bool = True
@@ -46,6 +52,7 @@ class Exact(Projected):
     def __post_init__(self):
         check(self.pbar is None or self.pbar >= 1, "method.pbar", "must be >= 1 or null")
         check(self.damping >= 0, "method.damping", "must be >= 0")
+        check_tail(self.tail)
         check_route(self.route)
 
     def spectrum(self, view, batches, key, layout=None, progress=None) -> Spectrum:

@@ -1,7 +1,15 @@
 """What Exact, Arnoldi and RandProj share: one state and its scoring.
 
 The state is directions U [k, p] and a symmetric inner matrix M [k, k], with
-influence(x, z) = (U g_z)ᵀ M (U g_x). For Arnoldi and Exact, U holds eigenvectors of H and
+influence(x, z) = (U g_z)ᵀ M (U g_x).
+
+With `tail` (the option of that name), the directions the method drops are not dropped: they
+get one curvature κ = tail · (the smallest kept curvature), so the inverse becomes
+U M Uᵀ + (I − P)/κ with P = Uᵀ(UUᵀ)⁻¹U the projector on the kept directions, and
+influence(x, z) = (U g_z)ᵀ (M − W/κ) (U g_x) + ⟨g_z, g_x⟩/κ with W = (UUᵀ)⁻¹ (I for the
+orthonormal eigenvectors of Arnoldi and Exact). Self-influence needs one more number per
+example, ‖g_x‖²; pairwise influence needs the per-example gradients of both sides (the cost
+of a gradient dot product). For Arnoldi and Exact, U holds eigenvectors of H and
 M = diag(1/λ); for RandProj, U = Qᵀ G and M = diag(1/λ) from the eigendecomposition
 H̃ = G H Gᵀ = Q Λ Qᵀ, which equals ⟨G g_z, H̃⁻¹ G g_x⟩ exactly. A subclass implements
 `spectrum` (the expensive, stored part) and `select` (which values to keep and how to invert
@@ -23,6 +31,8 @@ from ifscale.influence.projection import (
     ROUTES,
     choose_route,
     grad_route_is_wrong,
+    per_example_grads,
+    per_example_sq_norms,
     project,
     project_prepared,
     rule_route,
@@ -52,6 +62,9 @@ class ProjectedState:
       prepared: U laid out per layer for the layerwise route (set by `prepare`).
       measure: the view whose loss the test side differentiates (`measuring`); None: the
         training loss.
+      tail: 1/κ, the inverse curvature given to the directions not kept (`tail` option);
+        None: they are dropped.
+      tail_gram: W = (UUᵀ)⁻¹ [k, k], with `tail`.
     """
 
     view: ParamView
@@ -62,6 +75,8 @@ class ProjectedState:
     layout: Layout | None = dataclasses.field(default=None, metadata={"static": True})
     prepared: dict | None = None
     measure: ParamView | None = None
+    tail: jnp.ndarray | None = None
+    tail_gram: jnp.ndarray | None = None
 
 
 def inverse_of_eigenvalues(values: np.ndarray, rcond: float, what: str) -> np.ndarray:
@@ -91,11 +106,16 @@ def by_abs_value(values: np.ndarray, vectors) -> Spectrum:
     return Spectrum(np.asarray(values, np.float64)[order], jnp.asarray(vectors)[order])
 
 
+def check_tail(tail: float | None) -> None:
+    check(tail is None or tail > 0, "method.tail", f"must be > 0 or null, got {tail}")
+
+
 class Projected(SpectralMethod):
     """What the methods with a `ProjectedState` share: a subclass implements `spectrum`
     and `select` (which values to keep and how to invert them)."""
 
     route: str = "auto"
+    tail: float | None = None
 
     def select(self, spectrum: Spectrum) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(indices into the spectrum to keep, the curvature values used for them, and
@@ -111,13 +131,19 @@ class Projected(SpectralMethod):
             directions = spectrum.vectors  # all of them, in order: no copy (k x p is large)
         else:
             directions = spectrum.vectors[jnp.asarray(keep, jnp.int32)]
+        directions = jnp.asarray(directions, dtype)
+        tail, tail_gram = None, None
+        if self.tail is not None:
+            tail, tail_gram = _tail(self.tail, directions, values, inverse)
         return ProjectedState(
             view=view,
-            directions=jnp.asarray(directions, dtype),
+            directions=directions,
             inner=jnp.asarray(np.diag(inverse), dtype),
             eigvals=jnp.asarray(values, dtype),
             route=self.route,
             layout=layout or Layout.create(view.size),
+            tail=None if tail is None else jnp.asarray(tail, dtype),
+            tail_gram=None if tail_gram is None else jnp.asarray(tail_gram, dtype),
         )
 
     def prepare(
@@ -151,6 +177,11 @@ class Projected(SpectralMethod):
                 "when several CPU devices share the batch (an XLA CPU fault); use "
                 "method.route=jvp (or layerwise), or mesh.data=1"
             )
+        if state.tail is not None and state.layout is not None and state.layout.model > 1:
+            raise ConfigError(
+                "method.tail: the dropped directions need whole per-example gradients, "
+                "not a parameter axis sharded over mesh.model; use mesh.model=1"
+            )
         if route == "layerwise" and not per_layer:
             raise ConfigError(
                 "method.route: 'layerwise' needs every perturbed parameter to be a "
@@ -173,7 +204,12 @@ class Projected(SpectralMethod):
         return project(state.view, state.directions, batch, state.route)
 
     def self_influence(self, state: ProjectedState, batch: Batch) -> jnp.ndarray:
-        return _quadratic(self._project(state, batch), state.inner)
+        projected = self._project(state, batch)
+        scores = _quadratic(projected, state.inner)
+        if state.tail is None:
+            return scores
+        rest = per_example_sq_norms(state.view, batch) - _quadratic(projected, state.tail_gram)
+        return scores + state.tail * rest
 
     def influence(self, state: ProjectedState, train_batch: Batch, test_batch: Batch):
         return self.influence_on(state, train_batch, self.test_side(state, test_batch))
@@ -184,10 +220,35 @@ class Projected(SpectralMethod):
     def test_side(self, state: ProjectedState, test_batch: Batch) -> jnp.ndarray:
         if state.measure is not None:
             state = dataclasses.replace(state, view=state.measure, measure=None)
-        return self._project(state, test_batch) @ state.inner  # [m, k]: M·(U g_z)
+        projected = self._project(state, test_batch)
+        if state.tail is None:
+            return projected @ state.inner  # [m, k]: M·(U g_z)
+        # [m, k + p]: (M − W/κ)·(U g_z), then g_z/κ (against [U g_x, g_x]).
+        kept = projected @ (state.inner - state.tail * state.tail_gram)
+        return jnp.concatenate([kept, state.tail * per_example_grads(state.view, test_batch)], 1)
 
     def influence_on(self, state: ProjectedState, train_batch: Batch, test_side: jnp.ndarray):
-        return test_side @ self._project(state, train_batch).T
+        projected = self._project(state, train_batch)
+        if state.tail is not None:
+            grads = per_example_grads(state.view, train_batch)
+            projected = jnp.concatenate([projected, grads.astype(projected.dtype)], 1)
+        return test_side @ projected.T
+
+
+def _tail(
+    tail: float, directions: jnp.ndarray, values: np.ndarray, inverse: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """(1/κ, W = (UUᵀ)⁻¹) for the dropped directions: κ = tail times the smallest curvature
+    among the kept directions that are inverted, each direction's curvature being
+    |value| / ‖u‖² (its Rayleigh quotient: the eigenvalue itself for unit eigenvectors; for
+    RandProj's U = QᵀG, λ̃ / ‖u‖²)."""
+    products = np.asarray(gram(directions, directions), np.float64)
+    used = np.asarray(inverse) != 0
+    check(used.any(), "method.tail", "no kept direction is inverted: nothing to scale from")
+    curvature = np.abs(np.asarray(values, np.float64))[used] / np.diag(products)[used]
+    kappa = tail * curvature.min()
+    check(kappa > 0, "method.tail", "the smallest kept curvature is 0: nothing to scale from")
+    return 1.0 / kappa, np.linalg.pinv(products, hermitian=True)
 
 
 @jax.jit

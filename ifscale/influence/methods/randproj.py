@@ -17,6 +17,7 @@ from ifscale.influence.methods.projected import (
     Projected,
     by_abs_value,
     check_route,
+    check_tail,
     gram,
     inverse_of_eigenvalues,
     stack_rows,
@@ -43,6 +44,11 @@ class RandProj(Projected):
       rcond: relative cutoff of the pseudo-inverse.
       positive_only: also drop the directions of negative eigenvalues of H̃ (as Arnoldi's
         option of that name).
+      tail: the parameter space outside the span of G is not dropped but given one
+        curvature κ, `tail` times the smallest kept one (|λ̃|/‖u‖² per direction u); the
+        inverse gains (I − P)/κ, P the projector on the span. null: dropped. Costs a
+        gradient norm per example (self-influence) or the per-example gradients (pairwise).
+        Not part of the fit.
       block: HVPs per pass over the fit data (the directions are independent, so this
         changes only the rounding and the speed; as Arnoldi's `block`).
       progress: progress bar during the fit.
@@ -52,6 +58,7 @@ class RandProj(Projected):
     pbar: int = 10
     rcond: float = 1e-2
     positive_only: bool = False
+    tail: float | None = None
     block: int = 1
     progress: bool = True
     route: str = "auto"
@@ -62,6 +69,7 @@ class RandProj(Projected):
         check(self.pbar >= 1, "method.pbar", f"must be >= 1, got {self.pbar}")
         check(self.rcond >= 0, "method.rcond", "must be >= 0")
         check(self.block >= 1, "method.block", f"must be >= 1, got {self.block}")
+        check_tail(self.tail)
         check_route(self.route)
 
     def spectrum(self, view, batches, key, layout=None, progress=None) -> Spectrum:

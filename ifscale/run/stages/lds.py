@@ -51,7 +51,7 @@ def run(cfg: RunConfig, prep: Prepared) -> StageResult:
         np.nanmean(rho[len(test) :]) if len(validation) else np.nan for rho, *_ in scored
     ]
     best = int(np.nanargmax(validations)) if np.isfinite(validations).any() else 0
-    rho, predicted, t_fit, hit, seconds = scored[best]
+    rho, predicted, t_fit, hit, seconds, fitted = scored[best]
     lds, low, high = lds_interval(rho[: len(test)], cfg.lds.bootstrap, cfg.seed)
     random = stream_rng(cfg.seed, "lds-random").standard_normal((len(test), data.n_train))
     control = spearman_rows(subset_predictions(random, subset_masks), measured[: len(test)])
@@ -104,8 +104,8 @@ def run(cfg: RunConfig, prep: Prepared) -> StageResult:
             "rho": rho,
         }
     )
-    fitted = ScoreMetrics(t_fit_s=t_fit, fit_cache_hit=hit, pbar=cfg.method.pbar)
-    return StageResult((fitted, record), {"lds_examples.csv": table})
+    fit = ScoreMetrics(t_fit_s=t_fit, fit_cache_hit=hit, pbar=cfg.method.pbar, **fitted)
+    return StageResult((fit, record), {"lds_examples.csv": table})
 
 
 def _grid(cfg: RunConfig) -> list[dict[str, Any]]:
@@ -117,7 +117,8 @@ def _grid(cfg: RunConfig) -> list[dict[str, Any]]:
 
 def _score(cfg: RunConfig, prep: Prepared, subset_masks: np.ndarray, measured: np.ndarray):
     """(ρ [m] of every measured example, the predictions [m, M], fit seconds, whether the
-    fit was stored, attribution seconds) of the method of `cfg`."""
+    fit was stored, attribution seconds, the fit's numbers worth reporting: the eigenvalues)
+    of the method of `cfg`."""
     domain, data = prep.domain, prep.data
     test, validation = lds_examples(cfg, prep)
     method = method_of(cfg)
@@ -133,7 +134,8 @@ def _score(cfg: RunConfig, prep: Prepared, subset_masks: np.ndarray, measured: n
         progress=cfg.progress,
         mesh=run_mesh(cfg),
     )
-    return spearman_rows(predicted, measured), predicted, t_fit, hit, seconds
+    fitted = method.fitted_metrics(state)
+    return spearman_rows(predicted, measured), predicted, t_fit, hit, seconds, fitted
 
 
 def _mean(values: np.ndarray) -> float | None:
