@@ -408,14 +408,14 @@ def write_lds(
     n_params = {r["model"]: r["n_params"] for r in runs}
     retrained = [json.loads((d / "metrics.json").read_text()) for d in retrains]
     speed = [
-        f"- {r['model']}: {r['retrained_models']} models in {r['retrain_seconds']:.0f} s "
-        f"({r['retrained_models'] / r['retrain_seconds']:.2f} models/s, "
+        f"- {r['model']}: {r['retrained_models']} models in {r['retrain_seconds']:.0f} s by "
+        f"`train_many` ({r['retrained_models'] / r['retrain_seconds']:.2f} models/s, "
         f"{r['retrain_compile_seconds']:.0f} s of it compiling), "
         + (
-            f"one at a time {r['sequential_models_per_s']:.2f} models/s "
+            f"one at a time by `train_loop` {r['sequential_models_per_s']:.2f} models/s "
             f"({r['retrained_models'] / r['retrain_seconds'] / r['sequential_models_per_s']:.1f}x"
             f" slower; their outputs within {r['sequential_max_output_gap']:.1e} of the "
-            "vectorised ones"
+            "stored ones"
             + (
                 ": a group of models vectorised together rounds differently from one model "
                 "alone, and many steps of non-convex training amplify it, as a change of "
@@ -480,6 +480,12 @@ def write_lds(
         "![LDS against compute, and against p̄](figures/lds.png)",
         "",
         "## The ground truth: models retrained",
+        "",
+        "`train_many` (`ifscale/retraining.py`) trains `lds.parallel` models at once, "
+        "vectorised over models in one compiled scan (logistic regression and the MLP: 10), "
+        "or one at a time with its steps dispatched from Python (`cnn_small`: on this CPU a "
+        "convolution runs several times slower inside a scan and vectorised over models). "
+        "Compilation included; `train_loop` is the ordinary one-model training loop.",
         "",
         *(speed or ["- (no retraining in these runs: the ground truth came from the cache)"]),
         "",

@@ -86,6 +86,7 @@ def test_a_damaged_stored_spectrum_is_refused(tmp_path):
     assert store.load(key, layout) is None
 
 
+@pytest.mark.slow  # end to end, minutes: make test-slow
 def test_scoring_that_requires_a_fit_refuses_to_fit_then_uses_the_fit_stage(tmp_path, mnist_dir):
     cache = tmp_path / "cache"
     run = lambda name, *extra: _cli(  # noqa: E731
@@ -127,6 +128,7 @@ def test_scoring_that_requires_a_fit_refuses_to_fit_then_uses_the_fit_stage(tmp_
     ).read_bytes()
 
 
+@pytest.mark.slow  # end to end, minutes: make test-slow
 def test_a_killed_fit_resumes_from_its_checkpoint_with_the_same_ritz_values(tmp_path, mnist_dir):
     args = (*SMALL, "method.n=40", "method.checkpoint_every=4", "stage=fit")
     cache = tmp_path / "cache"

@@ -209,6 +209,7 @@ def tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
+@pytest.mark.slow  # end to end, minutes: make test-slow
 def test_a_full_disk_ends_in_one_line_and_the_rerun_resumes(tmpfs, tmp_path, mnist_dir):
     env = os.environ | {"IFSCALE_DATA_DIR": str(mnist_dir)}
     code, lines = _cli(*TINY_IMAGES, cache=tmp_path / "roomy", run_dir=tmp_path / "ref", env=env)

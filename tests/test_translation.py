@@ -144,6 +144,7 @@ def _tiny(vocab_size: int, **changes):
     return build_model("transformer_tiny", vocab_size=vocab_size, **{**TINY, **changes})
 
 
+@pytest.mark.slow  # end to end, minutes: make test-slow
 def test_tiny_transformer_learns_to_copy():
     """The architecture, masks, shifting and greedy decoding work together: the tiny
     model learns to copy random sequences of varying length."""
@@ -261,6 +262,7 @@ def test_bleu_is_sacrebleu():
     assert bleu(["cat", "boat"], refs) < 5
 
 
+@pytest.mark.slow  # end to end, minutes: make test-slow
 def test_pipeline_scores_permuted_pairs_on_real_multi30k(multi30k, tmp_path):
     """The library pipeline end to end on 300 real pairs: train, BLEU, Arnoldi on the last
     three decoder layers, scores.csv with the text, the cache reused."""
@@ -319,6 +321,7 @@ def test_pipeline_scores_permuted_pairs_on_real_multi30k(multi30k, tmp_path):
     assert again["auc"] == metrics["auc"] and again["bleu"] == metrics["bleu"]
 
 
+@pytest.mark.slow  # end to end, minutes: make test-slow
 def test_selection_stage_keeps_the_lowest_self_influence_of_the_precleaned_pairs(
     multi30k, tmp_path
 ):
