@@ -48,7 +48,7 @@ $(MNIST): | $(STAMP)
 	$(PY) -m ifscale.data --data-dir $(DATA_DIR)
 
 # Two pytest-xdist workers, one test file each at a time (a file's module fixtures run once).
-test: setup ## Run the fast test suite (about 11.5 minutes on 2 CPU cores)
+test: setup ## Run the fast test suite (about 11 minutes on 2 CPU cores)
 	$(PY) -m pytest -m "not slow" -q -n 2 --dist loadfile --durations=15
 
 test-slow: setup ## Run the slow end-to-end tests
