@@ -86,6 +86,14 @@ def margin(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
     return label - jax.nn.logsumexp(others, axis=-1)
 
 
+def logit_margin(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+    """[b] the label's logit minus the largest other logit (the margin of the area under
+    the margin, Pleiss et al. 2020)."""
+    label = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    others = jnp.where(jax.nn.one_hot(labels, logits.shape[-1], dtype=bool), -jnp.inf, logits)
+    return label - others.max(axis=-1)
+
+
 # What the linear datamodeling score measures on a test example, from its logits and label
 # (`lds.output`; higher is better).
 OUTPUTS = {
@@ -125,12 +133,24 @@ def classification_task(model: nn.Module, layers=None, l2: float = 0.0) -> Task:
         x, y = batch
         return error_norm(model.apply({"params": params}, x), y)
 
+    def margins(params, batch):
+        x, y = batch
+        return logit_margin(model.apply({"params": params}, x), y)
+
     fast = FlaxLayerwise(
         model,
         loss_from_outputs=lambda logits, batch: cross_entropy(logits, batch[1]),
         inputs_of=lambda batch: batch[0],
     )
-    return Task(loss=loss, layers=layers, l2=l2, layerwise=fast, error_norm=errors)
+    return Task(
+        loss=loss,
+        layers=layers,
+        l2=l2,
+        layerwise=fast,
+        error_norm=errors,
+        logit_margin=margins,
+        output=measurement_task(model, "margin", layers, l2),
+    )
 
 
 class ImagesDomain(Domain):

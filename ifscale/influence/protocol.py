@@ -39,11 +39,19 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class Checkpoints:
-    """Training checkpoints for TracIn: params stacked on a leading [K] axis, and the
-    learning rate in force at each ([K])."""
+    """Models a fit reads beside the trained one, params stacked on a leading [K] axis: the
+    training checkpoints (TracIn, TRAK's ensemble over checkpoints, the training-dynamics
+    baselines), with the learning rate in force at each ([K]); or, for a method whose
+    `retrained_models` is above zero, the models the runner retrained for it (their `lrs`
+    are ones)."""
 
     params: Any
     lrs: np.ndarray
+
+    def evenly_spaced(self, k: int) -> np.ndarray:
+        """[k] positions of k of them evenly spaced, ending with the last (k <= len)."""
+        available = len(self.lrs)
+        return np.round(np.linspace(available / k, available, k)).astype(int) - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +161,17 @@ class InfluenceMethod(abc.ABC):
     def fitted_metrics(self, state: Any) -> dict[str, Any]:
         """Numbers of the fitted state worth reporting (e.g. eigenvalues); by default none."""
         return {}
+
+    def checkpoints_needed(self) -> int:
+        """How many kept training checkpoints the fit reads (checked against
+        `train.kept_checkpoints` before training); by default none."""
+        return 0
+
+    def retrained_models(self) -> tuple[int, float]:
+        """(how many models, retrained from other seeds, the fit reads in `checkpoints`
+        instead of the training checkpoints; the share of the training set each sees);
+        by default (0, 1.0): none."""
+        return 0, 1.0
 
 
 class SpectralMethod(InfluenceMethod):

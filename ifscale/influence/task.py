@@ -38,6 +38,13 @@ class Task:
         and loss: enables the fast per-layer route for per-example gradients.
       error_norm: for classifiers, `error_norm(params, batch) -> [b]`, the L2 norm of
         softmax − one-hot (the EL2N baseline, `ifscale.influence.baselines`); else None.
+      logit_margin: for classifiers, `logit_margin(params, batch) -> [b]`, the label's
+        logit minus the largest other logit (the area under the margin,
+        `ifscale.influence.methods.dynamics`); else None.
+      output: the task whose per-example function is the model's output f as TRAK defines
+        it (for a classifier the label's log-odds log p/(1 − p), negated: the loss is
+        log(1 + e^(−f)), so ∇L = −(1 − p)∇f); its gradients make TRAK's kernel
+        (`ifscale.influence.methods.trak`). None: TRAK is not defined for the task.
     """
 
     loss: LossFn
@@ -45,6 +52,8 @@ class Task:
     l2: float = 0.0
     layerwise: Any = None
     error_norm: LossFn | None = None
+    logit_margin: LossFn | None = None
+    output: Task | None = None
 
 
 def check_layers(layers: Sequence[str] | None, params) -> None:

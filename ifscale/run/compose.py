@@ -94,16 +94,35 @@ def validate(cfg: RunConfig) -> RunConfig:
     naming the key); returns it."""
     _known_method(cfg.method.name)
     if cfg.method.name != "none":
-        build_method(cfg.method)
+        method = build_method(cfg.method)
+        needed = method.checkpoints_needed()
+        check(
+            cfg.train.kept_checkpoints >= needed,
+            "train.kept_checkpoints",
+            f"{cfg.method.name} reads {needed} kept checkpoints of training "
+            f"({_checkpoint_options(cfg.method)}), but training keeps "
+            f"{cfg.train.kept_checkpoints}",
+        )
+        check(
+            method.retrained_models()[0] == 0 or domain_of(cfg.dataset).retrains,
+            "method.ensemble",
+            f"retrained models are not defined for {cfg.dataset.kind} data; use "
+            "method.ensemble=checkpoints",
+        )
     if cfg.stage == "explain":
         check(
             METHODS[cfg.method.name].pairwise,
             "method.name",
             f"stage=explain needs a method with pairwise influence (arnoldi, randproj, "
-            f"exact, lissa, tracin), got {cfg.method.name!r}",
+            f"exact, lissa, tracin, trak, graddot, gradcos), got {cfg.method.name!r}",
         )
     domain_of(cfg.dataset).check(cfg)
     return cfg
+
+
+def _checkpoint_options(method: MethodConfig) -> str:
+    options = method.options()
+    return ", ".join(f"method.{k}={options[k]}" for k in ("checkpoints", "models") if k in options)
 
 
 def schema(dataset_kind: str = "images", model: str = "cnn_large", method: str = "none"):

@@ -4,7 +4,9 @@ one module each, and the registry of all of them.
 Every method is a frozen dataclass of hyperparameters whose `__post_init__` checks them
 (raising `ConfigError` naming the config key); the runner, the tests and the benchmarks
 never special-case a method. Exact, Arnoldi and RandProj share a state and its scoring
-(`projected`); LISSA, TracIn and the per-example baselines (loss, EL2N) have their own.
+(`projected`), which TRAK applies to each model of its ensemble; LISSA, TracIn, the
+per-example baselines (loss, EL2N) and the training-dynamics baselines over checkpoints
+(checkpoint_loss, aum) have their own.
 """
 
 from __future__ import annotations
@@ -13,18 +15,22 @@ import dataclasses
 
 from ifscale.influence.methods.arnoldi import Arnoldi
 from ifscale.influence.methods.baselines import EL2N, LossBaseline
+from ifscale.influence.methods.dynamics import AreaUnderMargin, CheckpointLoss
 from ifscale.influence.methods.exact import Exact
 from ifscale.influence.methods.lissa import Lissa
 from ifscale.influence.methods.projected import Projected, ProjectedState
 from ifscale.influence.methods.randproj import RandProj
 from ifscale.influence.methods.similarity import GradientCosine, GradientDot
 from ifscale.influence.methods.tracin import TracIn
+from ifscale.influence.methods.trak import Trak
 from ifscale.utils import check
 
 __all__ = [
     "EL2N",
     "METHODS",
+    "AreaUnderMargin",
     "Arnoldi",
+    "CheckpointLoss",
     "Exact",
     "GradientCosine",
     "GradientDot",
@@ -34,17 +40,21 @@ __all__ = [
     "ProjectedState",
     "RandProj",
     "TracIn",
+    "Trak",
     "make_method",
 ]
 
 METHODS = {
     "loss": LossBaseline,
     "el2n": EL2N,
+    "checkpoint_loss": CheckpointLoss,
+    "aum": AreaUnderMargin,
     "exact": Exact,
     "arnoldi": Arnoldi,
     "randproj": RandProj,
     "lissa": Lissa,
     "tracin": TracIn,
+    "trak": Trak,
     "graddot": GradientDot,
     "gradcos": GradientCosine,
 }

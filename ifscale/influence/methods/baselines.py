@@ -40,10 +40,7 @@ class _Baseline(InfluenceMethod):
         return BaselineState(ParamView.create(task, params))
 
     def influence(self, state, train_batch: Batch, test_batch: Batch):
-        raise ConfigError(
-            f"method.name: {self.name} is a per-example score, not an influence between two "
-            "examples; use arnoldi, randproj, exact, lissa or tracin"
-        )
+        per_example_only(self.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +73,14 @@ class EL2N(_Baseline):
 
     def self_influence(self, state: BaselineState, batch: Batch) -> jnp.ndarray:
         return _error_norms(state.view, batch)
+
+
+def per_example_only(name: str):
+    """Refuses pairwise use of a per-example score (ConfigError naming `method.name`)."""
+    raise ConfigError(
+        f"method.name: {name} is a per-example score, not an influence between two "
+        "examples; use arnoldi, randproj, exact, lissa, tracin or trak"
+    )
 
 
 @jax.jit

@@ -110,41 +110,10 @@ def check_tail(tail: float | None) -> None:
     check(tail is None or tail > 0, "method.tail", f"must be > 0 or null, got {tail}")
 
 
-class Projected(SpectralMethod):
-    """What the methods with a `ProjectedState` share: a subclass implements `spectrum`
-    and `select` (which values to keep and how to invert them)."""
-
-    route: str = "auto"
-    tail: float | None = None
-
-    def select(self, spectrum: Spectrum) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(indices into the spectrum to keep, the curvature values used for them, and
-        their inverses)."""
-        raise NotImplementedError
-
-    def from_spectrum(
-        self, view: ParamView, spectrum: Spectrum, layout: Layout | None = None
-    ) -> ProjectedState:
-        keep, values, inverse = self.select(spectrum)
-        dtype = view.theta.dtype
-        if np.array_equal(keep, np.arange(len(spectrum.vectors))):
-            directions = spectrum.vectors  # all of them, in order: no copy (k x p is large)
-        else:
-            directions = spectrum.vectors[jnp.asarray(keep, jnp.int32)]
-        directions = jnp.asarray(directions, dtype)
-        tail, tail_gram = None, None
-        if self.tail is not None:
-            tail, tail_gram = _tail(self.tail, directions, values, inverse)
-        return ProjectedState(
-            view=view,
-            directions=directions,
-            inner=jnp.asarray(np.diag(inverse), dtype),
-            eigvals=jnp.asarray(values, dtype),
-            route=self.route,
-            layout=layout or Layout.create(view.size),
-            tail=None if tail is None else jnp.asarray(tail, dtype),
-            tail_gram=None if tail_gram is None else jnp.asarray(tail_gram, dtype),
-        )
+class ProjectedScoring:
+    """The scoring of a `ProjectedState`, whatever made it: the projection route chosen
+    once (`prepare`), self-influence, the test side and pairwise influence. `Projected`
+    methods inherit it; TRAK applies it to each model of its ensemble."""
 
     def prepare(
         self,
@@ -233,6 +202,43 @@ class Projected(SpectralMethod):
             grads = per_example_grads(state.view, train_batch)
             projected = jnp.concatenate([projected, grads.astype(projected.dtype)], 1)
         return test_side @ projected.T
+
+
+class Projected(ProjectedScoring, SpectralMethod):
+    """What the methods with a `ProjectedState` share: a subclass implements `spectrum`
+    and `select` (which values to keep and how to invert them)."""
+
+    route: str = "auto"
+    tail: float | None = None
+
+    def select(self, spectrum: Spectrum) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indices into the spectrum to keep, the curvature values used for them, and
+        their inverses)."""
+        raise NotImplementedError
+
+    def from_spectrum(
+        self, view: ParamView, spectrum: Spectrum, layout: Layout | None = None
+    ) -> ProjectedState:
+        keep, values, inverse = self.select(spectrum)
+        dtype = view.theta.dtype
+        if np.array_equal(keep, np.arange(len(spectrum.vectors))):
+            directions = spectrum.vectors  # all of them, in order: no copy (k x p is large)
+        else:
+            directions = spectrum.vectors[jnp.asarray(keep, jnp.int32)]
+        directions = jnp.asarray(directions, dtype)
+        tail, tail_gram = None, None
+        if self.tail is not None:
+            tail, tail_gram = _tail(self.tail, directions, values, inverse)
+        return ProjectedState(
+            view=view,
+            directions=directions,
+            inner=jnp.asarray(np.diag(inverse), dtype),
+            eigvals=jnp.asarray(values, dtype),
+            route=self.route,
+            layout=layout or Layout.create(view.size),
+            tail=None if tail is None else jnp.asarray(tail, dtype),
+            tail_gram=None if tail_gram is None else jnp.asarray(tail_gram, dtype),
+        )
 
 
 def _tail(

@@ -40,6 +40,9 @@ class TracIn(InfluenceMethod):
     def __post_init__(self):
         check(self.checkpoints >= 1, "method.checkpoints", "must be >= 1")
 
+    def checkpoints_needed(self) -> int:
+        return self.checkpoints
+
     def fit(self, task, params, batches, key, checkpoints: Checkpoints | None = None):
         check(
             checkpoints is not None, "method.checkpoints", "TracIn needs the training checkpoints"
@@ -51,12 +54,7 @@ class TracIn(InfluenceMethod):
             f"{self.checkpoints} requested but training kept {available} "
             "(raise train.kept_checkpoints)",
         )
-        chosen = (
-            np.round(np.linspace(available / self.checkpoints, available, self.checkpoints)).astype(
-                int
-            )
-            - 1
-        )
+        chosen = checkpoints.evenly_spaced(self.checkpoints)
         view = ParamView.create(task, params, example=batches[0] if batches else None)
         thetas = [
             view_of_params(
