@@ -243,6 +243,43 @@ def test_stage_lds_end_to_end_stores_and_reuses_its_ground_truth(tmp_path):
     assert seeds["lds_by_seeds"][-1] == pytest.approx(seeds["lds"])
 
 
+def test_trak_ensemble_of_retrained_models_is_stored_sharded_and_reused(tmp_path):
+    """TRAK with method.ensemble=retrained: stage=retrain trains each shard's models of the
+    ensemble; the LDS stage reads them (nothing trained again); a larger ensemble trains
+    only the models it adds; the models differ from the trained one."""
+    make_inputs(tmp_path / "in")
+    cache = tmp_path / "cache"
+    trak = ("method=trak", "method.k=8", "method.ensemble=retrained", "method.models=3")
+    for shard in (0, 1):
+        ifscale.run.pipeline.run(
+            _lds_run(
+                tmp_path / "in",
+                cache,
+                "stage=retrain",
+                *trak,
+                "score.shards=2",
+                f"score.shard={shard}",
+            ),
+            tmp_path / f"shard{shard}",
+        )
+    stored = sorted((cache / "ensembles").rglob("chunk-*.npz"))
+    assert len(stored) == 2  # models 0 and 1 of the 2 beside the trained one
+    first = ifscale.run.pipeline.run(
+        _lds_run(tmp_path / "in", cache, "stage=lds", *trak), tmp_path / "three"
+    )
+    assert -1 <= first["lds"] <= 1 and first["retrained_models"] == 0
+    times = [p.stat().st_mtime_ns for p in stored]
+    bigger = ifscale.run.pipeline.run(
+        _lds_run(tmp_path / "in", cache, "stage=lds", *trak[:-1], "method.models=4"),
+        tmp_path / "four",
+    )
+    assert len(sorted((cache / "ensembles").rglob("chunk-*.npz"))) == 3
+    assert [p.stat().st_mtime_ns for p in stored] == times  # reused, not trained again
+    assert bigger["lds"] != first["lds"]
+    with np.load(stored[0]) as a, np.load(stored[1]) as b:
+        assert not np.array_equal(a["scores"], b["scores"])  # other seeds, other models
+
+
 @pytest.mark.parametrize(
     "override, key",
     [

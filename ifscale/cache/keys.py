@@ -28,6 +28,9 @@ SCORES_VERSION = 4
 # The outputs of the models retrained on random subsets, the linear datamodeling score's
 # ground truth (`<cache>/retrained/`, a ChunkStore).
 RETRAINED_VERSION = 1
+# The models retrained from other seeds for an ensemble (TRAK's, `<cache>/ensembles/`, a
+# ChunkStore of flat parameters).
+ENSEMBLE_VERSION = 1
 # The models trained on a Table 3 selection, judged by BLEU (`<cache>/selected/`).
 SELECTED_VERSION = 2
 # SentencePiece models (`<cache>/tokenizers/`).
@@ -116,6 +119,16 @@ def retrained_keys(
         "test": fingerprint_arrays(test_index),
     }
     return method_key, data_key
+
+
+def ensemble_keys(
+    cfg: RunConfig, data_fingerprint: str, fraction: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(what determines a retrained model of an ensemble: everything that determines
+    training (its seed derives from the run's and its position); what determines the
+    models: the share of the training set each sees). Not the ensemble's size: model j is
+    the same in every ensemble, so a larger one reuses a smaller one's models."""
+    return training_key(cfg, data_fingerprint), {"fraction": fraction}
 
 
 def selection_key(

@@ -2,8 +2,10 @@
 
 Spectral methods (Arnoldi, RandProj, Exact) store their spectrum with orbax under
 `<cache_dir>/fits/` (`ifscale.cache.spectra`), keyed by what determines it
-(`ifscale.cache.keys.fit_key`), laid out on the run's mesh; the others (LISSA, TracIn, the
-baselines) have no one-time work worth storing. Every stage with a method fits through
+(`ifscale.cache.keys.fit_key`), laid out on the run's mesh; the others (LISSA, TracIn, TRAK,
+the baselines) have no one-time work worth storing, but read the training's checkpoints or,
+for a method that asks for them, models retrained from other seeds (stored,
+`ifscale.run.ensemble`). Every stage with a method fits through
 `fit_method` (`stage=fit` alone).
 """
 
@@ -25,6 +27,7 @@ from ifscale.influence.scoring import place
 from ifscale.influence.sharding import Layout
 from ifscale.influence.task import ParamView
 from ifscale.run.compose import build_method
+from ifscale.run.ensemble import ensemble_checkpoints
 from ifscale.run.mesh import run_mesh
 from ifscale.utils import check, config_hash, stream_key, stream_rng
 
@@ -73,7 +76,11 @@ def fit_method(cfg: RunConfig, prep, method: InfluenceMethod, task: Task):
     batches = fit_batches(cfg, prep.data) if method.uses_fit_data else []
     key = stream_key(cfg.seed, "method")
     if not isinstance(method, SpectralMethod):
-        checkpoints = Checkpoints(trained.checkpoint_params, trained.checkpoint_lrs)
+        count, fraction = method.retrained_models()
+        if count:  # models retrained from other seeds (stored), not the training's checkpoints
+            checkpoints = ensemble_checkpoints(cfg, prep, count, fraction)
+        else:
+            checkpoints = Checkpoints(trained.checkpoint_params, trained.checkpoint_lrs)
         start = time.perf_counter()
         state = method.fit(task, trained.params, batches, key, checkpoints)
         jax.block_until_ready(state)
