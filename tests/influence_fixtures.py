@@ -20,6 +20,16 @@ def mlp_loss(params, batch):
     return -jnp.take_along_axis(logp, y[:, None], axis=1)[:, 0]
 
 
+def mlp_minus_margin(params, batch):
+    """Minus the label's log-odds log p/(1 − p) of the same MLP: TRAK's output (negated)."""
+    x, y = batch
+    h = jnp.tanh(x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"])
+    logits = h @ params["Dense_1"]["kernel"] + params["Dense_1"]["bias"]
+    label = jnp.take_along_axis(logits, y[:, None], axis=1)[:, 0]
+    others = jnp.where(jax.nn.one_hot(y, logits.shape[-1], dtype=bool), -jnp.inf, logits)
+    return jax.nn.logsumexp(others, axis=-1) - label
+
+
 def mlp_problem(n=48, d=4, hidden=5, classes=3, seed=0):
     """(task, params, data) with 43 parameters; float64 (call inside jax.enable_x64)."""
     rng = np.random.default_rng(seed)
@@ -35,7 +45,7 @@ def mlp_problem(n=48, d=4, hidden=5, classes=3, seed=0):
     }
     x = rng.normal(size=(n, d))
     y = rng.integers(0, classes, size=n)
-    return Task(mlp_loss, l2=0.05), params, (x, y)
+    return Task(mlp_loss, l2=0.05, output=Task(mlp_minus_margin)), params, (x, y)
 
 
 def logistic_loss(params, batch):

@@ -24,6 +24,7 @@ from ifscale.influence.methods import (
     Lissa,
     RandProj,
     TracIn,
+    Trak,
     make_method,
 )
 from ifscale.influence.scoring import self_influence_scores
@@ -256,16 +257,30 @@ def all_methods(p):
         "tracin": TracIn(checkpoints=1),
         "arnoldi_tail": Arnoldi(n=20, pbar=5, keep=5, tail=0.5, progress=False),
         "randproj_tail": RandProj(pbar=5, tail=0.5, progress=False),
+        "trak": Trak(k=12, progress=False),
+        "trak_ensemble": Trak(k=12, models=2, ensemble="retrained", progress=False),
     }
 
 
 def _fit(method, task, params, data):
-    ckpt = Checkpoints(jax.tree_util.tree_map(lambda a: a[None], params), np.array([0.1]))
+    # One checkpoint: the trained parameters, shrunk (TRAK's ensemble: another model).
+    ckpt = Checkpoints(jax.tree_util.tree_map(lambda a: 0.9 * a[None], params), np.array([0.1]))
     return method.fit(task, params, [data], KEY, ckpt)
 
 
 @pytest.mark.parametrize(
-    "name", ["exact", "arnoldi", "randproj", "lissa", "tracin", "arnoldi_tail", "randproj_tail"]
+    "name",
+    [
+        "exact",
+        "arnoldi",
+        "randproj",
+        "lissa",
+        "tracin",
+        "arnoldi_tail",
+        "randproj_tail",
+        "trak",
+        "trak_ensemble",
+    ],
 )
 def test_self_influence_is_the_diagonal_of_pairwise_influence(name):
     task, params, data = mlp_problem()
@@ -278,7 +293,9 @@ def test_self_influence_is_the_diagonal_of_pairwise_influence(name):
     np.testing.assert_allclose(pairwise, pairwise.T, rtol=1e-6, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["exact", "arnoldi", "randproj", "lissa", "tracin"])
+@pytest.mark.parametrize(
+    "name", ["exact", "arnoldi", "randproj", "lissa", "tracin", "trak", "trak_ensemble"]
+)
 def test_scores_do_not_depend_on_the_batch_size(name):
     task, params, data = mlp_problem()
     method = all_methods(43)[name]
@@ -421,13 +438,15 @@ import json, sys, jax, numpy as np
 jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, sys.argv[1])
 from tests.influence_fixtures import mlp_problem
-from ifscale.influence import Arnoldi, TracIn, Lissa, Checkpoints, top_influences
+from ifscale.influence import Arnoldi, TracIn, Lissa, Checkpoints, Trak, top_influences
 from ifscale.influence.scoring import self_influence_scores
 task, params, data = mlp_problem()
 ckpt = Checkpoints(jax.tree_util.tree_map(lambda a: a[None], params), np.array([0.1]))
 out = {"devices": len(jax.devices())}
 for name, m in {"arnoldi": Arnoldi(n=20, pbar=8, progress=False, route="grad"),
-                "tracin": TracIn(), "lissa": Lissa(r=10, scale=50.0)}.items():
+                "tracin": TracIn(), "lissa": Lissa(r=10, scale=50.0),
+                "trak": Trak(k=12, models=2, ensemble="retrained", route="grad",
+                             progress=False)}.items():
     state = m.fit(task, params, [data], jax.random.key(0), ckpt)
     out[name] = self_influence_scores(m, state, data, batch_size=12,
                                       progress=False).scores.tolist()
@@ -459,7 +478,7 @@ def _scores_on(devices: int):
 def test_scores_on_four_devices_equal_scores_on_one():
     one, four = _scores_on(1), _scores_on(4)
     assert (one["devices"], four["devices"]) == (1, 4)
-    for name in ("arnoldi", "tracin", "lissa"):
+    for name in ("arnoldi", "tracin", "lissa", "trak"):
         np.testing.assert_allclose(four[name], one[name], rtol=1e-9)
         # Explanations too: the same proponents and opponents, the same scores.
         assert four["top-" + name][:2] == one["top-" + name][:2]

@@ -220,8 +220,11 @@ class Trak(InfluenceMethod):
 
     def prepare(self, state: TrakState, batch: Batch, choices=None, mesh=None) -> TrakState:
         first = _SCORING.prepare(state.members[0], batch, choices, mesh)
-        made = _SCORING.choices(first)  # one route for every model
-        rest = [_SCORING.prepare(m, batch, made, mesh) for m in state.members[1:]]
+        # One route for every model, and P laid out per layer once: every model shares it.
+        rest = [
+            dataclasses.replace(m, route=first.route, prepared=first.prepared)
+            for m in state.members[1:]
+        ]
         return TrakState((first, *rest))
 
     def choices(self, state: TrakState):
