@@ -80,12 +80,17 @@ def train_ensemble(
     if len(todo) == 0:
         return {"ensemble_models_trained": 0, "ensemble_train_seconds": 0.0}
     parts = prep.domain.retraining(prep.model, prep.data, cfg)
-    started = time.perf_counter()
+    last = [time.perf_counter()]
 
     def done(positions: np.ndarray, params) -> None:
+        # Each model of a group is stored with its share of the group's seconds
+        # (compilation included in the first group's).
+        now = time.perf_counter()
+        each = (now - last[0]) / len(positions)
+        last[0] = now
         flat = jax.vmap(lambda p: ravel_pytree(p)[0])(params)
         for position, row in zip(positions, np.asarray(flat, np.float64), strict=True):
-            store.save(int(todo[position]), row[None], time.perf_counter() - started)
+            store.save(int(todo[position]), row[None], each)
 
     info = train_many(
         parts.init,
@@ -101,9 +106,12 @@ def train_ensemble(
     return {"ensemble_models_trained": len(todo), "ensemble_train_seconds": info["seconds"]}
 
 
-def ensemble_checkpoints(cfg: RunConfig, prep, count: int, fraction: float):
+def ensemble_checkpoints(
+    cfg: RunConfig, prep, count: int, fraction: float
+) -> tuple[Checkpoints, float]:
     """The `count` retrained models as `Checkpoints` (params stacked on a leading axis, lrs
-    ones), trained first where missing."""
+    ones), trained first where missing; and the seconds their training took (stored with
+    each model, so the same whether they were trained now or before)."""
     train_ensemble(cfg, prep, count, fraction)
     flat, unravel = ravel_pytree(prep.trained.params)
     store = _store(cfg, prep, fraction, flat.size)
@@ -111,4 +119,5 @@ def ensemble_checkpoints(cfg: RunConfig, prep, count: int, fraction: float):
     check(len(found) == count, "method.models", "an ensemble model went missing while loading")
     rows = np.stack([found[j]["scores"][0] for j in range(count)]).astype(flat.dtype)
     stacked = jax.vmap(unravel)(rows)
-    return Checkpoints(stacked, np.ones(count))
+    seconds = sum(found[j]["seconds"] for j in range(count))
+    return Checkpoints(stacked, np.ones(count)), seconds

@@ -69,22 +69,25 @@ def fit_method(cfg: RunConfig, prep, method: InfluenceMethod, task: Task):
 
     Spectral methods (Arnoldi, RandProj, Exact) store their spectrum with orbax under
     `<cache_dir>/fits/` (`ifscale.cache.spectra`), laid out on the run's mesh; the others (LISSA,
-    TracIn) have no one-time work worth caching. With `score.require_fit` a missing
-    spectrum is an error instead of a fit.
+    TracIn, TRAK) have no one-time work worth caching. With `score.require_fit` a missing
+    spectrum is an error instead of a fit. The fit seconds of a method that reads retrained
+    models (TRAK's ensemble) include their training, as stored with them.
     """
     trained = prep.trained
     batches = fit_batches(cfg, prep.data) if method.uses_fit_data else []
     key = stream_key(cfg.seed, "method")
     if not isinstance(method, SpectralMethod):
         count, fraction = method.retrained_models()
+        retraining = 0.0
         if count:  # models retrained from other seeds (stored), not the training's checkpoints
-            checkpoints = ensemble_checkpoints(cfg, prep, count, fraction)
+            checkpoints, retraining = ensemble_checkpoints(cfg, prep, count, fraction)
         else:
             checkpoints = Checkpoints(trained.checkpoint_params, trained.checkpoint_lrs)
         start = time.perf_counter()
         state = method.fit(task, trained.params, batches, key, checkpoints)
         jax.block_until_ready(state)
-        return state, time.perf_counter() - start, False
+        # A retrained ensemble's cost is part of the fit: its models' stored training seconds.
+        return state, time.perf_counter() - start + retraining, False
     mesh = run_mesh(cfg)
     view = place(ParamView.create(task, trained.params, example=batches[0]), mesh)
     layout = Layout.create(view.size, mesh)
