@@ -28,7 +28,17 @@ import numpy as np
 
 from ifscale.data import load_images
 from ifscale.domains.images import classification_task
-from ifscale.influence import Arnoldi, Checkpoints, Lissa, ParamView, RandProj, TracIn
+from ifscale.influence import (
+    AreaUnderMargin,
+    Arnoldi,
+    CheckpointLoss,
+    Checkpoints,
+    Lissa,
+    ParamView,
+    RandProj,
+    TracIn,
+    Trak,
+)
 from ifscale.influence.hvp import device_batches, hvp_many
 from ifscale.influence.methods import ProjectedState
 from ifscale.influence.scoring import self_influence_scores
@@ -75,6 +85,11 @@ def main() -> None:
     ]
     checkpoints = Checkpoints(
         jax.tree_util.tree_map(lambda a: np.asarray(a)[None], params), np.array([0.1])
+    )
+    # Five checkpoints (copies: speed does not depend on the values) for the methods that
+    # read several: TRAK over checkpoints, the training-dynamics baselines.
+    five = Checkpoints(
+        jax.tree_util.tree_map(lambda a: np.stack([np.asarray(a)] * 5), params), np.full(5, 0.1)
     )
     key = jax.random.key(0)
 
@@ -181,6 +196,23 @@ def main() -> None:
             fit,
         ),
         "tracin_1": (TracIn(checkpoints=1), None, args.examples, fit),
+        # TRAK with k = the larger p̄ (its scoring projects as Arnoldi's p̄ row does), the
+        # trained model alone and an ensemble of 5 checkpoints; its fit is a projection of
+        # the fit examples per model.
+        f"trak_k{args.pbar_large}": (
+            Trak(k=args.pbar_large, progress=False),
+            None,
+            args.examples,
+            fit,
+        ),
+        f"trak_k{args.pbar_large}_m5": (
+            Trak(k=args.pbar_large, models=5, progress=False),
+            None,
+            args.examples,
+            fit,
+        ),
+        "checkpoint_loss_5": (CheckpointLoss(checkpoints=5), None, args.examples, fit),
+        "aum_5": (AreaUnderMargin(checkpoints=5), None, args.examples, fit),
         "lissa_r10": (
             Lissa(r=10, scale=10.0, damping=0.03),
             None,
@@ -191,7 +223,8 @@ def main() -> None:
     for name, (method, state, n, batches) in rows.items():
         if state is None:
             start = time.perf_counter()
-            state = jax.block_until_ready(method.fit(task, params, batches, key, checkpoints))
+            kept = five if method.checkpoints_needed() > 1 else checkpoints
+            state = jax.block_until_ready(method.fit(task, params, batches, key, kept))
             report[f"{name}_fit_s"] = time.perf_counter() - start
         # The runner's path: route chosen by timing, directions laid out once.
         state = method.prepare(state, (x[: args.batch_size], y[: args.batch_size]))
@@ -199,6 +232,8 @@ def main() -> None:
             method, state, (x[:n], y[:n]), args.batch_size, progress=False
         )
         route = state.route if isinstance(state, ProjectedState) else None
+        if hasattr(state, "members"):  # TRAK: one projected state per model, one route
+            route = state.members[0].route
         rate = result.examples_per_s
         report[name] = {
             "examples_per_s": rate,

@@ -8,8 +8,9 @@
     python experiments/report.py readme    # README.md's Table 1 and loss-baseline lines <- results/
     python experiments/report.py explain   # newest explain_mnist / explain_translation runs
                                            # -> results/explain_mnist/, explain_translation/
-    python experiments/report.py lds       # newest lds_logreg, lds_mlp, lds_cnn sweeps and
-                                           # retrain runs -> results/lds.{md,csv}, figures/lds.png
+    python experiments/report.py lds       # newest lds_logreg, lds_mlp, lds_cnn, lds_trak_*
+                                           # sweeps and retrain runs -> results/lds.{md,csv},
+                                           # figures/lds.png
     python experiments/report.py table1 --sweep outputs/multirun/table1/2026-11-26_04-00-00
 
 Every number written comes from a run's `metrics.json` / `scores.csv`; nothing is typed in
@@ -394,7 +395,10 @@ def write_lds(
         pbar_curve,
         plot_lds,
         shown,
+        trak_curves,
+        trak_findings,
     )
+    from ifscale.reports.runs import fmt
 
     runs = [r for s in sweeps for r in load_runs(s)]
     frame = lds_frame(runs)
@@ -477,7 +481,30 @@ def write_lds(
             .assign(LDS=lambda f: [f"{v:.3f}" for v in f["LDS"]])
         ),
         "",
-        "![LDS against compute, and against p̄](figures/lds.png)",
+        "## TRAK: the LDS against the ensemble's size M and the projection's k",
+        "",
+        "TRAK (`method=trak`, `ifscale/influence/methods/trak.py`): the gradients of the "
+        "label's log-odds projected to k dimensions (Gaussian), the kernel (ΦᵀΦ/n + λI)⁻¹ over "
+        "the training set, the score averaged over M models: the trained model and M − 1 "
+        "retrained from other seeds on every training image (`ensemble=retrained`, stored per "
+        "model and shared by every M), or the last M checkpoints of the one run "
+        "(`ensemble=checkpoints`). λ chosen per row on the validation images. Seconds: the "
+        "fit, the retrained models' training included, plus the attributions.",
+        "",
+        *trak_findings(frame),
+        "",
+        markdown_table(
+            trak_curves(frame)
+            .drop(columns=["model", "source", "ensemble"])
+            .assign(
+                LDS=lambda f: [f"{v:.3f}" for v in f["LDS"]],
+                damping=lambda f: [fmt(v) for v in f["damping"]],
+            )
+        )
+        if (frame["method"] == "trak").any()
+        else "(no TRAK rows: run `make lds`)",
+        "",
+        "![LDS against compute, against p̄, and TRAK's against M](figures/lds.png)",
         "",
         "## The ground truth: models retrained",
         "",
@@ -638,7 +665,7 @@ def _write(args: argparse.Namespace, results: Path) -> None:
     elif args.what == "explain":
         write_explanations(args.outputs, results, ["explain_mnist", "explain_translation"])
     elif args.what == "lds":
-        names = ("lds_logreg", "lds_mlp", "lds_cnn")
+        names = ("lds_logreg", "lds_mlp", "lds_cnn", "lds_trak_logreg", "lds_trak_mlp")
         sweeps = (
             [complete(s) for s in args.sweep]
             if args.sweep

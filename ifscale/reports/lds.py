@@ -1,6 +1,7 @@
 """The linear datamodeling score report (`make lds`): every method on each setting, its
 LDS with a 95% interval and its cost, the published values beside ours, the LDS against
-p̄ on logistic regression, an LDS-against-compute figure and computed findings."""
+p̄ on logistic regression, TRAK's LDS against its ensemble's size M and its projection's k,
+an LDS-against-compute figure and computed findings."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ SETTINGS = {"logreg": "Logistic regression", "mlp": "MLP 784-128-64-10", "cnn_sm
 # dattri's MNIST-10 benchmark (README, "Benchmark Results", assets/images/
 # benchmark-result-mnist.png): LDS read off a bar chart, so approximate (about ±0.02). Their
 # Arnoldi ran max_iter=50 (at most 49 eigenpairs); their TracIn sums 10 independently
-# trained models; LiSSA depth 100. Exact was not run on the MLP.
+# trained models; LiSSA depth 100; their TRAK ensembles 50 models (TRAK-50: compared with
+# our rows of M = 50 only). Exact was not run on the MLP.
 DATTRI = {
     ("logreg", "exact"): 0.80,
     ("logreg", "lissa"): 0.79,
@@ -31,7 +33,11 @@ DATTRI = {
     ("mlp", "tracin"): 0.15,
     ("mlp", "graddot"): 0.10,
     ("mlp", "gradcos"): 0.12,
+    ("logreg", "trak"): 0.68,
+    ("mlp", "trak"): 0.45,
 }
+# The ensemble size of dattri's published TRAK values.
+DATTRI_TRAK_MODELS = 50
 DATTRI_SOURCE = (
     "dattri (Deng et al., NeurIPS 2024), README benchmark figure for MNIST-10, read off a "
     "bar chart: approximate; their CG reaches ≈0.80 (LR) and ≈0.26 (MLP), TRAK-50 ≈0.68 "
@@ -46,6 +52,7 @@ LABELS = {
     "tracin": "TracIn",
     "graddot": "Grad-Dot",
     "gradcos": "Grad-Cos",
+    "trak": "TRAK",
 }
 
 
@@ -64,6 +71,10 @@ def method_label(run: dict[str, Any]) -> str:
         return f"{label} p̄={options['pbar']}{tail}"
     if name == "tracin":
         return f"{label} [{options['checkpoints']}]"
+    if name == "trak":
+        models = options.get("models", 1)
+        kind = " (checkpoints)" if options.get("ensemble") == "checkpoints" and models > 1 else ""
+        return f"{label} k={options['k']}, M={models}{kind}"
     return label
 
 
@@ -84,6 +95,8 @@ def lds_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
             published = None
         if run["method"] == "tracin" and options.get("checkpoints") != 10:
             published = None
+        if run["method"] == "trak" and options.get("models") != DATTRI_TRAK_MODELS:
+            published = None
         if options.get("tail") is not None:
             published = None  # ours: not in dattri
         values = (run.get("eigenvalues") or [])[: options.get("pbar") or 0]
@@ -94,6 +107,9 @@ def lds_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
                 "Method": method_label(run),
                 "method": run["method"],
                 "p̄": options.get("pbar"),
+                "k": options.get("k"),
+                "M": options.get("models"),
+                "ensemble": options.get("ensemble"),
                 "damping": choice.get("damping", options.get("damping")),
                 "tail": choice.get("tail", options.get("tail")),
                 "negative of kept": sum(v < 0 for v in values) if values else None,
@@ -155,6 +171,90 @@ def pbar_curve(frame: pd.DataFrame, model: str = "logreg") -> pd.DataFrame:
     part["p̄"] = [None if pd.isna(v) else int(v) for v in part["p̄"]]
     part["with tail"] = part["Method"].str.endswith("+ tail")
     return part.sort_values(["method", "with tail", "p̄"], na_position="last").reset_index(drop=True)
+
+
+def trak_curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """TRAK's rows: the setting, k, M, the ensemble's source, LDS, interval, the damping
+    chosen, seconds (fit, retrained models included, + attributions), sorted by setting,
+    source, k and M."""
+    part = frame[frame["method"] == "trak"]
+    columns = ["setting", "model", "Method", "k", "M", "ensemble", "damping", "LDS"]
+    part = part[[*columns, "95% interval", "fit, s", "seconds"]].copy()
+    # A single model has no ensemble: M = 1 belongs to both curves.
+    part["source"] = np.where(part["M"] == 1, "one model", part["ensemble"])
+    part["_setting"] = part["model"].map({m: i for i, m in enumerate(SETTINGS)})
+    part = part.sort_values(["_setting", "source", "k", "M"], kind="stable")
+    return part.drop(columns="_setting").reset_index(drop=True)
+
+
+def trak_findings(frame: pd.DataFrame) -> list[str]:
+    """TRAK against M (retrained ensembles at the largest k run with M > 1), against k at
+    M = 1, the cheap ensemble of checkpoints, TRAK's best against the best curvature method,
+    and the published TRAK-50."""
+    out = []
+    curves = trak_curves(frame)
+    for model, part in curves.groupby("model", sort=False):
+        setting = part["setting"].iloc[0]
+        retrained = part[part["ensemble"] == "retrained"]
+        if not retrained.empty:
+            k = int(retrained["k"].max())
+            line = part[(part["k"] == k) & (part["source"].isin(["one model", "retrained"]))]
+            line = line.sort_values("M")
+            out.append(
+                f"- {setting}, TRAK k = {k} against M (the trained model and M − 1 retrained "
+                "from other seeds): "
+                + ", ".join(
+                    f"M = {int(r['M'])}: {r['LDS']:.3f} ({r['seconds']:.0f} s)"
+                    for _, r in line.iterrows()
+                )
+                + "."
+            )
+        single = part[part["M"] == 1].sort_values("k")
+        if len(single) > 1:
+            out.append(
+                f"- {setting}, TRAK with one model against k: "
+                + ", ".join(f"k = {int(r['k'])}: {r['LDS']:.3f}" for _, r in single.iterrows())
+                + " (damping chosen on validation at each)."
+            )
+        for _, r in part[part["ensemble"].eq("checkpoints") & (part["M"] > 1)].iterrows():
+            alone = part[(part["M"] == 1) & (part["k"] == r["k"])]
+            versus = (
+                f" against {alone['LDS'].iloc[0]:.3f} for the model alone" if len(alone) else ""
+            )
+            out.append(
+                f"- {setting}, TRAK k = {int(r['k'])} over the last {int(r['M'])} checkpoints of "
+                f"the one run (no retraining): {r['LDS']:.3f}{versus}."
+            )
+        others = frame[(frame["model"] == model) & (frame["method"] != "trak")]
+        if not others.empty:
+            best, rival = part.sort_values("LDS").iloc[-1], others.iloc[0]  # frame: by LDS
+            verdict = (
+                "above"
+                if _low(best["95% interval"]) > _high(rival["95% interval"])
+                else (
+                    "below"
+                    if _high(best["95% interval"]) < _low(rival["95% interval"])
+                    else "within"
+                )
+            )
+            out.append(
+                f"- {setting}: the best TRAK row ({best['Method']}, {best['LDS']:.3f}, "
+                f"{best['seconds']:.0f} s) is {verdict} the interval of the best other method "
+                f"({rival['Method']}, {rival['LDS']:.3f}, {rival['seconds']:.0f} s)."
+            )
+        published = DATTRI.get((model, "trak"))
+        if published is not None:
+            top = part.sort_values("M").iloc[-1]
+            out.append(
+                f"- {setting}: dattri's TRAK-{DATTRI_TRAK_MODELS} is ≈{published:.2f} (read off "
+                f"a chart); ours at M = {int(top['M'])}: {top['LDS']:.3f}"
+                + (
+                    "."
+                    if int(top["M"]) == DATTRI_TRAK_MODELS
+                    else f" (M = {DATTRI_TRAK_MODELS} not run here)."
+                )
+            )
+    return out
 
 
 def _low(interval: str) -> float:
@@ -275,12 +375,12 @@ def plot_lds(frame: pd.DataFrame, path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(17, 4.8))
     markers = {"logreg": "o", "mlp": "s", "cnn_small": "^"}
     colors = {name: f"C{i}" for i, name in enumerate(LABELS)}
     for _, line in frame.iterrows():
         if line["method"] == "exact" and line["model"] == "logreg" and not pd.isna(line["p̄"]):
-            continue  # the truncations are the right panel's
+            continue  # the truncations are the middle panel's
         ax.errorbar(
             max(line["seconds"], 1e-2),
             line["LDS"],
@@ -329,6 +429,26 @@ def plot_lds(frame: pd.DataFrame, path: str | Path) -> None:
     bx.set_ylabel("LDS")
     bx.set_title("Logistic regression: LDS against p̄ (damping chosen per point)", fontsize=9)
     bx.legend(fontsize=7)
+    curves = trak_curves(frame)
+    for (model, k), part in curves[curves["source"] != "checkpoints"].groupby(
+        ["model", "k"], sort=False
+    ):
+        part = part.sort_values("M")
+        if len(part) > 1:
+            cx.plot(
+                part["M"],
+                part["LDS"],
+                marker=markers.get(model, "x"),
+                label=f"{SETTINGS.get(model, model)}, k = {int(k)}",
+            )
+    for _, r in curves[curves["source"] == "checkpoints"].iterrows():
+        cx.plot(r["M"], r["LDS"], marker=markers.get(r["model"], "x"), color="grey", ls="")
+    cx.set_xscale("log")
+    cx.set_xlabel("M, models in TRAK's ensemble (grey: M checkpoints of one run), log scale")
+    cx.set_ylabel("LDS")
+    cx.set_title("TRAK: LDS against the ensemble's size", fontsize=9)
+    if len(curves):
+        cx.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

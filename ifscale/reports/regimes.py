@@ -20,21 +20,31 @@ from ifscale.reports.runs import Row, config_of, fmt, mean_sd, pct
 REGIME_ROWS = (
     Row("loss", "Loss (baseline)", "loss", {}, {}),
     Row("el2n", "EL2N (baseline)", "el2n", {}, {}),
+    Row("checkpoint_loss", "Loss over checkpoints (baseline)", "checkpoint_loss", {}, {}),
+    Row("aum", "AUM over checkpoints (baseline)", "aum", {}, {}),
     Row("tracin_1", "TracIn [1]", "tracin", {"checkpoints": 1}, {}),
     Row("tracin_k", "TracIn [k]", "tracin", {}, {}, {"tracin_all_checkpoints": (True,)}),
+    Row("trak_1", "TRAK k=100", "trak", {"models": 1}, {}),
+    Row("trak_k", "TRAK k=100 [k]", "trak", {}, {}, {"trak_ensemble": (True,)}),
     Row("arnoldi_10", "Arnoldi p̄=10", "arnoldi", {"pbar": 10}, {}),
     Row("arnoldi_100", "Arnoldi p̄=100", "arnoldi", {"pbar": 100}, {}),
     Row("randproj_10", "RandProj p̄=10", "randproj", {"pbar": 10}, {}),
     Row("randproj_100", "RandProj p̄=100", "randproj", {"pbar": 100}, {}),
 )
 CURVATURE_ROWS = ("arnoldi_10", "arnoldi_100", "randproj_10", "randproj_100")
-INFLUENCE_ROWS = ("tracin_1", "tracin_k", *CURVATURE_ROWS)
+INFLUENCE_ROWS = ("tracin_1", "tracin_k", "trak_1", "trak_k", *CURVATURE_ROWS)
+# The baselines that read the checkpoints TracIn [k] reads (a forward pass each).
+DYNAMICS_ROWS = ("checkpoint_loss", "aum")
 
 
 def _row_of(run: dict[str, Any]) -> Row | None:
     # TracIn [k] is told apart from [1] by its checkpoint count: all the run kept (> 1).
-    checkpoints = (run.get("method_options") or {}).get("checkpoints", 1)
-    marked = {**run, "tracin_all_checkpoints": checkpoints > 1}
+    options = run.get("method_options") or {}
+    marked = {
+        **run,
+        "tracin_all_checkpoints": (options.get("checkpoints") or 1) > 1,
+        "trak_ensemble": (options.get("models") or 1) > 1,
+    }
     return next((row for row in REGIME_ROWS if row.matches(marked)), None)
 
 
@@ -195,6 +205,26 @@ def regimes_findings(stats: pd.DataFrame) -> list[str]:
         )
     elif any(at("tracin_1", e) is not None for e in epochs):
         lines.append("- Curvature (Arnoldi/RandProj) beats TracIn [1] at no E measured.")
+    # TracIn [k] against the baselines that read the same checkpoints at a forward pass each.
+    for e in epochs:
+        tracin = at("tracin_k", e)
+        rivals = [(k, at(k, e)) for k in DYNAMICS_ROWS if at(k, e) is not None]
+        if tracin is None or not rivals or e != max(epochs):
+            continue
+        beaten = [_label(k) for k, line in rivals if better(line, tracin)]
+        scores = ", ".join(
+            f"{_label(k)} {line['ap_mean']:.1f}" for k, line in [("tracin_k", tracin), *rivals]
+        )
+        lines.append(
+            f"- At E = {e} (the longest training measured), TracIn [k]'s advantage "
+            + (
+                f"does not survive the baselines over the same checkpoints: {', '.join(beaten)} "
+                "match or beat it"
+                if beaten
+                else "survives the baselines over the same checkpoints"
+            )
+            + f" (mean AP: {scores})."
+        )
     # The best method at each E, baselines included: where the ranking turns over.
     best = []
     for e in epochs:
