@@ -29,7 +29,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow lint format train train-small table1 table1-check explain explain-translation explain-check figures table2 table2-check table3 table3-check regimes lds lds-check score-sharded merge bench bench-memory notebook clean
+.PHONY: help setup test test-slow lint format train train-small table1 table1-check explain explain-translation explain-check figures table2 table2-check table3 table3-check regimes regimes-memorised lds lds-check score-sharded merge bench bench-memory notebook clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -96,6 +96,10 @@ figures: setup ## Figures 1-2: cnn_small on the 10% subset -> results/figures/
 regimes: setup ## Memorisation regimes: cnn_large on the 10% subset for E epochs, every method, 3 seeds -> results/regimes.{md,csv} (EPOCHS=2,5,... SEEDS=3)
 	$(PY) experiments/run.py experiment=regimes $(if $(EPOCHS),train.epochs=$(EPOCHS)) $(if $(SEEDS),'seed=range($(SEEDS))') $(ARGS)
 	$(PY) experiments/report.py regimes
+
+regimes-memorised: setup ## The regimes at E = 50 only (memorised labels), every row with TracIn [k]'s rivals over the same checkpoints -> results/regimes_memorised.{md,csv}
+	$(PY) experiments/run.py experiment=regimes_memorised $(ARGS)
+	$(PY) experiments/report.py regimes --experiment regimes_memorised
 
 # The LDS settings of `make lds` (LDS=lds_logreg: one of them), and how the LDS moves with K
 # (3 models per subset, logistic regression).

@@ -3,6 +3,8 @@
     python experiments/report.py table1    # newest outputs/multirun/table1/*, -> results/table1.*
     python experiments/report.py figures   # newest figures + figures_baselines sweeps
     python experiments/report.py regimes   # newest regimes sweep -> results/regimes.*
+    python experiments/report.py regimes --experiment regimes_memorised
+                                           # -> results/regimes_memorised.*
     python experiments/report.py table2    # newest outputs/multirun/table2/*, -> results/table2.*
     python experiments/report.py table3    # newest outputs/multirun/table3/*, -> results/table3.*
     python experiments/report.py readme    # README.md's Table 1 and loss-baseline lines <- results/
@@ -258,7 +260,9 @@ def write_table3(sweep: Path, results: Path, check: Path | None = None) -> None:
     print((results / "table3.md").read_text())
 
 
-def write_regimes(sweep: Path, results: Path) -> None:
+def write_regimes(sweep: Path, results: Path, name: str = "regimes") -> None:
+    """results/<name>.{md,csv} and figures/<name>.png from a sweep of the regimes experiment
+    (`name`: "regimes", or a study of its own such as "regimes_memorised")."""
     runs = load_runs(sweep)
     per_run = regimes_runs_frame(runs)
     if per_run.empty:
@@ -267,7 +271,7 @@ def write_regimes(sweep: Path, results: Path) -> None:
     results.mkdir(parents=True, exist_ok=True)
     (results / "figures").mkdir(exist_ok=True)
     per_run["run_dir"] = [_relative(d) for d in per_run["run_dir"]]
-    per_run.to_csv(results / "regimes.csv", index=False)
+    per_run.to_csv(results / f"{name}.csv", index=False)
     first = runs[0]
     seeds = sorted(per_run["seed"].unique())
     train = config_of(first)["train"]
@@ -277,12 +281,14 @@ def write_regimes(sweep: Path, results: Path) -> None:
         f"{train['learning_rate']:g} ({train['schedule']}), batch {train['batch_size']}, "
         f"seeds {', '.join(map(str, seeds))}"
     )
-    plot_regimes(stats, results / "figures" / "regimes.png", setting)
+    plot_regimes(stats, results / "figures" / f"{name}.png", setting)
+    target = "regimes" if name == "regimes" else name.replace("_", "-")
+    command = "regimes" + ("" if name == "regimes" else f" --experiment {name}")
     text = [
         "# Memorisation regimes: which method finds the mislabeled examples, by training length",
         "",
-        f"Produced by `make regimes` from `{_relative(sweep)}` (`python experiments/report.py "
-        "regimes`); do not edit by hand. Hardware: " + first["device"] + ".",
+        f"Produced by `make {target}` from `{_relative(sweep)}` (`python experiments/report.py "
+        f"{command}`); do not edit by hand. Hardware: " + first["device"] + ".",
         "",
         f"Setting: {setting}. Each seed changes the training and the noise. Cells are mean ± "
         "standard deviation over the seeds; one value where one seed ran.",
@@ -303,12 +309,12 @@ def write_regimes(sweep: Path, results: Path) -> None:
         "",
         markdown_table(training_table(stats)),
         "",
-        "![regimes](figures/regimes.png)",
+        f"![regimes](figures/{name}.png)",
         "",
-        "Per run (method, epochs, seed): `results/regimes.csv`.",
+        f"Per run (method, epochs, seed): `results/{name}.csv`.",
     ]
-    (results / "regimes.md").write_text("\n".join(text) + "\n")
-    print((results / "regimes.md").read_text())
+    (results / f"{name}.md").write_text("\n".join(text) + "\n")
+    print((results / f"{name}.md").read_text())
 
 
 def write_readme(readme: Path, results: Path, table1: bool = True) -> None:
@@ -597,6 +603,9 @@ def main() -> None:
     parser.add_argument(
         "--baselines", type=Path, help="table2_baselines folder (the loss rows of Table 2)"
     )
+    parser.add_argument(
+        "--experiment", help="regimes: the experiment's name (default regimes; regimes_memorised)"
+    )
     parser.add_argument("--outputs", type=Path, default=ROOT / "outputs")
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     parser.add_argument(
@@ -660,8 +669,9 @@ def _write(args: argparse.Namespace, results: Path) -> None:
         )
         write_table3(sweep.resolve(), results, check)
     elif args.what == "regimes":
-        sweep = complete(args.sweep[0]) if args.sweep else latest_sweep("regimes", args.outputs)
-        write_regimes(sweep.resolve(), results)
+        name = args.experiment or "regimes"
+        sweep = complete(args.sweep[0]) if args.sweep else latest_sweep(name, args.outputs)
+        write_regimes(sweep.resolve(), results, name)
     elif args.what == "explain":
         write_explanations(args.outputs, results, ["explain_mnist", "explain_translation"])
     elif args.what == "lds":

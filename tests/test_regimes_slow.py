@@ -40,7 +40,12 @@ def test_regimes_multirun_and_report_on_a_tiny_setting(tmp_path, mnist_dir):
     # TracIn [k] used all 3 kept checkpoints, TracIn [1] one.
     tracin = [r for r in runs if r["method"] == "tracin"]
     assert sorted({r["method_options"]["checkpoints"] for r in tracin}) == [1, 3]
+    # TRAK [k] and the two training-dynamics baselines read the same 3 checkpoints.
+    trak = [r for r in runs if r["method"] == "trak"]
+    assert sorted({r["method_options"]["models"] for r in trak}) == [1, 3]
+    assert {"checkpoint_loss", "aum"} <= {r["method"] for r in runs}
     md = (results / "regimes.md").read_text()
     assert "## Findings (computed from the numbers below)" in md and " ± " in md
     assert "beats the loss baseline" in md and "Memorisation: at E =" in md
+    assert "At E = 4 (the longest training measured), TracIn [k]'s advantage" in md
     assert (results / "figures" / "regimes.png").stat().st_size > 10_000
