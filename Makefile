@@ -116,13 +116,13 @@ lds: setup ## Linear datamodeling score: every method on dattri's MNIST-10 (logr
 	$(PY) experiments/report.py lds
 
 # make lds-check: a small make lds (logistic regression on the first 1,000 images, 20 subsets,
-# 100 test images, 4 methods, ~3 minutes) into $(LDS_CHECK)/; make test-slow runs it.
+# 100 test images, 5 methods, ~3 minutes) into $(LDS_CHECK)/; make test-slow runs it.
 LDS_CHECK ?= outputs/lds_check
 LDS_SMALL = experiment=lds_logreg name=lds_check dataset.subset_size=1000 lds.subsets=20 lds.test_examples=100 lds.validation_examples=50 method.fit_batch_size=100
 
-lds-check: setup ## A small make lds (logreg on 1,000 images, 20 subsets, 4 methods) -> $(LDS_CHECK)/results/lds.md
+lds-check: setup ## A small make lds (logreg on 1,000 images, 20 subsets, 5 methods) -> $(LDS_CHECK)/results/lds.md
 	$(PY) experiments/run.py $(LDS_SMALL) stage=retrain hydra.mode=RUN lds.sequential=2 hydra.run.dir=$(LDS_CHECK)/outputs/lds_check/retrain $(ARGS)
-	$(PY) experiments/run.py $(LDS_SMALL) '+lds_methods=graddot,tracin_1,arnoldi_dattri,exact' hydra.sweep.dir=$(LDS_CHECK)/sweep $(ARGS)
+	$(PY) experiments/run.py $(LDS_SMALL) '+lds_methods=graddot,tracin_1,arnoldi_dattri,exact,trak_k512_m1' hydra.sweep.dir=$(LDS_CHECK)/sweep $(ARGS)
 	$(PY) experiments/report.py lds --sweep $(LDS_CHECK)/sweep --outputs $(LDS_CHECK)/outputs --results $(LDS_CHECK)/results
 
 table2: setup ## Table 2: Transformer, 6% permuted references -> results/table2.{md,csv} (DATA=multi30k: offline)

@@ -1,5 +1,5 @@
 """`make lds-check` end to end (slow: `make test-slow`): the ground truth retrained, four
-methods scored on it through a Hydra multirun, and `experiments/report.py lds`."""
+methods and TRAK scored on it through a Hydra multirun, and `experiments/report.py lds`."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_make_lds_check_retrains_scores_and_reports(tmp_path, mnist_dir):
     assert done.returncode == 0, done.stderr[-3000:]
 
     table = pd.read_csv(tmp_path / "results" / "lds.csv")
-    assert sorted(table["method"]) == ["arnoldi", "exact", "graddot", "tracin"]
+    assert sorted(table["method"]) == ["arnoldi", "exact", "graddot", "tracin", "trak"]
     assert (table["test examples"] == 100).all() and (table["subsets"] == 20).all()
     low = table["95% interval"].str.strip("[]").str.split(",").str[0].astype(float)
     high = table["95% interval"].str.strip("[]").str.split(",").str[1].astype(float)
@@ -45,3 +45,5 @@ def test_make_lds_check_retrains_scores_and_reports(tmp_path, mnist_dir):
     assert "20 models in" in md and "one at a time" in md  # the retraining's speed
     assert "- Logistic regression, Exact (full inverse): damping 0.0001: " in md  # the grid
     assert (tmp_path / "results" / "figures" / "lds.png").stat().st_size > 10_000
+    assert "## TRAK: the LDS against the ensemble's size M" in md
+    assert "| Logistic regression | TRAK k=512, M=1 | 512 | 1 |" in md
