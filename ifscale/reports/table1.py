@@ -42,6 +42,15 @@ TABLE1_ROWS: tuple[Row, ...] = (
     Row("randproj_100", "RandProj", "randproj", {"pbar": 100}, _paper(100, 1.9, 98.6, 93.9)),
     Row("arnoldi_10", "Arnoldi", "arnoldi", {"pbar": 10}, _paper(10, 0.2, 95.0, 84.0)),
     Row("arnoldi_100", "Arnoldi", "arnoldi", {"pbar": 100}, _paper(100, 1.9, 98.2, 92.9)),
+    # Not in the paper: TRAK (Park et al. 2023) at Arnoldi p̄ = 100's projection size.
+    Row("trak_1", "TRAK k=100", "trak", {"k": 100, "models": 1}, _paper(None, None, None, None)),
+    Row(
+        "trak_10",
+        "TRAK k=100 [10 checkpoints]",
+        "trak",
+        {"k": 100, "models": 10},
+        _paper(None, None, None, None),
+    ),
 )
 
 # The issue's fidelity bands for the rows whose cost lets them score every example.
