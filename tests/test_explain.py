@@ -13,13 +13,13 @@ from tests.influence_fixtures import logistic_problem, mlp_problem, newton_fit
 from tests.test_influence import KEY, all_methods
 
 jax.config.update("jax_enable_x64", True)
-METHODS = ["exact", "arnoldi", "randproj", "lissa", "tracin"]
+METHODS = ["exact", "arnoldi", "randproj", "lissa", "tracin", "trak", "trak_ensemble"]
 
 
 def _fitted(name):
     task, params, data = mlp_problem()
     method = all_methods(43)[name]
-    ckpt = Checkpoints(jax.tree_util.tree_map(lambda a: a[None], params), np.array([0.1]))
+    ckpt = Checkpoints(jax.tree_util.tree_map(lambda a: 0.9 * a[None], params), np.array([0.1]))
     return method, method.fit(task, params, [data], KEY, ckpt), data
 
 
