@@ -167,13 +167,14 @@ class ProjectedScoring:
     def fitted_metrics(self, state: ProjectedState) -> dict[str, Any]:
         return {"eigenvalues": np.asarray(state.eigvals, np.float64).tolist()}
 
-    def _project(self, state: ProjectedState, batch: Batch) -> jnp.ndarray:
+    def projections(self, state: ProjectedState, batch: Batch) -> jnp.ndarray:
+        """[b, k] U·g of each example of `batch` on the route `prepare` chose."""
         if state.route == "layerwise" and state.prepared is not None:
             return project_prepared(state.view, state.prepared, state.directions.shape[0], batch)
         return project(state.view, state.directions, batch, state.route)
 
     def self_influence(self, state: ProjectedState, batch: Batch) -> jnp.ndarray:
-        projected = self._project(state, batch)
+        projected = self.projections(state, batch)
         scores = _quadratic(projected, state.inner)
         if state.tail is None:
             return scores
@@ -189,7 +190,7 @@ class ProjectedScoring:
     def test_side(self, state: ProjectedState, test_batch: Batch) -> jnp.ndarray:
         if state.measure is not None:
             state = dataclasses.replace(state, view=state.measure, measure=None)
-        projected = self._project(state, test_batch)
+        projected = self.projections(state, test_batch)
         if state.tail is None:
             return projected @ state.inner  # [m, k]: M·(U g_z)
         # [m, k + p]: (M − W/κ)·(U g_z), then g_z/κ (against [U g_x, g_x]).
@@ -197,7 +198,7 @@ class ProjectedScoring:
         return jnp.concatenate([kept, state.tail * per_example_grads(state.view, test_batch)], 1)
 
     def influence_on(self, state: ProjectedState, train_batch: Batch, test_side: jnp.ndarray):
-        projected = self._project(state, train_batch)
+        projected = self.projections(state, train_batch)
         if state.tail is not None:
             grads = per_example_grads(state.view, train_batch)
             projected = jnp.concatenate([projected, grads.astype(projected.dtype)], 1)

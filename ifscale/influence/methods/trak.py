@@ -182,7 +182,7 @@ class Trak(InfluenceMethod):
         kernel = np.zeros((self.k, self.k), np.float64)
         count = 0
         for batch in batches:
-            phi = _SCORING._project(probe, batch)
+            phi = _SCORING.projections(probe, batch)
             kernel += np.asarray(gram(phi.T, phi.T), np.float64)
             count += phi.shape[0]
         kernel = kernel / count + self.damping * np.eye(self.k)
