@@ -548,6 +548,46 @@ def test_regimes_are_averaged_over_seeds_and_the_findings_computed():
     assert list(training_table(stats)["noisy labels fitted, %"]) == ["10.5 ± 0.7", "99.5 ± 0.7"]
 
 
+@pytest.mark.parametrize(
+    ("aum_ap", "verdict"),
+    [
+        (60.0, "survives the baselines over the same checkpoints"),
+        (90.0, "does not survive the baselines over the same checkpoints: AUM over"),
+    ],
+)
+def test_regimes_say_whether_tracin_k_survives_the_checkpoint_baselines(aum_ap, verdict):
+    from ifscale.reports import regimes_findings, regimes_frame
+
+    ap = {"loss": 40.0, "tracin_k": 87.0, "checkpoint_loss": 70.0, "aum": aum_ap}
+    labels = {
+        "loss": "Loss (baseline)",
+        "tracin_k": "TracIn [k]",
+        "checkpoint_loss": "Loss over checkpoints (baseline)",
+        "aum": "AUM over checkpoints (baseline)",
+    }
+    per_run = pd.DataFrame(
+        [
+            {
+                "row": key,
+                "Method": labels[key],
+                "epochs": e,
+                "seed": seed,
+                "AUC": 95.0,
+                "AP": value + seed,
+                "noisy fitted": 99.0,
+                "test accuracy": 90.0,
+            }
+            for key, value in ap.items()
+            for e in (5, 50)
+            for seed in (0, 1)
+        ]
+    )
+    findings = regimes_findings(regimes_frame(per_run))
+    line = next(f for f in findings if "TracIn [k]'s advantage" in f)
+    assert line.startswith("- At E = 50 (the longest training measured)") and verdict in line
+    assert "(mean AP: TracIn [k] 87.5, Loss over checkpoints (baseline) 70.5" in line
+
+
 def test_table1_seeds_are_averaged_and_the_differences_paired_by_seed():
     from ifscale.reports import seeds_frame, seeds_section
 
