@@ -258,3 +258,19 @@ def test_self_influence_scores_stream_trak():
         np.testing.assert_allclose(
             streamed.scores, method.self_influence(state, (x, y)), rtol=1e-10
         )
+
+
+def test_ensemble_subsets_depend_on_the_model_alone():
+    """Model j of a retrained ensemble sees the same examples (and seed) whichever models
+    are asked for at once, so a larger ensemble reuses a smaller one's models."""
+    from ifscale.run.ensemble import ensemble_seeds, ensemble_subsets
+
+    cfg = RunConfig(seed=3)
+    every = ensemble_subsets(cfg, 40, 0.5, np.arange(5))
+    assert every.shape == (5, 20) and all(len(set(row)) == 20 for row in every)
+    assert (np.diff(every, axis=1) > 0).all()  # sorted, no repeats
+    np.testing.assert_array_equal(ensemble_subsets(cfg, 40, 0.5, np.array([3])), every[3:4])
+    assert not np.array_equal(every[0], every[1])
+    np.testing.assert_array_equal(ensemble_subsets(cfg, 40, 1.0, np.arange(2)), [np.arange(40)] * 2)
+    assert len(set(ensemble_seeds(cfg, np.arange(5)))) == 5
+    assert 3 not in ensemble_seeds(cfg, np.arange(5))  # never the run's own seed
