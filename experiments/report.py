@@ -495,7 +495,10 @@ def write_lds(
         "retrained from other seeds on every training image (`ensemble=retrained`, stored per "
         "model and shared by every M), or the last M checkpoints of the one run "
         "(`ensemble=checkpoints`). λ chosen per row on the validation images. Seconds: the "
-        "fit, the retrained models' training included, plus the attributions.",
+        "fit, the retrained models' training included, plus the attributions; the retrained "
+        "models' seconds were stored as they were trained, each job's compilation included "
+        "(the curve's runs went up in M, each training only the models it added, so M > 2 "
+        "counts several compilations: an upper bound on one run's cost).",
         "",
         *trak_findings(frame),
         "",

@@ -183,8 +183,9 @@ def trak_curves(frame: pd.DataFrame) -> pd.DataFrame:
     # A single model has no ensemble: M = 1 belongs to both curves.
     part["source"] = np.where(part["M"] == 1, "one model", part["ensemble"])
     part["_setting"] = part["model"].map({m: i for i, m in enumerate(SETTINGS)})
-    part = part.sort_values(["_setting", "source", "k", "M"], kind="stable")
-    return part.drop(columns="_setting").reset_index(drop=True)
+    part["_source"] = part["source"].map({"one model": 0, "retrained": 1, "checkpoints": 2})
+    part = part.sort_values(["_setting", "_source", "k", "M"], kind="stable")
+    return part.drop(columns=["_setting", "_source"]).reset_index(drop=True)
 
 
 def trak_findings(frame: pd.DataFrame) -> list[str]:
