@@ -70,6 +70,7 @@ class MLP(nn.Module):
 
 class TabularDomain(Domain):
     name: ClassVar[str] = "tabular"
+    classifier: ClassVar[bool] = True  # classification_task: a logit per class
     models: ClassVar[tuple[str, ...]] = ("mlp",)
     noise_kinds: ClassVar[tuple[str, ...]] = ("none", "mislabel")
 

@@ -274,3 +274,12 @@ def test_ensemble_subsets_depend_on_the_model_alone():
     np.testing.assert_array_equal(ensemble_subsets(cfg, 40, 1.0, np.arange(2)), [np.arange(40)] * 2)
     assert len(set(ensemble_seeds(cfg, np.arange(5)))) == 5
     assert 3 not in ensemble_seeds(cfg, np.arange(5))  # never the run's own seed
+
+
+@pytest.mark.parametrize("name", ["trak", "aum", "el2n"])
+def test_methods_for_classifiers_are_refused_on_translation_before_training(name):
+    from experiments import cli
+
+    with pytest.raises(ConfigError, match="defined for classifiers") as refused:
+        cli.compose_run(["dataset=wmt17", "model=transformer_tiny", f"method={name}"])
+    assert str(refused.value).startswith("method.name:") and "\n" not in str(refused.value)

@@ -77,6 +77,10 @@ class Domain(abc.ABC):
     #: whether its models predict one class per example (`correct`, `predicted_batch`), so
     #: that `explain.select=misclassified` and `explain.target=prediction` are defined.
     predicts_classes: ClassVar[bool] = False
+    #: whether its models output a logit per class, so that the methods defined for
+    #: classifiers only (EL2N, the area under the margin, TRAK: the task's `error_norm`,
+    #: `logit_margin`, `output`) are allowed; others are refused before training.
+    classifier: ClassVar[bool] = False
     #: whether it defines a data cleaning (`stage=select`, `select`).
     selects: ClassVar[bool] = False
     #: whether its models can be retrained many at a time (`retraining`), so that the

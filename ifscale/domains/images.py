@@ -160,6 +160,7 @@ class ImagesDomain(Domain):
     models: ClassVar[tuple[str, ...]] = tuple(MODELS)
     noise_kinds: ClassVar[tuple[str, ...]] = ("none", "mislabel")
     predicts_classes: ClassVar[bool] = True
+    classifier: ClassVar[bool] = True
     retrains: ClassVar[bool] = True
 
     def check(self, cfg) -> None:

@@ -97,6 +97,10 @@ class InfluenceMethod(abc.ABC):
     uses_fit_data: ClassVar[bool] = True
     #: whether `influence` between two examples is defined (not for per-example baselines).
     pairwise: ClassVar[bool] = True
+    #: whether it is defined for classifiers only (a logit per class: the task's
+    #: `error_norm`, `logit_margin` or `output`), so that other models are refused before
+    #: training.
+    classifiers_only: ClassVar[bool] = False
 
     @abc.abstractmethod
     def fit(

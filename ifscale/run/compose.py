@@ -104,6 +104,12 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"{cfg.train.kept_checkpoints}",
         )
         check(
+            not method.classifiers_only or domain_of(cfg.dataset).classifier,
+            "method.name",
+            f"{cfg.method.name} is defined for classifiers (a logit per class); "
+            f"{cfg.dataset.kind} models have none",
+        )
+        check(
             method.retrained_models()[0] == 0 or domain_of(cfg.dataset).retrains,
             "method.ensemble",
             f"retrained models are not defined for {cfg.dataset.kind} data; use "

@@ -62,6 +62,7 @@ class EL2N(_Baseline):
 
     progress: bool = True  # nothing slow to show
     name: ClassVar[str] = "el2n"
+    classifiers_only: ClassVar[bool] = True
 
     def fit(self, task, params, batches, key, checkpoints: Checkpoints | None = None):
         check(

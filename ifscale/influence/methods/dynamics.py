@@ -98,6 +98,7 @@ class AreaUnderMargin(_Dynamics):
     checkpoints: int | None = None
     progress: bool = True  # nothing slow to show
     name: ClassVar[str] = "aum"
+    classifiers_only: ClassVar[bool] = True
 
     def __post_init__(self):
         self._check_checkpoints()

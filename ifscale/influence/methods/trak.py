@@ -91,6 +91,7 @@ class Trak(InfluenceMethod):
     route: str = "auto"
     progress: bool = True
     name: ClassVar[str] = "trak"
+    classifiers_only: ClassVar[bool] = True
 
     def __post_init__(self):
         check(self.k >= 1, "method.k", f"must be >= 1, got {self.k}")
