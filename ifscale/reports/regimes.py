@@ -219,7 +219,7 @@ def regimes_findings(stats: pd.DataFrame) -> list[str]:
             f"- At E = {e} (the longest training measured), TracIn [k]'s advantage "
             + (
                 f"does not survive the baselines over the same checkpoints: {', '.join(beaten)} "
-                "match or beat it"
+                + ("matches or beats it" if len(beaten) == 1 else "match or beat it")
                 if beaten
                 else "survives the baselines over the same checkpoints"
             )
@@ -252,14 +252,23 @@ def plot_regimes(stats: pd.DataFrame, path: str | Path, setting: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), sharex=True)
     epochs = sorted(stats["epochs"].unique())
+    if len(epochs) == 1:  # one training length (a study of its own): bars per method
+        _plot_one_length(stats, path, setting, epochs[0])
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), sharex=True)
     first = stats.groupby("epochs").first().reset_index()
-    # tab10 without its grey (index 7), which the memorisation lines use.
-    colors = iter(c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7)
+    # tab10 without its grey (index 7), which the memorisation lines use, then tab20's pale
+    # half for more rows.
+    colors = iter(
+        [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]
+        + list(plt.get_cmap("tab20").colors[1::2])
+    )
     styles = {  # the baselines in black, dashed; the influence methods in colour
         "loss": {"color": "black", "linestyle": "--", "marker": "s"},
         "el2n": {"color": "black", "linestyle": ":", "marker": "s"},
+        "checkpoint_loss": {"color": "black", "linestyle": "-.", "marker": "^"},
+        "aum": {"color": "dimgrey", "linestyle": "-.", "marker": "v"},
     }
     for key in dict.fromkeys(stats["row"]):
         if key not in styles:
@@ -287,8 +296,34 @@ def plot_regimes(stats: pd.DataFrame, path: str | Path, setting: str) -> None:
         twin.set_ylim(0, 100)
         twin.set_ylabel("grey: mislabeled fitted % (wide), test accuracy % (dotted)")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8)
     fig.suptitle(f"Memorisation regimes: {setting}", fontsize=10)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_one_length(stats: pd.DataFrame, path: str | Path, setting: str, epochs: int) -> None:
+    """AP and AUC per method (bars, error bars: sd over seeds) at one training length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = stats.sort_values("ap_mean")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.4 * len(order) + 1.5), sharey=True)
+    colors = ["dimgrey" if "baseline" in m else "C0" for m in order["Method"]]
+    for ax, what, name in ((axes[0], "ap", "AP, %"), (axes[1], "auc", "AUC, %")):
+        ax.barh(
+            order["Method"],
+            order[f"{what}_mean"],
+            xerr=order[f"{what}_sd"].fillna(0),
+            color=colors,
+            capsize=3,
+        )
+        ax.set_xlabel(f"finding the mislabeled examples: {name} (grey: baselines)")
+        ax.set_xlim(0, 100)
+    fig.suptitle(f"E = {epochs}: {setting}", fontsize=10)
+    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
