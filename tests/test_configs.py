@@ -227,7 +227,7 @@ def test_every_table1_row_composes_with_its_method(row):
     assert {k: cfg.method.options()[k] for k in spec.options} == spec.options
     assert (cfg.model.name, cfg.dataset.subset_fraction, cfg.noise.rate) == ("cnn_large", None, 0.1)
     assert cfg.score.compare_examples == 500
-    slow = row.startswith("lissa") or row == "tracin_100"
+    slow = row.startswith("lissa") or row in ("tracin_100", "trak_10")
     assert cfg.score.max_examples == (500 if slow else None)
     full = from_dict(
         _compose(["experiment=table1", f"+table1={row}", "score.compare_examples=null"])
