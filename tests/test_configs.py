@@ -446,7 +446,6 @@ TINY = (*TINY_TRAIN, "method.fit_batch_size=50", "method.fit_batches=2")
         ("method=randproj", "method.pbar=5"),
         ("method=tracin", "method.checkpoints=4"),
         ("method=trak", "method.k=16", "method.models=3"),
-        ("method=aum",),
         ("method=lissa", "method.r=3", "score.max_examples=40"),
         # The dense Hessian costs one HVP per parameter (2,698): a 25-example fit set.
         ("method=exact", "method.pbar=20", "method.fit_batch_size=25", "method.fit_batches=1"),
