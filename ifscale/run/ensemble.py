@@ -34,10 +34,11 @@ log = logging.getLogger(__name__)
 # The largest ensemble a store holds (its chunk plan; model j is chunk j).
 POOL = 4096
 ENSEMBLE_SEED = 1_000_000_000
+SEED_STRIDE = 1000  # model seeds per run seed
 
 
 def ensemble_seeds(cfg: RunConfig, models: np.ndarray) -> np.ndarray:
-    return ENSEMBLE_SEED + 1000 * cfg.seed + np.asarray(models)
+    return ENSEMBLE_SEED + SEED_STRIDE * cfg.seed + np.asarray(models)
 
 
 def ensemble_subsets(cfg: RunConfig, n: int, fraction: float, models: np.ndarray) -> np.ndarray:
@@ -65,7 +66,8 @@ def train_ensemble(
 ) -> dict:
     """Trains the models among `models` (default: all `count`) that are not stored yet;
     returns what it cost."""
-    check(count <= POOL, "method.models", f"at most {POOL + 1} models, got {count + 1}")
+    # Seeds are 1000 apart per run seed: more models would share another seed's.
+    check(count < SEED_STRIDE, "method.models", f"at most {SEED_STRIDE} models, got {count + 1}")
     size = ravel_pytree(prep.trained.params)[0].size
     store = _store(cfg, prep, fraction, size)
     wanted = list(models if models is not None else range(count))
