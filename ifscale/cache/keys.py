@@ -71,9 +71,13 @@ def fit_key(cfg: RunConfig, trained: str, fit_options: dict[str, Any]) -> dict[s
     return {
         "trained": trained,
         "method": cfg.method.name,
-        # block 1 is the one-vector fit, bit for bit: the keys stored before `block`
-        # existed stay valid.
-        "options": {k: v for k, v in fit_options.items() if not (k == "block" and v == 1)},
+        # block 1 is the one-vector fit and curvature "hessian" the Hessian, bit for bit:
+        # the keys stored before `block` and `curvature` existed stay valid.
+        "options": {
+            k: v
+            for k, v in fit_options.items()
+            if (k, v) not in (("block", 1), ("curvature", "hessian"))
+        },
         "layers": cfg.method.layers,
         "fit_batch_size": cfg.method.fit_batch_size,
         "fit_batches": cfg.method.fit_batches,

@@ -137,11 +137,17 @@ def classification_task(model: nn.Module, layers=None, l2: float = 0.0) -> Task:
         x, y = batch
         return logit_margin(model.apply({"params": params}, x), y)
 
-    fast = FlaxLayerwise(
-        model,
-        loss_from_outputs=lambda logits, batch: cross_entropy(logits, batch[1]),
-        inputs_of=lambda batch: batch[0],
-    )
+    def outputs(params, batch):
+        return model.apply({"params": params}, batch[0])
+
+    def loss_from_outputs(logits, batch):
+        return cross_entropy(logits, batch[1])
+
+    def sample_targets(params, batch, key):  # labels drawn from the model's softmax
+        x, y = batch
+        return x, jax.random.categorical(key, outputs(params, batch)).astype(y.dtype)
+
+    fast = FlaxLayerwise(model, loss_from_outputs=loss_from_outputs, inputs_of=lambda b: b[0])
     return Task(
         loss=loss,
         layers=layers,
@@ -150,6 +156,9 @@ def classification_task(model: nn.Module, layers=None, l2: float = 0.0) -> Task:
         error_norm=errors,
         logit_margin=margins,
         output=measurement_task(model, "margin", layers, l2),
+        outputs=outputs,
+        loss_from_outputs=loss_from_outputs,
+        sample_targets=sample_targets,
     )
 
 

@@ -1,4 +1,6 @@
-"""Hessian-vector products (forward-over-reverse) of the mean training loss."""
+"""Curvature-vector products of the mean training loss: Hessian-vector products
+(forward-over-reverse) or, for a task with `curvature="ggn"`, Gauss–Newton-vector products
+(a JVP to the outputs, the loss's Hessian in output space, a VJP back)."""
 
 from __future__ import annotations
 
@@ -29,9 +31,29 @@ def device_batches(batches: Iterable[Batch], sharding=None) -> list[Batch]:
 
 
 def _hvp_on(view: ParamView, batch: Batch, v: jnp.ndarray) -> jnp.ndarray:
-    """H_batch · v by forward-over-reverse: the JVP of the gradient along v."""
+    """H_batch · v: by forward-over-reverse (the JVP of the gradient along v), or the
+    Gauss–Newton product when the view's task asks for it."""
+    if view.task.curvature == "ggn":
+        return _ggn_on(view, batch, v)
     grad = jax.grad(view.objective)
     return jax.jvp(lambda t: grad(t, batch), (view.theta,), (v,))[1]
+
+
+def _ggn_on(view: ParamView, batch: Batch, v: jnp.ndarray) -> jnp.ndarray:
+    """G_batch · v = Jᵀ H_f J v + l2·v, G the Gauss–Newton matrix of the mean loss: J the
+    Jacobian of the model's outputs f in θ, H_f the Hessian of the mean loss in f (block
+    diagonal over examples). Positive semi-definite wherever the loss is convex in f."""
+    task = view.task
+
+    def outputs(theta):
+        return task.outputs(view.params(theta), batch)
+
+    out, jv = jax.jvp(outputs, (view.theta,), (v,))
+    grad_f = jax.grad(lambda f: task.loss_from_outputs(f, batch).mean())
+    h_jv = jax.jvp(grad_f, (out,), (jv,))[1]
+    _, vjp = jax.vjp(outputs, view.theta)
+    product = vjp(h_jv)[0]
+    return product + task.l2 * v if task.l2 else product
 
 
 _hvp_jit = jax.jit(_hvp_on)
@@ -79,7 +101,8 @@ def hvp_block(view: ParamView, batches: list[Batch], vs: jnp.ndarray) -> jnp.nda
 def dense_hessian(
     view: ParamView, batches: list[Batch], chunk: int = 64, progress: bool = False
 ) -> np.ndarray:
-    """The dense [p, p] Hessian over the fit batches, `chunk` basis vectors at a time."""
+    """The dense [p, p] Hessian (or Gauss–Newton matrix, per the view's task) over the fit
+    batches, `chunk` basis vectors at a time."""
     p = view.size
     out = np.empty((p, p), dtype=np.asarray(view.theta).dtype)
     for start in tqdm(

@@ -115,10 +115,9 @@ class FlaxLayerwise:
         return inputs, deltas, specs
 
 
-def supports(layerwise: FlaxLayerwise | None, params, names: tuple[str, ...], batch) -> bool:
-    """Whether every perturbed parameter is a kernel or bias of a supported layer."""
-    if layerwise is None:
-        return False
+def layer_specs(layerwise: FlaxLayerwise, params, batch) -> dict[str, LayerSpec | None]:
+    """{layer path: its LayerSpec, or None where the layer is not supported} of every
+    Dense/Conv layer the model calls on `batch` (traced, not run)."""
     single = jax.tree_util.tree_map(lambda a: a[:1], batch)
     specs: dict = {}
 
@@ -128,14 +127,27 @@ def supports(layerwise: FlaxLayerwise | None, params, names: tuple[str, ...], ba
         return inputs, deltas
 
     jax.eval_shape(trace, params)
+    return specs
+
+
+def unsupported(specs: dict[str, LayerSpec | None], names: tuple[str, ...]) -> list[str]:
+    """The parameter paths of `names` that are not a kernel or bias of a supported layer."""
+    found = []
     for name in names:
         layer, _, leaf = name.rpartition("/")
         if specs.get(layer) is None or leaf not in ("kernel", "bias"):
-            return False
-    return True
+            found.append(name)
+    return found
 
 
-def _patches(x: jnp.ndarray, kernel_size: tuple[int, int], padding: str) -> jnp.ndarray:
+def supports(layerwise: FlaxLayerwise | None, params, names: tuple[str, ...], batch) -> bool:
+    """Whether every perturbed parameter is a kernel or bias of a supported layer."""
+    if layerwise is None:
+        return False
+    return not unsupported(layer_specs(layerwise, params, batch), names)
+
+
+def patches(x: jnp.ndarray, kernel_size: tuple[int, int], padding: str) -> jnp.ndarray:
     """[b, h', w', kh*kw*c] patches, ordered like kernel.reshape(kh*kw*c, out)."""
     kh, kw = kernel_size
     if padding == "SAME":
@@ -155,8 +167,8 @@ def layer_grads(x, delta, spec: LayerSpec, leaf: str) -> jnp.ndarray:
         xs = x.reshape(b, -1, x.shape[-1])
         ds = delta.reshape(b, -1, delta.shape[-1])
         return jnp.einsum("bta,btc->bac", xs, ds)
-    patches = _patches(x, spec.kernel_size, spec.padding)
-    g = jnp.einsum("bhwk,bhwo->bko", patches, delta)
+    columns = patches(x, spec.kernel_size, spec.padding)
+    g = jnp.einsum("bhwk,bhwo->bko", columns, delta)
     kh, kw = spec.kernel_size
     return g.reshape(b, kh, kw, x.shape[-1], delta.shape[-1])
 

@@ -17,10 +17,12 @@ from flax import traverse_util
 from jax.flatten_util import ravel_pytree
 
 from ifscale.influence import layerwise
-from ifscale.utils import ConfigError
+from ifscale.utils import ConfigError, check
 
 Batch = Any  # a pytree of arrays sharing a leading batch axis
 LossFn = Callable[[Any, Batch], jnp.ndarray]  # (params, batch) -> [b] per-example losses
+# The curvatures whose products `ifscale.influence.hvp` computes (`Task.curvature`).
+CURVATURES = ("hessian", "ggn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,17 @@ class Task:
         it (for a classifier the label's log-odds log p/(1 − p), negated: the loss is
         log(1 + e^(−f)), so ∇L = −(1 − p)∇f); its gradients make TRAK's kernel
         (`ifscale.influence.methods.trak`). None: TRAK is not defined for the task.
+      outputs: `outputs(params, batch) -> f`, the model's outputs (e.g. logits [b, classes]
+        or [b, T, vocab]), with `loss_from_outputs(f, batch) -> [b]` the loss of them
+        (`loss` = `loss_from_outputs(outputs(params, batch), batch)`): the split that
+        defines the Gauss–Newton matrix G = Jᵀ H_f J (`curvature="ggn"`) and the exact
+        Fisher of K-FAC. None: only the Hessian is defined.
+      sample_targets: `sample_targets(params, batch, key) -> batch`, the batch with its
+        targets drawn from the model's predictive distribution (K-FAC's sampled Fisher,
+        `ifscale.influence.methods.kfac`); None: not defined for the task.
+      curvature: the curvature whose products `ifscale.influence.hvp` computes: "hessian"
+        (of the mean loss) or "ggn" (its Gauss–Newton part, positive semi-definite for a
+        loss convex in the outputs); l2·I is added to either.
     """
 
     loss: LossFn
@@ -54,6 +67,33 @@ class Task:
     error_norm: LossFn | None = None
     logit_margin: LossFn | None = None
     output: Task | None = None
+    outputs: Callable[[Any, Batch], Any] | None = None
+    loss_from_outputs: Callable[[Any, Batch], jnp.ndarray] | None = None
+    sample_targets: Callable[[Any, Batch, Any], Batch] | None = None
+    curvature: str = "hessian"
+
+    def with_curvature(self, curvature: str) -> Task:
+        """The task whose curvature products are those of `curvature` ("hessian" or
+        "ggn"); refuses (ConfigError naming method.curvature) a GGN the task cannot define."""
+        check_curvature(curvature)
+        check(
+            curvature == "hessian"
+            or (self.outputs is not None and self.loss_from_outputs is not None),
+            "method.curvature",
+            "ggn needs the model's outputs and the loss of them (Task.outputs and "
+            "Task.loss_from_outputs); this task has only a loss",
+        )
+        return dataclasses.replace(self, curvature=curvature)
+
+
+def check_curvature(curvature: str) -> None:
+    """Refuses (ConfigError naming method.curvature) a curvature that is not one of
+    `CURVATURES`."""
+    check(
+        curvature in CURVATURES,
+        "method.curvature",
+        f"must be one of {CURVATURES}, got {curvature!r}",
+    )
 
 
 def check_layers(layers: Sequence[str] | None, params) -> None:
@@ -157,6 +197,13 @@ class ParamView:
         return dataclasses.replace(
             self, task=task, per_layer=self.per_layer and task.layerwise is not None
         )
+
+    def with_curvature(self, curvature: str) -> ParamView:
+        """The same view whose curvature products are those of `curvature` ("hessian" or
+        "ggn", `Task.with_curvature`)."""
+        if curvature == self.task.curvature:
+            return self
+        return dataclasses.replace(self, task=self.task.with_curvature(curvature))
 
     def with_theta(self, theta: jnp.ndarray) -> ParamView:
         """The same view around other parameter values (e.g. a TracIn checkpoint)."""

@@ -51,12 +51,31 @@ def translation_task(
     cross-entropy of the target (dropout off), summed over its tokens ("sum") or their
     "mean" (length-normalised)."""
 
-    def loss(params, batch):
+    def outputs(params, batch):  # [b, T, vocab] logits, teacher-forced
         source, target = batch
-        logits = model.apply({"params": params}, source, target)
-        return pair_losses(logits, target, sequence_loss)
+        return model.apply({"params": params}, source, target)
 
-    return Task(loss=loss, layers=resolve_layers(model, layers), l2=l2)
+    def loss_from_outputs(logits, batch):
+        return pair_losses(logits, batch[1], sequence_loss)
+
+    def loss(params, batch):
+        return loss_from_outputs(outputs(params, batch), batch)
+
+    def sample_targets(params, batch, key):
+        """Each target token drawn from the model's distribution given the true prefix
+        (padding kept)."""
+        source, target = batch
+        drawn = jax.random.categorical(key, outputs(params, batch)).astype(target.dtype)
+        return source, jnp.where(target == PAD_ID, target, drawn)
+
+    return Task(
+        loss=loss,
+        layers=resolve_layers(model, layers),
+        l2=l2,
+        outputs=outputs,
+        loss_from_outputs=loss_from_outputs,
+        sample_targets=sample_targets,
+    )
 
 
 def stored_tokenizer(cache_dir: str | os.PathLike) -> Callable[[list[str], int], Tokenizer]:

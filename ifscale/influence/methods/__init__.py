@@ -4,9 +4,9 @@ one module each, and the registry of all of them.
 Every method is a frozen dataclass of hyperparameters whose `__post_init__` checks them
 (raising `ConfigError` naming the config key); the runner, the tests and the benchmarks
 never special-case a method. Exact, Arnoldi and RandProj share a state and its scoring
-(`projected`), which TRAK applies to each model of its ensemble; LISSA, TracIn, the
-per-example baselines (loss, EL2N) and the training-dynamics baselines over checkpoints
-(checkpoint_loss, aum) have their own.
+(`projected`), which TRAK applies to each model of its ensemble; LISSA, TracIn, K-FAC and
+EK-FAC (`kfac`), the per-example baselines (loss, EL2N) and the training-dynamics baselines
+over checkpoints (checkpoint_loss, aum) have their own.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ifscale.influence.methods.arnoldi import Arnoldi
 from ifscale.influence.methods.baselines import EL2N, LossBaseline
 from ifscale.influence.methods.dynamics import AreaUnderMargin, CheckpointLoss
 from ifscale.influence.methods.exact import Exact
+from ifscale.influence.methods.kfac import Ekfac, Kfac
 from ifscale.influence.methods.lissa import Lissa
 from ifscale.influence.methods.projected import Projected, ProjectedState
 from ifscale.influence.methods.randproj import RandProj
@@ -31,9 +32,11 @@ __all__ = [
     "AreaUnderMargin",
     "Arnoldi",
     "CheckpointLoss",
+    "Ekfac",
     "Exact",
     "GradientCosine",
     "GradientDot",
+    "Kfac",
     "Lissa",
     "LossBaseline",
     "Projected",
@@ -53,6 +56,8 @@ METHODS = {
     "arnoldi": Arnoldi,
     "randproj": RandProj,
     "lissa": Lissa,
+    "kfac": Kfac,
+    "ekfac": Ekfac,
     "tracin": TracIn,
     "trak": Trak,
     "graddot": GradientDot,

@@ -16,6 +16,7 @@ from ifscale.influence.krylov import ArnoldiProgress, arnoldi
 from ifscale.influence.methods.projected import Projected, check_route, check_tail
 from ifscale.influence.protocol import Spectrum
 from ifscale.influence.sharding import Layout
+from ifscale.influence.task import check_curvature
 from ifscale.utils import check
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class Arnoldi(Projected):
         per second of block 1), at `block` times the activation memory. The Krylov space
         is then that of a random start block, so the eigenpairs differ from block 1's
         within the iteration's accuracy. 1: the one-vector iteration.
+      curvature: "hessian" (of the mean loss) or "ggn": its Gauss–Newton part Jᵀ H_f J
+        (positive semi-definite for a loss convex in the outputs, e.g. cross-entropy; a
+        JVP, an output-space product and a VJP per product). Part of the fit.
       progress: progress bar during the fit.
       route: projection route: "auto" (a rule on the shapes: deterministic), "fastest"
         (timed once per scoring, recorded), "grad", "jvp", "layerwise".
@@ -66,12 +70,20 @@ class Arnoldi(Projected):
     basis_memory: str = "device"
     checkpoint_every: int | None = None
     block: int = 1
+    curvature: str = "hessian"
     progress: bool = True
     route: str = "auto"
     name: ClassVar[str] = "arnoldi"
-    fit_fields: ClassVar[tuple[str, ...]] = ("n", "keep", "reorthogonalize", "block")
+    fit_fields: ClassVar[tuple[str, ...]] = (
+        "n",
+        "keep",
+        "reorthogonalize",
+        "block",
+        "curvature",
+    )
 
     def __post_init__(self):
+        check_curvature(self.curvature)
         check(self.n >= 1, "method.n", f"must be >= 1, got {self.n}")
         check(self.damping >= 0, "method.damping", f"must be >= 0, got {self.damping}")
         check_tail(self.tail)
@@ -104,6 +116,7 @@ class Arnoldi(Projected):
         check_route(self.route)
 
     def spectrum(self, view, batches, key, layout=None, progress=None) -> Spectrum:
+        view = view.with_curvature(self.curvature)
         layout = layout or Layout.create(view.size)
         dtype = view.theta.dtype
         shape = (self.block, view.size) if self.block > 1 else (view.size,)

@@ -18,6 +18,7 @@ from ifscale.influence.methods.projected import (
 )
 from ifscale.influence.protocol import Spectrum
 from ifscale.influence.sharding import Layout
+from ifscale.influence.task import check_curvature
 from ifscale.utils import check
 
 
@@ -36,6 +37,9 @@ class Exact(Projected):
         directions); null: dropped, as the paper does. Costs a gradient norm per example
         (self-influence) or the per-example gradients (pairwise). Not part of the fit.
       rcond: relative cutoff of the pseudo-inverse.
+      curvature: "hessian" (of the mean loss) or "ggn": its Gauss–Newton part Jᵀ H_f J
+        (positive semi-definite for a loss convex in the outputs, e.g. cross-entropy; a
+        JVP, an output-space product and a VJP per product). Part of the fit.
       max_params: refuse larger models (the Hessian has p² entries).
       route: projection route.
     """
@@ -45,17 +49,21 @@ class Exact(Projected):
     tail: float | None = None
     rcond: float = 1e-10
     max_params: int = 10_000
+    curvature: str = "hessian"
     progress: bool = True
     route: str = "auto"
     name: ClassVar[str] = "exact"
+    fit_fields: ClassVar[tuple[str, ...]] = ("curvature",)
 
     def __post_init__(self):
+        check_curvature(self.curvature)
         check(self.pbar is None or self.pbar >= 1, "method.pbar", "must be >= 1 or null")
         check(self.damping >= 0, "method.damping", "must be >= 0")
         check_tail(self.tail)
         check_route(self.route)
 
     def spectrum(self, view, batches, key, layout=None, progress=None) -> Spectrum:
+        view = view.with_curvature(self.curvature)
         check(
             view.size <= self.max_params,
             "method.max_params",

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from ifscale.influence.hvp import device_batches, hvp_many
 from ifscale.influence.projection import per_example_grads
 from ifscale.influence.protocol import InfluenceMethod
-from ifscale.influence.task import Batch, ParamView
+from ifscale.influence.task import Batch, ParamView, check_curvature
 from ifscale.utils import check
 
 
@@ -35,21 +35,26 @@ class Lissa(InfluenceMethod):
       r: recursion depth (HVPs per example).
       scale: must exceed the largest eigenvalue of H for convergence.
       damping: shifts H by damping·scale (helps when H is indefinite).
+      curvature: "hessian" (of the mean loss) or "ggn": its Gauss–Newton part Jᵀ H_f J
+        (positive semi-definite for a loss convex in the outputs, e.g. cross-entropy; a
+        JVP, an output-space product and a VJP per product). Part of the fit.
     """
 
     r: int = 10
     scale: float = 10.0
     damping: float = 0.001
+    curvature: str = "hessian"
     progress: bool = True
     name: ClassVar[str] = "lissa"
 
     def __post_init__(self):
+        check_curvature(self.curvature)
         check(self.r >= 1, "method.r", f"must be >= 1, got {self.r}")
         check(self.scale > 0, "method.scale", f"must be > 0, got {self.scale}")
         check(self.damping >= 0, "method.damping", "must be >= 0")
 
     def fit(self, task, params, batches, key, checkpoints=None) -> LissaState:
-        view = ParamView.create(task, params, example=batches[0])
+        view = ParamView.create(task, params, example=batches[0]).with_curvature(self.curvature)
         return LissaState(view, device_batches(batches))
 
     def inverse_hvp(self, state: LissaState, vs: jnp.ndarray) -> jnp.ndarray:

@@ -24,6 +24,7 @@ from ifscale.influence.methods.projected import (
 )
 from ifscale.influence.protocol import Spectrum
 from ifscale.influence.sharding import Layout
+from ifscale.influence.task import check_curvature
 from ifscale.utils import check
 
 
@@ -51,6 +52,9 @@ class RandProj(Projected):
         Not part of the fit.
       block: HVPs per pass over the fit data (the directions are independent, so this
         changes only the rounding and the speed; as Arnoldi's `block`).
+      curvature: "hessian" (of the mean loss) or "ggn": its Gauss–Newton part Jᵀ H_f J
+        (positive semi-definite for a loss convex in the outputs, e.g. cross-entropy; a
+        JVP, an output-space product and a VJP per product). Part of the fit.
       progress: progress bar during the fit.
       route: projection route.
     """
@@ -60,12 +64,14 @@ class RandProj(Projected):
     positive_only: bool = False
     tail: float | None = None
     block: int = 1
+    curvature: str = "hessian"
     progress: bool = True
     route: str = "auto"
     name: ClassVar[str] = "randproj"
-    fit_fields: ClassVar[tuple[str, ...]] = ("pbar", "block")
+    fit_fields: ClassVar[tuple[str, ...]] = ("pbar", "block", "curvature")
 
     def __post_init__(self):
+        check_curvature(self.curvature)
         check(self.pbar >= 1, "method.pbar", f"must be >= 1, got {self.pbar}")
         check(self.rcond >= 0, "method.rcond", "must be >= 0")
         check(self.block >= 1, "method.block", f"must be >= 1, got {self.block}")
@@ -73,6 +79,7 @@ class RandProj(Projected):
         check_route(self.route)
 
     def spectrum(self, view, batches, key, layout=None, progress=None) -> Spectrum:
+        view = view.with_curvature(self.curvature)
         check(
             self.pbar <= view.size,
             "method.pbar",

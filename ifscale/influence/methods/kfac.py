@@ -1,0 +1,446 @@
+"""K-FAC and EK-FAC: the Gauss–Newton matrix approximated layer by layer by Kronecker
+factors (Martens & Grosse 2015; George et al. 2018; Grosse et al. 2023, kronfluence).
+
+For a Dense or Conv layer whose per-example weight gradient is G = Σ_t x̃_t δ_tᵀ (x̃ its
+input with a 1 appended for the bias, or the conv's patches, t over tokens or positions; δ
+the gradient of the example's loss with respect to the layer's output), the layer's block
+of the GGN, E[vec(G) vec(G)ᵀ], is approximated by A ⊗ S with
+
+  A = E[x̃ x̃ᵀ]  (over examples and their tokens or positions),
+  S = E[Σ_t δ_t δ_tᵀ]  (over examples; δ from targets drawn from the model's predictive
+                        distribution: then E[δ δᵀ] is the GGN's output curvature),
+
+so its eigenbasis is Q_A ⊗ Q_S and its eigenvalues λ_A λ_Sᵀ (K-FAC). EK-FAC keeps the basis
+and fits the eigenvalues to the per-example gradients, Λ = E[(Q_Aᵀ G Q_S)²]: the diagonal
+of the GGN in that basis. The inverse-curvature product of a layer's gradient is then
+
+  H⁻¹ G = Q_A [(Q_Aᵀ G Q_S) / (Λ + l2 + λ)] Q_Sᵀ,
+
+never a p × p matrix; layers are independent (the approximation is block diagonal).
+Influence ⟨g_z, H⁻¹ g_x⟩ is computed in the rotated basis: each example's gradient is
+rotated once, and a Dense layer on vectors (a rank-one gradient x̃ δᵀ) never forms it.
+
+Damping λ is relative, `damping` times the mean of the layer's eigenvalues (kronfluence's
+heuristic default, 0.1): eigenvalues of trained networks span many decades and many are
+near zero, and a relative λ keeps every layer's inverse bounded by 1/λ without one absolute
+number having to suit layers whose curvatures differ by orders of magnitude.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, ClassVar
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ifscale.influence import layerwise
+from ifscale.influence.protocol import InfluenceMethod
+from ifscale.influence.task import Batch, ParamView
+from ifscale.utils import ConfigError, check
+
+# Where the δ of the pseudo-gradients come from (`fisher`).
+FISHERS = ("sampled", "empirical", "exact")
+# The largest number of outputs per example for fisher="exact" (one backward pass each).
+MAX_EXACT_OUTPUTS = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerGroup:
+    """One Kronecker-factored block: a Dense or Conv layer's kernel and/or bias (static)."""
+
+    layer: str
+    spec: layerwise.LayerSpec
+    kernel: bool
+    bias: bool
+    inputs: int  # rows of A: the kernel's input size (patch size for a conv), + 1 for bias
+    outputs: int  # rows of S
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class KfacState:
+    """A fitted (E)K-FAC: per layer the eigenbases of A and S, the eigenvalues Λ [a, s] of
+    the layer's block in the basis Q_A ⊗ Q_S, and 1/(Λ + l2 + λ) (damped)."""
+
+    view: ParamView
+    qa: dict[str, jnp.ndarray]
+    qs: dict[str, jnp.ndarray]
+    values: dict[str, jnp.ndarray]
+    inverse: dict[str, jnp.ndarray]
+    groups: tuple[LayerGroup, ...] = dataclasses.field(metadata={"static": True})
+    measure: ParamView | None = None  # the test side's function (`measuring`); None: loss
+
+
+@dataclasses.dataclass(frozen=True)
+class Kfac(InfluenceMethod):
+    """K-FAC influence: the GGN approximated per Dense/Conv layer by A ⊗ S (module docstring).
+
+    Attributes:
+      damping: λ of each layer, relative to the mean of its eigenvalues (> 0).
+      fisher: where the output gradients δ of S (and of EK-FAC's eigenvalues) come from:
+        "sampled" (targets drawn from the model's predictive distribution, one draw per
+        example and pass: an unbiased estimate of the GGN), "empirical" (the true labels:
+        the empirical Fisher, which is not the GGN away from a perfect fit) or "exact" (the
+        expectation over the model's distribution computed in closed form from the loss's
+        Hessian in the outputs: one backward pass per output, up to 1,024 outputs).
+      max_factor_size: refuse a layer whose activation or output factor has more rows
+        (the factor is that size squared, twice with its eigenvectors).
+      progress: progress bars over the fit batches.
+    """
+
+    damping: float = 0.1
+    fisher: str = "sampled"
+    max_factor_size: int = 16_384
+    progress: bool = True
+    name: ClassVar[str] = "kfac"
+    #: whether the eigenvalues are fitted to the per-example gradients (EK-FAC).
+    corrected: ClassVar[bool] = False
+
+    def __post_init__(self):
+        check(self.damping > 0, "method.damping", f"must be > 0, got {self.damping}")
+        check(
+            self.fisher in FISHERS,
+            "method.fisher",
+            f"must be one of {FISHERS}, got {self.fisher!r}",
+        )
+        check(self.max_factor_size >= 1, "method.max_factor_size", "must be >= 1")
+
+    # -- fit ---------------------------------------------------------------------------
+
+    def fit(self, task, params, batches, key, checkpoints=None) -> KfacState:
+        from ifscale.influence.hvp import device_batches
+
+        batches = device_batches(batches)
+        view = ParamView.create(task, params, example=batches[0])
+        groups = layer_groups(view, batches[0])
+        for group in groups:
+            for rows, what in ((group.inputs, "activation"), (group.outputs, "output")):
+                check(
+                    rows <= self.max_factor_size,
+                    "method.max_factor_size",
+                    f"layer {group.layer}'s {what} factor is {rows:,} x {rows:,} "
+                    f"({rows * rows * view.theta.dtype.itemsize / 2**20:,.0f} MiB); choose "
+                    f"other method.layers or raise max_factor_size={self.max_factor_size:,}",
+                )
+        if self.fisher == "sampled":
+            check(
+                task.sample_targets is not None,
+                "method.fisher",
+                "sampled needs Task.sample_targets (draws from the model); use empirical",
+            )
+        if self.fisher == "exact":
+            check(
+                task.outputs is not None and task.loss_from_outputs is not None,
+                "method.fisher",
+                "exact needs Task.outputs and Task.loss_from_outputs; use sampled",
+            )
+        n = sum(len(jax.tree_util.tree_leaves(b)[0]) for b in batches)
+        keys = jax.random.split(key, 2 * len(batches))
+
+        sums = None
+        for i, batch in enumerate(self._bar(batches, "factors")):
+            part = _factor_sums(view, groups, self.fisher, batch, keys[i])
+            sums = part if sums is None else jax.tree_util.tree_map(jnp.add, sums, part)
+        qa, qs, values = {}, {}, {}
+        for group in groups:
+            a_sum, s_sum, rows = sums[group.layer]
+            la, qa[group.layer] = _eigh(a_sum / rows)
+            ls, qs[group.layer] = _eigh(s_sum / n)
+            values[group.layer] = jnp.outer(jnp.maximum(la, 0), jnp.maximum(ls, 0))
+        if self.corrected:
+            total = None
+            for i, batch in enumerate(self._bar(batches, "eigenvalues")):
+                part = _correction_sums(view, groups, self.fisher, qa, qs, batch, keys[-1 - i])
+                total = part if total is None else jax.tree_util.tree_map(jnp.add, total, part)
+            values = {layer: v / n for layer, v in total.items()}
+        inverse = {
+            layer: 1.0 / (v + task.l2 + self.damping * jnp.mean(v)) for layer, v in values.items()
+        }
+        for layer, v in values.items():
+            check(
+                bool(jnp.mean(v) > 0),
+                "method.layers",
+                f"layer {layer} has no curvature on the fit data (all its eigenvalues are 0)",
+            )
+        return KfacState(view, qa, qs, values, inverse, groups)
+
+    def _bar(self, batches, what):
+        return tqdm(batches, desc=f"{self.name} {what}", unit="batch", disable=not self.progress)
+
+    # -- scores ------------------------------------------------------------------------
+
+    def self_influence(self, state: KfacState, batch: Batch) -> jnp.ndarray:
+        return _self_influence(state, batch)
+
+    def test_side(self, state: KfacState, test_batch: Batch) -> dict[str, jnp.ndarray]:
+        """Per layer [m, a, s]: each test gradient rotated and divided by Λ + l2 + λ."""
+        return _test_side(state, test_batch)
+
+    def influence_on(self, state: KfacState, train_batch: Batch, test_side) -> jnp.ndarray:
+        return _influence_on(state, train_batch, test_side)
+
+    def influence(self, state: KfacState, train_batch: Batch, test_batch: Batch):
+        return self.influence_on(state, train_batch, self.test_side(state, test_batch))
+
+    def measuring(self, state: KfacState, task) -> KfacState:
+        measure = state.view.measuring(task)
+        check(
+            measure.per_layer,
+            "lds.output",
+            f"{self.name} needs the per-layer capture of the measured function too",
+        )
+        return dataclasses.replace(state, measure=measure)
+
+    def fitted_metrics(self, state: KfacState) -> dict[str, Any]:
+        values = {k: np.asarray(v) for k, v in state.values.items()}
+        return {
+            "layers": len(values),
+            "max_eigenvalue": float(max(v.max() for v in values.values())),
+            "damping_per_layer": {k: float(self.damping * v.mean()) for k, v in values.items()},
+        }
+
+    def inverse_product(self, state: KfacState, vector: jnp.ndarray) -> jnp.ndarray:
+        """[p] (Â + l2 + λ)⁻¹ v, Â the (E)K-FAC approximation, in the view's flat layout."""
+        blocks = state.view.unravel(vector)
+        out = {}
+        for group in state.groups:
+            g = _matrix_of(blocks, group)
+            q_a, q_s = state.qa[group.layer], state.qs[group.layer]
+            rotated = q_a.T @ g @ q_s * state.inverse[group.layer]
+            out.update(_blocks_of(q_a @ rotated @ q_s.T, group))
+        return jax.flatten_util.ravel_pytree({name: out[name] for name in state.view.names})[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Ekfac(Kfac):
+    """EK-FAC influence: K-FAC's eigenbasis with eigenvalues fitted to the per-example
+    gradients (one more pass over the fit data). See `Kfac` for the options."""
+
+    name: ClassVar[str] = "ekfac"
+    corrected: ClassVar[bool] = True
+
+
+# -- layers ------------------------------------------------------------------------------
+
+
+def layer_groups(view: ParamView, batch: Batch) -> tuple[LayerGroup, ...]:
+    """The Kronecker blocks of the view's parameters; refuses (ConfigError naming
+    method.layers) a parameter that is not a kernel or bias of a supported Dense or Conv
+    layer."""
+    lw = view.task.layerwise
+    if lw is None:
+        raise ConfigError(
+            "method.layers: K-FAC needs the model's per-layer capture (Task.layerwise, "
+            "a Flax Dense/Conv model); this task has none"
+        )
+    specs = layerwise.layer_specs(lw, view.params(view.theta), batch)
+    bad = layerwise.unsupported(specs, view.names)
+    check(
+        not bad,
+        "method.layers",
+        f"{bad} are not the kernel or bias of a Dense or Conv layer K-FAC supports; "
+        f"choose among {sorted(k for k, v in specs.items() if v is not None)}",
+    )
+    shapes = jax.tree_util.tree_map(jnp.shape, view.unravel(view.theta))
+    groups = []
+    for layer in sorted({name.rpartition("/")[0] for name in view.names}):
+        kernel, bias = f"{layer}/kernel" in view.names, f"{layer}/bias" in view.names
+        shape = shapes[f"{layer}/kernel"] if kernel else shapes[f"{layer}/bias"]
+        groups.append(
+            LayerGroup(
+                layer,
+                specs[layer],
+                kernel,
+                bias,
+                inputs=(math.prod(shape[:-1]) if kernel else 0) + int(bias),
+                outputs=shape[-1],
+            )
+        )
+    return tuple(groups)
+
+
+def _activations(x, spec: layerwise.LayerSpec, group: LayerGroup) -> jnp.ndarray:
+    """[b, t, a] the layer's inputs x̃ per example and token/position (1 appended for a
+    bias)."""
+    if spec.kind == "conv":
+        x = layerwise.patches(x, spec.kernel_size, spec.padding)
+    x = x.reshape(x.shape[0], -1, x.shape[-1])
+    parts = [x] if group.kernel else []
+    if group.bias:
+        parts.append(jnp.ones((*x.shape[:2], 1), x.dtype))
+    return jnp.concatenate(parts, axis=-1)
+
+
+def _gradient_parts(inputs, delta, group: LayerGroup):
+    """The layer's per-example gradients: (x̃ [b, a], δ [b, s]) for a Dense layer on vectors
+    (the gradient is x̃ δᵀ, never formed), else (G [b, a, s], None)."""
+    x = _activations(inputs, group.spec, group)
+    if x.shape[1] == 1 and delta.ndim == 2:
+        return x[:, 0], delta
+    d = delta.reshape(delta.shape[0], -1, delta.shape[-1])
+    return jnp.einsum("bta,bts->bas", x, d), None
+
+
+def _rotated(state: KfacState, group: LayerGroup, inputs, delta):
+    """The gradients in the eigenbasis: (x̃ Q_A, δ Q_S) or (Q_Aᵀ G Q_S, None)."""
+    q_a, q_s = state.qa[group.layer], state.qs[group.layer]
+    first, second = _gradient_parts(inputs, delta, group)
+    if second is not None:
+        return first @ q_a, second @ q_s
+    return jnp.einsum("ja,bjk,ks->bas", q_a, first, q_s), None
+
+
+def _matrix_of(blocks: dict, group: LayerGroup) -> jnp.ndarray:
+    """A layer's [a, s] matrix from its parameter blocks {name: array}."""
+    parts = []
+    if group.kernel:
+        kernel = blocks[f"{group.layer}/kernel"]
+        parts.append(kernel.reshape(-1, kernel.shape[-1]))
+    if group.bias:
+        parts.append(blocks[f"{group.layer}/bias"][None])
+    return jnp.concatenate(parts, axis=0)
+
+
+def _blocks_of(matrix: jnp.ndarray, group: LayerGroup) -> dict:
+    out = {}
+    if group.kernel:
+        shape = (*group.spec.kernel_size, -1, group.outputs) if group.spec.kind == "conv" else None
+        kernel = matrix[: group.inputs - int(group.bias)]
+        out[f"{group.layer}/kernel"] = kernel if shape is None else kernel.reshape(shape)
+    if group.bias:
+        out[f"{group.layer}/bias"] = matrix[-1]
+    return out
+
+
+def _eigh(matrix: jnp.ndarray):
+    values, vectors = jnp.linalg.eigh(0.5 * (matrix + matrix.T))
+    return values, vectors
+
+
+# -- the Fisher's output gradients --------------------------------------------------------
+
+
+def _fisher_captures(view: ParamView, fisher: str, batch: Batch, key):
+    """(inputs, [deltas, ...], specs) of the fit: one set of δ for "sampled" and
+    "empirical", one per output for "exact" (Σ over them of δ δᵀ is Jᵀ H_f J exactly)."""
+    task, params = view.task, view.params(view.theta)
+    lw = task.layerwise
+    if fisher == "empirical":
+        inputs, deltas, specs = lw.capture(params, batch)
+        return inputs, [deltas], specs
+    if fisher == "sampled":
+        inputs, deltas, specs = lw.capture(params, task.sample_targets(params, batch, key))
+        return inputs, [deltas], specs
+    out = task.outputs(params, batch)
+    b, shape = out.shape[0], out.shape[1:]
+    size = math.prod(shape)
+    check(
+        size <= MAX_EXACT_OUTPUTS,
+        "method.fisher",
+        f"exact takes one backward pass per output and the model has {size:,} per example "
+        f"(at most {MAX_EXACT_OUTPUTS:,}); use sampled",
+    )
+
+    def example_loss(f, example):
+        single = jax.tree_util.tree_map(lambda a: a[None], example)
+        return task.loss_from_outputs(f.reshape(1, *shape), single)[0]
+
+    hessians = jax.vmap(jax.hessian(example_loss))(out.reshape(b, size), batch)
+    w, u = jnp.linalg.eigh(hessians)
+    roots = u * jnp.sqrt(jnp.maximum(w, 0))[:, None, :]  # H_f = Σ_c r_c r_cᵀ, per example
+    linear = dataclasses.replace(
+        lw,
+        loss_from_outputs=lambda f, pair: jnp.sum((f * pair[1]).reshape(f.shape[0], -1), -1),
+        inputs_of=lambda pair: lw.inputs_of(pair[0]),
+    )
+    deltas = []
+    for c in range(size):  # δ of the linear loss ⟨f, r_c⟩: Jᵀ r_c
+        inputs, delta, specs = linear.capture(params, (batch, roots[:, :, c].reshape(out.shape)))
+        deltas.append(delta)
+    return inputs, deltas, specs
+
+
+@functools.partial(jax.jit, static_argnames=("groups", "fisher"))
+def _factor_sums(view, groups, fisher, batch, key):
+    """{layer: (Σ x̃ x̃ᵀ over examples and tokens, Σ δ δᵀ, the number of x̃ rows)}."""
+    inputs, deltas, _ = _fisher_captures(view, fisher, batch, key)
+    sums = {}
+    for group in groups:
+        x = _activations(inputs[group.layer], group.spec, group)
+        a_sum = jnp.einsum("bta,btc->ac", x, x)
+        s_sum = 0.0
+        for d in deltas:
+            d = d[group.layer].reshape(-1, group.outputs)
+            s_sum = s_sum + d.T @ d
+        sums[group.layer] = (a_sum, s_sum, jnp.asarray(x.shape[0] * x.shape[1], x.dtype))
+    return sums
+
+
+@functools.partial(jax.jit, static_argnames=("groups", "fisher"))
+def _correction_sums(view, groups, fisher, qa, qs, batch, key):
+    """{layer: Σ over examples of (Q_Aᵀ G Q_S)²} (EK-FAC's eigenvalues, times n)."""
+    inputs, deltas, _ = _fisher_captures(view, fisher, batch, key)
+    sums = {}
+    state = KfacState(view, qa, qs, {}, {}, groups)
+    for group in groups:
+        total = 0.0
+        for d in deltas:
+            first, second = _rotated(state, group, inputs[group.layer], d[group.layer])
+            if second is not None:
+                total = total + (first * first).T @ (second * second)
+            else:
+                total = total + jnp.sum(first * first, axis=0)
+        sums[group.layer] = total
+    return sums
+
+
+# -- scoring -------------------------------------------------------------------------------
+
+
+def _captured(view: ParamView, batch: Batch):
+    inputs, deltas, _ = view.task.layerwise.capture(view.params(view.theta), batch)
+    return inputs, deltas
+
+
+@jax.jit
+def _self_influence(state: KfacState, batch):
+    inputs, deltas = _captured(state.view, batch)
+    total = 0.0
+    for group in state.groups:
+        first, second = _rotated(state, group, inputs[group.layer], deltas[group.layer])
+        inv = state.inverse[group.layer]
+        if second is not None:
+            total = total + jnp.einsum("ba,as,bs->b", first * first, inv, second * second)
+        else:
+            total = total + jnp.einsum("bas,as->b", first * first, inv)
+    return total
+
+
+@jax.jit
+def _test_side(state: KfacState, batch):
+    inputs, deltas = _captured(state.measure or state.view, batch)
+    side = {}
+    for group in state.groups:
+        first, second = _rotated(state, group, inputs[group.layer], deltas[group.layer])
+        rotated = first[:, :, None] * second[:, None, :] if second is not None else first
+        side[group.layer] = rotated * state.inverse[group.layer]
+    return side
+
+
+@jax.jit
+def _influence_on(state: KfacState, batch, side):
+    inputs, deltas = _captured(state.view, batch)
+    total = 0.0
+    for group in state.groups:
+        first, second = _rotated(state, group, inputs[group.layer], deltas[group.layer])
+        if second is not None:
+            total = total + jnp.einsum("mas,na,ns->mn", side[group.layer], first, second)
+        else:
+            total = total + jnp.einsum("mas,nas->mn", side[group.layer], first)
+    return total
