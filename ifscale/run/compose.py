@@ -119,8 +119,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         check(
             METHODS[cfg.method.name].pairwise,
             "method.name",
-            f"stage=explain needs a method with pairwise influence (arnoldi, randproj, "
-            f"exact, lissa, tracin, trak, graddot, gradcos), got {cfg.method.name!r}",
+            "stage=explain needs a method with pairwise influence "
+            f"({', '.join(n for n, m in METHODS.items() if m.pairwise)}), got "
+            f"{cfg.method.name!r}",
         )
     domain_of(cfg.dataset).check(cfg)
     return cfg

@@ -198,12 +198,9 @@ class Kfac(InfluenceMethod):
         return dataclasses.replace(state, measure=measure)
 
     def fitted_metrics(self, state: KfacState) -> dict[str, Any]:
-        values = {k: np.asarray(v) for k, v in state.values.items()}
-        return {
-            "layers": len(values),
-            "max_eigenvalue": float(max(v.max() for v in values.values())),
-            "damping_per_layer": {k: float(self.damping * v.mean()) for k, v in values.items()},
-        }
+        # The 100 largest eigenvalues of the block-diagonal approximation, all layers.
+        values = np.concatenate([np.asarray(v, np.float64).ravel() for v in state.values.values()])
+        return {"eigenvalues": np.sort(values)[::-1][:100].tolist()}
 
     def inverse_product(self, state: KfacState, vector: jnp.ndarray) -> jnp.ndarray:
         """[p] (Â + l2 + λ)⁻¹ v, Â the (E)K-FAC approximation, in the view's flat layout."""
