@@ -66,16 +66,7 @@ class FlaxLayerwise:
             mod = context.module
             if context.method_name != "__call__" or not isinstance(mod, nn.Dense | nn.Conv):
                 return next_fun(*args, **kwargs)
-            path = "/".join(mod.scope.path)
-            if isinstance(mod, nn.Conv):
-                spec = (
-                    LayerSpec("conv", tuple(mod.kernel_size), mod.padding)
-                    if _supported_conv(mod)
-                    else None
-                )
-            else:
-                spec = LayerSpec("dense")
-            specs[path] = spec
+            specs["/".join(mod.scope.path)] = _spec_of(mod)
             mod.sow("layer_inputs", "x", args[0])
             return mod.perturb("y", next_fun(*args, **kwargs))
 
@@ -115,7 +106,97 @@ class FlaxLayerwise:
         return inputs, deltas, specs
 
 
-def layer_specs(layerwise: FlaxLayerwise, params, batch) -> dict[str, LayerSpec | None]:
+def _spec_of(module) -> LayerSpec | None:
+    """The LayerSpec of a Linen or NNX Dense/Linear or Conv module (None: unsupported)."""
+    if hasattr(module, "kernel_size"):  # a convolution
+        if not _supported_conv(module):
+            return None
+        return LayerSpec("conv", tuple(module.kernel_size), module.padding)
+    return LayerSpec("dense")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class NnxLayerwise:
+    """x and δ of every `nnx.Linear` and `nnx.Conv` of a Flax NNX model, per example: the
+    NNX twin of `FlaxLayerwise`, for a task whose parameters are the model's NNX `State`.
+
+    The model is rebuilt from its graph and the parameters inside the traced function
+    (`nnx.merge`), and each Linear/Conv instance of that copy is given a subclass whose
+    call records its input and adds a zero perturbation to its output (the model's code and
+    classes are unchanged; the copy is discarded).
+
+    Attributes:
+      graphdef: the model's graph, from `graphdef, params = nnx.split(model, nnx.Param)`
+        (or with more filters, the other states in `rest`).
+      loss_from_outputs: (model outputs, batch) -> [b] per-example losses.
+      inputs_of: batch -> the model's input.
+      rest: the model's other states (e.g. batch statistics), merged after the params.
+    """
+
+    graphdef: Any
+    loss_from_outputs: Callable[[Any, Any], jnp.ndarray]
+    inputs_of: Callable[[Any], Any]
+    rest: tuple = ()
+
+    def _run(self, params, x, perturbations: dict | None, specs: dict):
+        from flax import nnx
+
+        model = nnx.merge(self.graphdef, params, *self.rest)
+        inputs, shapes, names = {}, {}, {}
+        for path, module in nnx.iter_modules(model):
+            if isinstance(module, nnx.Linear | nnx.Conv):
+                name = "/".join(str(p) for p in path)
+                names[id(module)] = name
+                specs[name] = _spec_of(module)
+                module.__class__ = _capturing(type(module))
+        _ACTIVE.append((names, inputs, shapes, perturbations))
+        try:
+            out = model(x)
+        finally:
+            _ACTIVE.pop()
+        return out, inputs, shapes
+
+    def capture(self, params, batch) -> tuple[dict, dict, dict]:
+        """Returns ({layer: x}, {layer: δ}, {layer: LayerSpec or None}) for `batch`, as
+        `FlaxLayerwise.capture`."""
+        specs: dict = {}
+        x = self.inputs_of(batch)
+        shapes = jax.eval_shape(lambda p: self._run(p, x, None, {})[2], params)
+
+        def total_loss(perturbations):
+            out, inputs, _ = self._run(params, x, perturbations, specs)
+            return self.loss_from_outputs(out, batch).sum(), inputs
+
+        zeros = {k: jnp.zeros(s.shape, s.dtype) for k, s in shapes.items()}
+        deltas, inputs = jax.grad(total_loss, has_aux=True)(zeros)
+        return inputs, deltas, specs
+
+
+_CAPTURING: dict[type, type] = {}
+# The capture in progress (names by module id, and where x, shapes and perturbations go).
+_ACTIVE: list[tuple] = []
+
+
+def _capturing(cls: type) -> type:
+    """The subclass of an NNX Linear/Conv class whose call records x and perturbs y."""
+    if cls not in _CAPTURING:
+
+        def __call__(self, x, *args, **kwargs):
+            names, inputs, shapes, perturbations = _ACTIVE[-1]
+            name = names[id(self)]
+            inputs[name] = x
+            y = cls.__call__(self, x, *args, **kwargs)
+            shapes[name] = jax.ShapeDtypeStruct(y.shape, y.dtype)
+            return y if perturbations is None else y + perturbations[name]
+
+        _CAPTURING[cls] = type(f"Capturing{cls.__name__}", (cls,), {"__call__": __call__})
+    return _CAPTURING[cls]
+
+
+Layerwise = FlaxLayerwise | NnxLayerwise
+
+
+def layer_specs(layerwise: Layerwise, params, batch) -> dict[str, LayerSpec | None]:
     """{layer path: its LayerSpec, or None where the layer is not supported} of every
     Dense/Conv layer the model calls on `batch` (traced, not run)."""
     single = jax.tree_util.tree_map(lambda a: a[:1], batch)
@@ -140,7 +221,7 @@ def unsupported(specs: dict[str, LayerSpec | None], names: tuple[str, ...]) -> l
     return found
 
 
-def supports(layerwise: FlaxLayerwise | None, params, names: tuple[str, ...], batch) -> bool:
+def supports(layerwise: Layerwise | None, params, names: tuple[str, ...], batch) -> bool:
     """Whether every perturbed parameter is a kernel or bias of a supported layer."""
     if layerwise is None:
         return False

@@ -13,7 +13,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import traverse_util
 from jax.flatten_util import ravel_pytree
 
 from ifscale.influence import layerwise
@@ -96,12 +95,55 @@ def check_curvature(curvature: str) -> None:
     )
 
 
+def flat_params(params) -> dict[str, Any]:
+    """{path: leaf} of any pytree of parameters: paths are the `jax.tree_util` key paths
+    joined by "/" (dict keys, sequence indices, attribute names), without the trailing
+    `value` of a Flax NNX Variable, e.g. "Dense_0/kernel" (Linen), "linear/kernel" (an NNX
+    `State` from `nnx.split`), "0/w" (a tuple of dicts)."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(params)
+    flat = {}
+    for path, leaf in leaves:
+        flat[_path_string(path)] = leaf
+    return flat
+
+
+def _path_string(path) -> str:
+    parts = []
+    for key in path:
+        if isinstance(key, jax.tree_util.DictKey):
+            parts.append(str(key.key))
+        elif isinstance(key, jax.tree_util.SequenceKey):
+            parts.append(str(key.idx))
+        elif isinstance(key, jax.tree_util.GetAttrKey):
+            parts.append(key.name)
+        elif isinstance(key, jax.tree_util.FlattenedIndexKey):
+            parts.append(str(key.key))
+        else:
+            parts.append(str(key))
+    if len(parts) > 1 and isinstance(path[-1], jax.tree_util.GetAttrKey) and parts[-1] == "value":
+        parts.pop()  # an NNX Variable's value: its path is the variable's
+    return "/".join(parts)
+
+
+def check_params(params) -> None:
+    """Refuses (ConfigError) a parameter tree with a leaf that is not an array (e.g. an NNX
+    state split with its RNG keys or a Python number): θ is made of floating arrays."""
+    for path, leaf in flat_params(params).items():
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            raise ConfigError(
+                f"params: {path!r} is not a floating-point array ({type(leaf).__name__}"
+                f"{'' if dtype is None else ' of ' + str(dtype)}); split the model's "
+                "parameters only (e.g. nnx.split(model, nnx.Param, ...))"
+            )
+
+
 def check_layers(layers: Sequence[str] | None, params) -> None:
     """Refuses (ConfigError) a path prefix of `layers` that selects no parameter of the
     `params` tree (arrays or shapes): a misspelt layer is never silently left out."""
     if layers is None:
         return
-    flat = traverse_util.flatten_dict(params, sep="/")
+    flat = flat_params(params)
     missing = [p for p in layers if not any(_path_selected(k, (p,)) for k in flat)]
     if missing:
         tops = sorted({k.split("/")[0] for k in flat})
@@ -139,6 +181,9 @@ class ParamView:
     unravel: Callable[[jnp.ndarray], dict] = dataclasses.field(metadata={"static": True})
     names: tuple[str, ...] = dataclasses.field(metadata={"static": True})
     per_layer: bool = dataclasses.field(default=False, metadata={"static": True})
+    # The structure of the params tree and the path of each of its leaves, in order.
+    treedef: Any = dataclasses.field(default=None, metadata={"static": True})
+    paths: tuple[str, ...] = dataclasses.field(default=(), metadata={"static": True})
 
     @classmethod
     def create(cls, task: Task, params, example: Batch | None = None) -> ParamView:
@@ -146,12 +191,14 @@ class ParamView:
 
         Args:
           task: the loss and which parameters are perturbed.
-          params: the full params tree.
+          params: the full params tree: any pytree of floating arrays (Flax Linen dicts,
+            an NNX `State`, tuples, dataclasses registered as pytrees).
           example: a batch of the task's data (any size), traced once to decide
             `per_layer`; without one the per-layer route is off.
         """
+        check_params(params)
         check_layers(task.layers, params)
-        flat = traverse_util.flatten_dict(params, sep="/")
+        flat = flat_params(params)
         chosen = {k: v for k, v in flat.items() if _path_selected(k, task.layers)}
         theta, unravel = ravel_pytree(chosen)
         frozen = {k: v for k, v in flat.items() if k not in chosen}
@@ -159,12 +206,13 @@ class ParamView:
         per_layer = example is not None and layerwise.supports(
             task.layerwise, params, names, example
         )
-        return cls(theta, frozen, task, unravel, names, per_layer)
+        treedef = jax.tree_util.tree_structure(params)
+        return cls(theta, frozen, task, unravel, names, per_layer, treedef, tuple(flat))
 
     @staticmethod
     def count(task: Task, params) -> int:
         """The number of parameters `task` perturbs, without building the view."""
-        flat = traverse_util.flatten_dict(params, sep="/")
+        flat = flat_params(params)
         return sum(int(v.size) for k, v in flat.items() if _path_selected(k, task.layers))
 
     @property
@@ -173,7 +221,8 @@ class ParamView:
 
     def params(self, theta: jnp.ndarray):
         """The full params tree with the perturbed part set to `theta`."""
-        return traverse_util.unflatten_dict({**self.frozen, **self.unravel(theta)}, sep="/")
+        leaves = {**self.frozen, **self.unravel(theta)}
+        return self.treedef.unflatten([leaves[path] for path in self.paths])
 
     def losses(self, theta: jnp.ndarray, batch: Batch) -> jnp.ndarray:
         """[b] per-example losses at `theta`."""
@@ -212,7 +261,7 @@ class ParamView:
 
 def view_of_params(task: Task, params, reference: ParamView) -> ParamView:
     """A view of `params` with the same perturbed subset and layout as `reference`."""
-    flat = traverse_util.flatten_dict(params, sep="/")
+    flat = flat_params(params)
     theta, _ = ravel_pytree({k: flat[k] for k in reference.names})
     frozen = {k: v for k, v in flat.items() if k not in reference.names}
     return dataclasses.replace(reference, theta=theta, frozen=frozen)

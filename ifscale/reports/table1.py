@@ -40,8 +40,38 @@ TABLE1_ROWS: tuple[Row, ...] = (
     Row("tracin_100", "TracIn [100]", "tracin", {"checkpoints": 100}, _paper(None, 42, 99.7, 98.7)),
     Row("randproj_10", "RandProj", "randproj", {"pbar": 10}, _paper(10, 0.2, 97.2, 87.7)),
     Row("randproj_100", "RandProj", "randproj", {"pbar": 100}, _paper(100, 1.9, 98.6, 93.9)),
-    Row("arnoldi_10", "Arnoldi", "arnoldi", {"pbar": 10}, _paper(10, 0.2, 95.0, 84.0)),
-    Row("arnoldi_100", "Arnoldi", "arnoldi", {"pbar": 100}, _paper(100, 1.9, 98.2, 92.9)),
+    Row(
+        "arnoldi_10",
+        "Arnoldi",
+        "arnoldi",
+        {"pbar": 10, "curvature": "hessian"},
+        _paper(10, 0.2, 95.0, 84.0),
+    ),
+    Row(
+        "arnoldi_100",
+        "Arnoldi",
+        "arnoldi",
+        {"pbar": 100, "curvature": "hessian"},
+        _paper(100, 1.9, 98.2, 92.9),
+    ),
+    # Not in the paper: the Gauss–Newton curvature in the same Arnoldi fit, and the
+    # Kronecker-factored GGN (K-FAC, EK-FAC: Grosse et al. 2023).
+    Row(
+        "arnoldi_ggn_10",
+        "Arnoldi, GGN",
+        "arnoldi",
+        {"pbar": 10, "curvature": "ggn"},
+        _paper(None, None, None, None),
+    ),
+    Row(
+        "arnoldi_ggn_100",
+        "Arnoldi, GGN",
+        "arnoldi",
+        {"pbar": 100, "curvature": "ggn"},
+        _paper(None, None, None, None),
+    ),
+    Row("kfac", "K-FAC", "kfac", {}, _paper(None, None, None, None)),
+    Row("ekfac", "EK-FAC", "ekfac", {}, _paper(None, None, None, None)),
     # Not in the paper: TRAK (Park et al. 2023) at Arnoldi p̄ = 100's projection size.
     Row("trak_1", "TRAK k=100", "trak", {"k": 100, "models": 1}, _paper(None, None, None, None)),
     Row(
@@ -224,7 +254,7 @@ def _relations(table: pd.DataFrame) -> list[str]:
     curvature = [
         line_of(table, row.key)
         for row in TABLE1_ROWS
-        if row.method in ("arnoldi", "randproj", "lissa")
+        if row.method in ("arnoldi", "randproj", "lissa", "kfac", "ekfac")
     ]
     curvature = [c for c in curvature if c is not None and np.isfinite(c[auc])]
     if tr1 is not None and curvature:
