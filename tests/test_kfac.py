@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.flatten_util import ravel_pytree
 
 from ifscale.influence import ParamView, Task
 from ifscale.influence.hvp import dense_hessian

@@ -89,13 +89,17 @@ def test_an_nnx_state_is_viewed_with_the_paths_of_its_linen_twin():
     nnx_task, state, linen_task, params, data = twins()
     a = ParamView.create(nnx_task, state, example=data)
     b = ParamView.create(linen_task, params, example=data)
-    assert a.names == b.names == (
-        "conv/bias",
-        "conv/kernel",
-        "hidden/bias",
-        "hidden/kernel",
-        "out/bias",
-        "out/kernel",
+    assert (
+        a.names
+        == b.names
+        == (
+            "conv/bias",
+            "conv/kernel",
+            "hidden/bias",
+            "hidden/kernel",
+            "out/bias",
+            "out/kernel",
+        )
     )
     assert a.per_layer and b.per_layer
     np.testing.assert_array_equal(a.theta, b.theta)
