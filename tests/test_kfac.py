@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -19,6 +24,7 @@ from ifscale.train import cross_entropy
 from ifscale.utils import ConfigError
 
 KEY = jax.random.key(0)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -322,3 +328,83 @@ def test_kfac_bad_inputs_are_refused_in_one_line():
     no_sampler = dataclasses.replace(task, sample_targets=None)
     with pytest.raises(ConfigError, match="method.fisher: sampled needs"):
         Kfac(progress=False).fit(no_sampler, params, [data], KEY)
+
+
+MULTI_DEVICE_SCRIPT = """
+import json, sys, jax, numpy as np
+jax.config.update("jax_enable_x64", True)
+sys.path.insert(0, sys.argv[1])
+from tests.test_kfac import problem
+from ifscale.influence import Ekfac, top_influences
+from ifscale.influence.scoring import self_influence_scores
+from ifscale.influence.sharding import make_mesh
+task, params, data = problem("mixed", n=24)
+out = {"devices": len(jax.devices())}
+method = Ekfac(progress=False)
+state = method.fit(task, params, [data], jax.random.key(0))
+model = int(sys.argv[2])
+mesh = make_mesh(model=model)
+prepared = method.prepare(state, data, None, mesh)
+out["sharded"] = sorted(k for k, a in prepared.qa.items() if not a.sharding.is_fully_replicated)
+out["self"] = self_influence_scores(method, state, data, batch_size=8, progress=False,
+                                    mesh=mesh).scores.tolist()
+top = top_influences(method, state, data, (data[0][:4], data[1][:4]), k=5, batch_size=8,
+                     progress=False, mesh=mesh)
+out["top"] = [top.proponents.tolist(), top.opponents.tolist(), top.proponent_scores.tolist()]
+print(json.dumps(out))
+"""
+
+
+def _kfac_scores_on(devices: int, model: int):
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "JAX_PLATFORMS": "cpu",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", MULTI_DEVICE_SCRIPT, str(ROOT), str(model)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_ekfac_scores_on_four_devices_equal_scores_on_one():
+    """Data-parallel over 4 devices, and factors split over a model axis of 2 (data 2)."""
+    one = _kfac_scores_on(1, 1)
+    for model in (1, 2):
+        four = _kfac_scores_on(4, model)
+        assert four["devices"] == 4
+        assert four["sharded"] == ([] if model == 1 else ["Conv_1"])  # 28 rows split
+        np.testing.assert_allclose(four["self"], one["self"], rtol=1e-9)
+        assert four["top"][:2] == one["top"][:2]
+        np.testing.assert_allclose(four["top"][2], one["top"][2], rtol=1e-9)
+
+
+def test_stored_factors_round_trip_and_a_damaged_file_is_refused(tmp_path):
+    from ifscale.cache.spectra import SpectrumStore
+
+    task, params, data = problem("mlp")
+    method = Ekfac(progress=False)
+    view = ParamView.create(task, params, example=data)
+    arrays = method.fit_arrays(view, [data], KEY)
+    store = SpectrumStore(tmp_path, 1)
+    store.save_arrays({"fit": 1}, arrays, {"t_fit_s": 1.5})
+    found, info = store.load_arrays({"fit": 1})
+    assert info == {"t_fit_s": 1.5}
+    want = method.self_influence(method.from_arrays(view, arrays, data), data)
+    got = method.self_influence(method.from_arrays(view, found, data), data)
+    np.testing.assert_array_equal(got, want)
+    # another damping reuses the stored factors
+    other = dataclasses.replace(method, damping=1.0).from_arrays(view, found, data)
+    assert not np.allclose(method.self_influence(other, data), want)
+    files = [p for p in (store.path({"fit": 1}) / "arrays").rglob("*") if p.is_file()]
+    victim = max(files, key=lambda p: p.stat().st_size)
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 2] ^= 1
+    victim.write_bytes(bytes(raw))
+    assert store.load_arrays({"fit": 1}) is None
+    assert not store.path({"fit": 1}).exists()

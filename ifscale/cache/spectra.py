@@ -1,4 +1,5 @@
-"""`SpectrumStore`: the curvature spectra of Arnoldi, RandProj and Exact, stored with
+"""`SpectrumStore`: the curvature spectra of Arnoldi, RandProj and Exact and the factors
+of K-FAC and EK-FAC (`save_arrays`, in `arrays/` in place of `spectrum/`), stored with
 orbax-checkpoint, and the checkpoints of an unfinished fit (`FitProgress`).
 
 A spectrum is kept under a versioned key (`ifscale.cache.keys.fit_key`) in
@@ -175,6 +176,44 @@ class SpectrumStore:
             )
             checkpointer.wait_until_finished()
         _committed(folder, {"key": self.key(config), "info": info}, folder / "spectrum")
+        return folder
+
+    def load_arrays(self, config: dict) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The tree of host arrays stored under `config` by `save_arrays` (a factored fit,
+        e.g. K-FAC's), and its info; None if absent or refused (logged, folder removed)."""
+        folder = self.path(config)
+        if not folder.exists():
+            return None
+        try:
+            record = read_record(folder / "meta.json", self.key(config))
+            check_files(folder / "arrays", record.get("files", {}))
+            try:
+                arrays = ocp.StandardCheckpointer().restore((folder / "arrays").resolve())
+            except Exception as e:  # orbax/tensorstore raise many kinds for a bad checkpoint
+                raise Refused(
+                    f"{folder / 'arrays'} does not restore ({type(e).__name__}: {e})"
+                ) from None
+        except Refused as e:
+            log.warning("Refusing the stored fit: %s. Fitting it again.", e)
+            barrier(f"ifscale-refused-{folder.name}")
+            if is_primary():
+                shutil.rmtree(folder, ignore_errors=True)
+            return None
+        return arrays, record["info"]
+
+    def save_arrays(self, config: dict, arrays: dict[str, Any], info: dict[str, Any]) -> Path:
+        """Writes a tree of arrays (dicts and lists of them) as an orbax checkpoint, then
+        meta.json, as `save` does for a spectrum."""
+        folder = self.path(config)
+        if is_primary() and folder.exists():
+            shutil.rmtree(folder)
+        barrier(f"ifscale-cleared-{folder.name}")
+        folder.mkdir(parents=True, exist_ok=True)
+        with _orbax_write(folder):
+            checkpointer = ocp.StandardCheckpointer()
+            checkpointer.save((folder / "arrays").resolve(), jax.device_get(arrays))
+            checkpointer.wait_until_finished()
+        _committed(folder, {"key": self.key(config), "info": info}, folder / "arrays")
         return folder
 
     def progress(self, config: dict, every: int | None) -> FitProgress | None:

@@ -6,9 +6,11 @@ from ifscale.influence.methods import (
     AreaUnderMargin,
     Arnoldi,
     CheckpointLoss,
+    Ekfac,
     Exact,
     GradientCosine,
     GradientDot,
+    Kfac,
     Lissa,
     LossBaseline,
     RandProj,
@@ -17,7 +19,13 @@ from ifscale.influence.methods import (
     make_method,
 )
 from ifscale.influence.pairwise import TopInfluences, top_influences
-from ifscale.influence.protocol import Checkpoints, InfluenceMethod, SpectralMethod, Spectrum
+from ifscale.influence.protocol import (
+    Checkpoints,
+    FactoredMethod,
+    InfluenceMethod,
+    SpectralMethod,
+    Spectrum,
+)
 from ifscale.influence.scoring import ScoreResult, self_influence_scores, stream_scores
 from ifscale.influence.task import ParamView, Task
 
@@ -29,10 +37,13 @@ __all__ = [
     "Arnoldi",
     "CheckpointLoss",
     "Checkpoints",
+    "Ekfac",
     "Exact",
+    "FactoredMethod",
     "GradientCosine",
     "GradientDot",
     "InfluenceMethod",
+    "Kfac",
     "Lissa",
     "ParamView",
     "RandProj",

@@ -19,7 +19,9 @@ and may override the optional members, which have working defaults here:
 Methods whose one-time work is a curvature spectrum that can be stored and reused
 (Arnoldi, RandProj, Exact) subclass `SpectralMethod`, which splits `fit` into
 `spectrum` (the expensive, cacheable part) and `from_spectrum` (cheap), and names in
-`fit_fields` the hyperparameters the spectrum depends on.
+`fit_fields` the hyperparameters the spectrum depends on. Methods whose stored fit is
+another tree of arrays (K-FAC, EK-FAC: per-layer factors) subclass `FactoredMethod`, split
+into `fit_arrays` and `from_arrays` the same way.
 """
 
 from __future__ import annotations
@@ -178,18 +180,46 @@ class InfluenceMethod(abc.ABC):
         return 0, 1.0
 
 
-class SpectralMethod(InfluenceMethod):
-    """A method whose one-time work is a `Spectrum`, cached by the pipeline."""
+class StoredFitMethod(InfluenceMethod):
+    """A method whose one-time work is worth storing: the pipeline keys it by the trained
+    model, the fit data and `fit_options` (`ifscale.cache.keys.fit_key`)."""
 
-    #: the hyperparameters `spectrum` depends on: a cached spectrum is reused by every
-    #: setting that agrees on these (e.g. Arnoldi's n, but not p̄).
+    #: the hyperparameters the stored fit depends on: it is reused by every setting that
+    #: agrees on these (e.g. Arnoldi's n, but not p̄; K-FAC's Fisher, but not its damping).
     fit_fields: ClassVar[tuple[str, ...]] = ()
-    #: steps between checkpoints of a resumable fit (None: the fit is not checkpointed).
-    checkpoint_every: int | None = None
 
     def fit_options(self) -> dict[str, Any]:
-        """The hyperparameters the spectrum depends on, by name (part of its cache key)."""
+        """The hyperparameters the stored fit depends on, by name (part of its cache key)."""
         return {name: getattr(self, name) for name in self.fit_fields}
+
+
+class FactoredMethod(StoredFitMethod):
+    """A method whose stored fit is a tree of arrays (K-FAC's per-layer factors), split as
+    `fit_arrays` (the expensive, stored part) and `from_arrays` (cheap)."""
+
+    @abc.abstractmethod
+    def fit_arrays(self, view: ParamView, batches: list[Batch], key: Any) -> dict[str, Any]:
+        """The stored part of the fit: a dict of lists of arrays (host or device)."""
+
+    @abc.abstractmethod
+    def from_arrays(self, view: ParamView, arrays: dict[str, Any], example: Batch) -> Any:
+        """The fitted state for this method's settings from (possibly stored) arrays;
+        `example` is a batch of the data (the model is traced on it, not run)."""
+
+    def fit(self, task, params, batches, key, checkpoints=None):
+        from ifscale.influence.hvp import device_batches
+        from ifscale.influence.task import ParamView
+
+        batches = device_batches(batches)
+        view = ParamView.create(task, params, example=batches[0])
+        return self.from_arrays(view, self.fit_arrays(view, batches, key), batches[0])
+
+
+class SpectralMethod(StoredFitMethod):
+    """A method whose one-time work is a `Spectrum`, cached by the pipeline."""
+
+    #: steps between checkpoints of a resumable fit (None: the fit is not checkpointed).
+    checkpoint_every: int | None = None
 
     @abc.abstractmethod
     def spectrum(

@@ -23,6 +23,7 @@ from ifscale.config import RunConfig
 from ifscale.domains import Dataset
 from ifscale.influence import Checkpoints, InfluenceMethod, SpectralMethod, Task
 from ifscale.influence.hvp import device_batches
+from ifscale.influence.protocol import FactoredMethod, StoredFitMethod
 from ifscale.influence.scoring import place
 from ifscale.influence.sharding import Layout
 from ifscale.influence.task import ParamView
@@ -51,7 +52,7 @@ def require_stored_fit(cfg: RunConfig, train_key: dict[str, Any]) -> None:
     """Refuses (ConfigError naming `score.require_fit`) a run whose method's fit is not
     stored yet; checked before training, from the training key alone."""
     method = build_method(cfg.method, progress=False)
-    if not isinstance(method, SpectralMethod):
+    if not isinstance(method, StoredFitMethod):
         return  # nothing stored to require: its one-time work is cheap (LISSA, TracIn)
     store = SpectrumStore(cfg.paths.cache_dir, FIT_VERSION)
     key = fit_key(cfg, config_hash(train_key), method.fit_options())
@@ -76,6 +77,8 @@ def fit_method(cfg: RunConfig, prep, method: InfluenceMethod, task: Task):
     trained = prep.trained
     batches = fit_batches(cfg, prep.data) if method.uses_fit_data else []
     key = stream_key(cfg.seed, "method")
+    if isinstance(method, FactoredMethod):
+        return _stored_factors(cfg, prep, method, task, batches, key)
     if not isinstance(method, SpectralMethod):
         count, fraction = method.retrained_models()
         retraining = 0.0
@@ -119,3 +122,28 @@ def fit_method(cfg: RunConfig, prep, method: InfluenceMethod, task: Task):
     if progress is not None:
         progress.clear()
     return method.from_spectrum(view, spectrum, layout), t_fit, False
+
+
+def _stored_factors(cfg: RunConfig, prep, method: FactoredMethod, task: Task, batches, key):
+    """A factored method's state (K-FAC's factors stored with orbax under `<cache>/fits/`,
+    keyed as a spectrum), (fit seconds, whether it came from the store)."""
+    view = ParamView.create(task, prep.trained.params, example=batches[0])
+    store = SpectrumStore(cfg.paths.cache_dir, FIT_VERSION)
+    cache_key = fit_key(cfg, config_hash(prep.train_key), method.fit_options())
+    hit = store.load_arrays(cache_key)
+    if hit is not None:
+        arrays, info = hit
+        log.info("Reusing the %s fit cached at %s", method.name, store.path(cache_key))
+        return method.from_arrays(view, arrays, batches[0]), info["t_fit_s"], True
+    check(
+        not cfg.requires_stored_fit,
+        "score.require_fit",
+        f"no cached {method.name} fit at {store.path(cache_key)} (or it was refused); run "
+        "stage=fit with the same config first",
+    )
+    start = time.perf_counter()
+    arrays = method.fit_arrays(view, device_batches(batches), key)
+    jax.block_until_ready(arrays)
+    t_fit = time.perf_counter() - start
+    store.save_arrays(cache_key, arrays, {"t_fit_s": t_fit})
+    return method.from_arrays(view, arrays, batches[0]), t_fit, False

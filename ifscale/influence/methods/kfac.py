@@ -37,10 +37,11 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from ifscale.influence import layerwise
-from ifscale.influence.protocol import InfluenceMethod
+from ifscale.influence.protocol import FactoredMethod
 from ifscale.influence.task import Batch, ParamView
 from ifscale.utils import ConfigError, check
 
@@ -78,7 +79,7 @@ class KfacState:
 
 
 @dataclasses.dataclass(frozen=True)
-class Kfac(InfluenceMethod):
+class Kfac(FactoredMethod):
     """K-FAC influence: the GGN approximated per Dense/Conv layer by A ⊗ S (module docstring).
 
     Attributes:
@@ -99,6 +100,7 @@ class Kfac(InfluenceMethod):
     max_factor_size: int = 16_384
     progress: bool = True
     name: ClassVar[str] = "kfac"
+    fit_fields: ClassVar[tuple[str, ...]] = ("fisher",)
     #: whether the eigenvalues are fitted to the per-example gradients (EK-FAC).
     corrected: ClassVar[bool] = False
 
@@ -113,11 +115,10 @@ class Kfac(InfluenceMethod):
 
     # -- fit ---------------------------------------------------------------------------
 
-    def fit(self, task, params, batches, key, checkpoints=None) -> KfacState:
-        from ifscale.influence.hvp import device_batches
-
-        batches = device_batches(batches)
-        view = ParamView.create(task, params, example=batches[0])
+    def fit_arrays(self, view, batches, key) -> dict[str, list]:
+        """Per layer (in `layer_groups` order): the eigenvectors of A and S and the
+        eigenvalues Λ [a, s] of the layer's block in their basis (undamped)."""
+        task = view.task
         groups = layer_groups(view, batches[0])
         for group in groups:
             for rows, what in ((group.inputs, "activation"), (group.outputs, "output")):
@@ -142,7 +143,6 @@ class Kfac(InfluenceMethod):
             )
         n = sum(len(jax.tree_util.tree_leaves(b)[0]) for b in batches)
         keys = jax.random.split(key, 2 * len(batches))
-
         sums = None
         for i, batch in enumerate(self._bar(batches, "factors")):
             part = _factor_sums(view, groups, self.fisher, batch, keys[i])
@@ -159,16 +159,38 @@ class Kfac(InfluenceMethod):
                 part = _correction_sums(view, groups, self.fisher, qa, qs, batch, keys[-1 - i])
                 total = part if total is None else jax.tree_util.tree_map(jnp.add, total, part)
             values = {layer: v / n for layer, v in total.items()}
-        inverse = {
-            layer: 1.0 / (v + task.l2 + self.damping * jnp.mean(v)) for layer, v in values.items()
-        }
         for layer, v in values.items():
             check(
                 bool(jnp.mean(v) > 0),
                 "method.layers",
                 f"layer {layer} has no curvature on the fit data (all its eigenvalues are 0)",
             )
-        return KfacState(view, qa, qs, values, inverse, groups)
+        layers = [g.layer for g in groups]
+        return {
+            "qa": [qa[k] for k in layers],
+            "qs": [qs[k] for k in layers],
+            "values": [values[k] for k in layers],
+        }
+
+    def from_arrays(self, view, arrays, example) -> KfacState:
+        """The state with this damping: 1/(Λ + l2 + damping · mean Λ) per layer."""
+        groups = layer_groups(view, example)
+        check(
+            len(arrays["values"]) == len(groups),
+            "method.layers",
+            f"the stored factors have {len(arrays['values'])} layers, the model {len(groups)}",
+        )
+        layers = [g.layer for g in groups]
+        dtype = view.theta.dtype
+
+        def by_layer(name):
+            return {k: jnp.asarray(a, dtype) for k, a in zip(layers, arrays[name], strict=True)}
+
+        values = by_layer("values")
+        inverse = {
+            k: 1.0 / (v + view.task.l2 + self.damping * jnp.mean(v)) for k, v in values.items()
+        }
+        return KfacState(view, by_layer("qa"), by_layer("qs"), values, inverse, groups)
 
     def _bar(self, batches, what):
         return tqdm(batches, desc=f"{self.name} {what}", unit="batch", disable=not self.progress)
@@ -196,6 +218,27 @@ class Kfac(InfluenceMethod):
             f"{self.name} needs the per-layer capture of the measured function too",
         )
         return dataclasses.replace(state, measure=measure)
+
+    def prepare(self, state: KfacState, batch, choices=None, mesh=None) -> KfacState:
+        """With a `model` axis on `mesh`, each layer's Q_A, Λ and inverse are split over it
+        by rows (the activation side: the larger factor of a wide layer) where their row
+        count divides evenly, so that a layer too large for one device is spread over
+        several; the products are XLA's, the scores those of one device."""
+        if mesh is None or mesh.shape.get("model", 1) == 1:
+            return state
+        model = mesh.shape["model"]
+        rows = NamedSharding(mesh, PartitionSpec("model"))
+        replicated = NamedSharding(mesh, PartitionSpec())
+
+        def put(arrays):
+            return {
+                k: jax.device_put(a, rows if a.shape[0] % model == 0 else replicated)
+                for k, a in arrays.items()
+            }
+
+        return dataclasses.replace(
+            state, qa=put(state.qa), values=put(state.values), inverse=put(state.inverse)
+        )
 
     def fitted_metrics(self, state: KfacState) -> dict[str, Any]:
         # The 100 largest eigenvalues of the block-diagonal approximation, all layers.
