@@ -408,3 +408,55 @@ def test_stored_factors_round_trip_and_a_damaged_file_is_refused(tmp_path):
     victim.write_bytes(bytes(raw))
     assert store.load_arrays({"fit": 1}) is None
     assert not store.path({"fit": 1}).exists()
+
+
+def _transformer_problem(layers=None):
+    from ifscale.domains.translation.training import translation_task
+    from ifscale.models.transformer import Transformer
+
+    model = Transformer(
+        vocab_size=17,
+        width=8,
+        heads=2,
+        hidden=16,
+        encoder_layers=1,
+        decoder_layers=2,
+        max_length=16,
+    )
+    rng = np.random.default_rng(0)
+    source = rng.integers(4, 17, (6, 5))
+    target = rng.integers(4, 17, (6, 4))
+    target[:2, 3:] = 0  # padding
+    params = jax.tree_util.tree_map(
+        lambda a: jnp.asarray(a, jnp.float64),
+        model.init(jax.random.key(0), source[:1], target[:1])["params"],
+    )
+    return translation_task(model, layers), params, (source, target)
+
+
+def test_the_transformer_attention_and_mlp_layers_are_captured_per_example():
+    from ifscale.influence import layerwise
+
+    task, params, data = _transformer_problem(
+        ("decoder/layers_1/self_attention", "decoder/layers_1/mlp")
+    )
+    view = ParamView.create(task, params, example=data)
+    assert view.per_layer  # query/key/value/out (DenseGeneral) and the MLP's Dense layers
+    want = jax.vmap(jax.grad(view.example_loss), in_axes=(None, 0))(view.theta, data)
+    np.testing.assert_allclose(layerwise.per_example_grads(view, data), want, rtol=1e-9, atol=1e-12)
+
+
+def test_kfac_on_a_transformer_leaves_out_embeddings_and_layer_norms():
+    task, params, data = _transformer_problem(None)
+    method = Ekfac(progress=False)
+    state = method.fit(task, params, [data], KEY)
+    names = state.view.names
+    assert not any("embed" in n or "norm" in n for n in names)
+    assert "decoder/layers_1/cross_attention/out/kernel" in names
+    g = jax.vmap(jax.grad(state.view.example_loss), in_axes=(None, 0))(state.view.theta, data)
+    ref = np.stack([g[i] @ method.inverse_product(state, g[i]) for i in range(3)])
+    np.testing.assert_allclose(method.self_influence(state, data)[:3], ref, rtol=1e-8)
+    # a prefix naming only unsupported parameters is refused
+    bad, _, _ = _transformer_problem(("decoder/norm",))
+    with pytest.raises(ConfigError, match="'decoder/norm' selects no kernel or bias"):
+        method.fit(bad, params, [data], KEY)

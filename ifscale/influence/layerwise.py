@@ -17,6 +17,7 @@ through `nn.intercept_methods`, without changing the model's code.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -28,9 +29,20 @@ from flax import traverse_util
 
 @dataclasses.dataclass(frozen=True)
 class LayerSpec:
+    """A supported layer: "dense" (Dense, NNX Linear, or a DenseGeneral contracting the
+    last `in_axes` input axes into `out_axes` output axes, e.g. attention's projections) or
+    "conv" (2-D, stride 1, odd kernel)."""
+
     kind: str  # "dense" | "conv"
     kernel_size: tuple[int, ...] = ()
     padding: str = "SAME"
+    in_axes: int = 1
+    out_axes: int = 1
+
+    @property
+    def plain(self) -> bool:
+        """A Dense layer with a 2-D kernel [in, out]."""
+        return self.kind == "dense" and self.in_axes == 1 and self.out_axes == 1
 
 
 def _supported_conv(mod: nn.Conv) -> bool:
@@ -54,17 +66,26 @@ class FlaxLayerwise:
     Attributes:
       model: the Flax module.
       loss_from_outputs: (model outputs, batch) -> [b] per-example losses.
-      inputs_of: batch -> the model's input.
+      inputs_of: batch -> the model's input (a tuple of its inputs with `unpack`).
+      unpack: call the model with the inputs as separate arguments (e.g. a Transformer's
+        source and target).
     """
 
     model: nn.Module
     loss_from_outputs: Callable[[Any, Any], jnp.ndarray]
     inputs_of: Callable[[Any], Any]
+    unpack: bool = False
+
+    def _apply(self, variables, x, **kwargs):
+        args = tuple(x) if self.unpack else (x,)
+        return self.model.apply(variables, *args, **kwargs)
 
     def _interceptor(self, specs: dict):
         def intercept(next_fun, args, kwargs, context):
             mod = context.module
-            if context.method_name != "__call__" or not isinstance(mod, nn.Dense | nn.Conv):
+            if context.method_name != "__call__" or not isinstance(
+                mod, nn.Dense | nn.DenseGeneral | nn.Conv
+            ):
                 return next_fun(*args, **kwargs)
             specs["/".join(mod.scope.path)] = _spec_of(mod)
             mod.sow("layer_inputs", "x", args[0])
@@ -82,11 +103,11 @@ class FlaxLayerwise:
         x = self.inputs_of(batch)
         with nn.intercept_methods(self._interceptor(specs)):
             _, shapes = jax.eval_shape(
-                lambda p: self.model.apply({"params": p}, x, mutable=["perturbations"]), params
+                lambda p: self._apply({"params": p}, x, mutable=["perturbations"]), params
             )
 
             def total_loss(perturbations):
-                out, state = self.model.apply(
+                out, state = self._apply(
                     {"params": params, "perturbations": perturbations},
                     x,
                     mutable=["layer_inputs"],
@@ -107,11 +128,19 @@ class FlaxLayerwise:
 
 
 def _spec_of(module) -> LayerSpec | None:
-    """The LayerSpec of a Linen or NNX Dense/Linear or Conv module (None: unsupported)."""
+    """The LayerSpec of a Linen Dense/DenseGeneral/Conv or NNX Linear/Conv module (None:
+    unsupported)."""
     if hasattr(module, "kernel_size"):  # a convolution
         if not _supported_conv(module):
             return None
         return LayerSpec("conv", tuple(module.kernel_size), module.padding)
+    if isinstance(module, nn.DenseGeneral):
+        axis = module.axis if isinstance(module.axis, tuple | list) else (module.axis,)
+        features = module.features if isinstance(module.features, tuple | list) else (1,)
+        # Only the trailing input axes, contracted in order, and no batch axes.
+        if tuple(axis) != tuple(range(-len(axis), 0)) or tuple(module.batch_dims):
+            return None
+        return LayerSpec("dense", in_axes=len(axis), out_axes=len(features))
     return LayerSpec("dense")
 
 
@@ -242,12 +271,14 @@ def patches(x: jnp.ndarray, kernel_size: tuple[int, int], padding: str) -> jnp.n
 def layer_grads(x, delta, spec: LayerSpec, leaf: str) -> jnp.ndarray:
     """[b, *param_shape] per-example gradient of one layer's kernel or bias."""
     b = delta.shape[0]
+    out_shape = delta.shape[delta.ndim - spec.out_axes :]
     if leaf == "bias":
-        return delta.reshape(b, -1, delta.shape[-1]).sum(axis=1)
+        return delta.reshape(b, -1, *out_shape).sum(axis=1)
     if spec.kind == "dense":
-        xs = x.reshape(b, -1, x.shape[-1])
-        ds = delta.reshape(b, -1, delta.shape[-1])
-        return jnp.einsum("bta,btc->bac", xs, ds)
+        in_shape = x.shape[x.ndim - spec.in_axes :]
+        xs = x.reshape(b, -1, math.prod(in_shape))
+        ds = delta.reshape(b, -1, math.prod(out_shape))
+        return jnp.einsum("bta,btc->bac", xs, ds).reshape(b, *in_shape, *out_shape)
     columns = patches(x, spec.kernel_size, spec.padding)
     g = jnp.einsum("bhwk,bhwo->bko", columns, delta)
     kh, kw = spec.kernel_size
@@ -290,7 +321,7 @@ def project_prepared(view, prepared: dict[str, jnp.ndarray], k: int, batch) -> j
     for name in view.names:
         layer, _, leaf = name.rpartition("/")
         x, delta, spec, u = inputs[layer], deltas[layer], specs[layer], prepared[name]
-        if leaf == "kernel" and spec.kind == "dense":
+        if leaf == "kernel" and spec.plain:
             a, c = x.shape[-1], delta.shape[-1]
             if x.ndim == 2:
                 # ⟨x δᵀ, U_k⟩ = x U_k δ: never forms the [b, in, out] gradient.
@@ -317,7 +348,7 @@ def per_example_sq_norms(view, batch) -> jnp.ndarray:
     for name in view.names:
         layer, _, leaf = name.rpartition("/")
         x, delta, spec = inputs[layer], deltas[layer], specs[layer]
-        if leaf == "kernel" and spec.kind == "dense" and x.ndim == 2:
+        if leaf == "kernel" and spec.plain and x.ndim == 2:
             total = total + jnp.sum(x * x, -1) * jnp.sum(delta * delta, -1)  # ||x⊗δ||²
         else:
             g = layer_grads(x, delta, spec, leaf)

@@ -206,12 +206,17 @@ class FactoredMethod(StoredFitMethod):
         """The fitted state for this method's settings from (possibly stored) arrays;
         `example` is a batch of the data (the model is traced on it, not run)."""
 
-    def fit(self, task, params, batches, key, checkpoints=None):
-        from ifscale.influence.hvp import device_batches
+    def view_for(self, task: Task, params: Any, example: Batch) -> ParamView:
+        """The parameters the fit covers (by default every parameter `task` perturbs)."""
         from ifscale.influence.task import ParamView
 
+        return ParamView.create(task, params, example=example)
+
+    def fit(self, task, params, batches, key, checkpoints=None):
+        from ifscale.influence.hvp import device_batches
+
         batches = device_batches(batches)
-        view = ParamView.create(task, params, example=batches[0])
+        view = self.view_for(task, params, batches[0])
         return self.from_arrays(view, self.fit_arrays(view, batches, key), batches[0])
 
 

@@ -127,7 +127,7 @@ def fit_method(cfg: RunConfig, prep, method: InfluenceMethod, task: Task):
 def _stored_factors(cfg: RunConfig, prep, method: FactoredMethod, task: Task, batches, key):
     """A factored method's state (K-FAC's factors stored with orbax under `<cache>/fits/`,
     keyed as a spectrum), (fit seconds, whether it came from the store)."""
-    view = ParamView.create(task, prep.trained.params, example=batches[0])
+    view = method.view_for(task, prep.trained.params, batches[0])
     store = SpectrumStore(cfg.paths.cache_dir, FIT_VERSION)
     cache_key = fit_key(cfg, config_hash(prep.train_key), method.fit_options())
     hit = store.load_arrays(cache_key)

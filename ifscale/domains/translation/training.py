@@ -20,6 +20,7 @@ from ifscale.cache.arrays import ArrayStore
 from ifscale.cache.keys import TOKENIZER_VERSION, tokenizer_key
 from ifscale.config import TrainConfig
 from ifscale.data.text import TextData, Tokenizer, train_tokenizer
+from ifscale.influence.layerwise import FlaxLayerwise
 from ifscale.influence.task import Task
 from ifscale.models.transformer import (
     PAD_ID,
@@ -72,6 +73,8 @@ def translation_task(
         loss=loss,
         layers=resolve_layers(model, layers),
         l2=l2,
+        # x and δ of every Dense and attention projection (K-FAC's factors).
+        layerwise=FlaxLayerwise(model, loss_from_outputs, lambda b: (b[0], b[1]), unpack=True),
         outputs=outputs,
         loss_from_outputs=loss_from_outputs,
         sample_targets=sample_targets,

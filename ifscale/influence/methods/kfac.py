@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 from typing import Any, ClassVar
 
@@ -45,6 +46,8 @@ from ifscale.influence.protocol import FactoredMethod
 from ifscale.influence.task import Batch, ParamView
 from ifscale.utils import ConfigError, check
 
+log = logging.getLogger(__name__)
+
 # Where the δ of the pseudo-gradients come from (`fisher`).
 FISHERS = ("sampled", "empirical", "exact")
 # The largest number of outputs per example for fisher="exact" (one backward pass each).
@@ -57,10 +60,10 @@ class LayerGroup:
 
     layer: str
     spec: layerwise.LayerSpec
-    kernel: bool
-    bias: bool
+    kernel: tuple[int, ...] | None  # the kernel's shape, None when it is not perturbed
+    bias: tuple[int, ...] | None  # the bias's shape, None when it is not perturbed
     inputs: int  # rows of A: the kernel's input size (patch size for a conv), + 1 for bias
-    outputs: int  # rows of S
+    outputs: int  # rows of S: the layer's output features
 
 
 @jax.tree_util.register_dataclass
@@ -114,6 +117,39 @@ class Kfac(FactoredMethod):
         check(self.max_factor_size >= 1, "method.max_factor_size", "must be >= 1")
 
     # -- fit ---------------------------------------------------------------------------
+
+    def view_for(self, task, params, example) -> ParamView:
+        """The perturbed parameters of supported (Dense, DenseGeneral, Conv) layers: those of
+        other layers (embeddings, layer norms) are left out, as kronfluence does, and
+        logged; a `method.layers` prefix that selects none of a supported layer is
+        refused."""
+        view = ParamView.create(task, params, example=example)
+        if task.layerwise is None:
+            raise ConfigError(
+                "method.layers: K-FAC needs the model's per-layer capture (Task.layerwise: "
+                "a Flax Linen or NNX model of Dense/Conv layers); this task has none"
+            )
+        specs = layerwise.layer_specs(task.layerwise, params, example)
+        bad = set(layerwise.unsupported(specs, view.names))
+        if not bad:
+            return view
+        kept = tuple(name for name in view.names if name not in bad)
+        supported = sorted(k for k, v in specs.items() if v is not None)
+        for prefix in task.layers or ():
+            check(
+                any(_selects(prefix, name) for name in kept),
+                "method.layers",
+                f"{prefix!r} selects no kernel or bias of a Dense or Conv layer K-FAC "
+                f"supports; choose among {supported}",
+            )
+        check(kept, "method.layers", f"no Dense or Conv layer to factor; supported: {supported}")
+        log.info(
+            "%s: %d parameter arrays of other layers are left out (e.g. %s)",
+            self.name,
+            len(bad),
+            ", ".join(sorted(bad)[:3]),
+        )
+        return ParamView.create(dataclasses.replace(task, layers=kept), params, example=example)
 
     def fit_arrays(self, view, batches, key) -> dict[str, list]:
         """Per layer (in `layer_groups` order): the eigenvectors of A and S and the
@@ -269,6 +305,10 @@ class Ekfac(Kfac):
 # -- layers ------------------------------------------------------------------------------
 
 
+def _selects(prefix: str, name: str) -> bool:
+    return name == prefix or name.startswith(prefix.rstrip("/") + "/")
+
+
 def layer_groups(view: ParamView, batch: Batch) -> tuple[LayerGroup, ...]:
     """The Kronecker blocks of the view's parameters; refuses (ConfigError naming
     method.layers) a parameter that is not a kernel or bias of a supported Dense or Conv
@@ -290,16 +330,24 @@ def layer_groups(view: ParamView, batch: Batch) -> tuple[LayerGroup, ...]:
     shapes = jax.tree_util.tree_map(jnp.shape, view.unravel(view.theta))
     groups = []
     for layer in sorted({name.rpartition("/")[0] for name in view.names}):
-        kernel, bias = f"{layer}/kernel" in view.names, f"{layer}/bias" in view.names
-        shape = shapes[f"{layer}/kernel"] if kernel else shapes[f"{layer}/bias"]
+        spec = specs[layer]
+        kernel = shapes.get(f"{layer}/kernel")
+        bias = shapes.get(f"{layer}/bias")
+        if kernel is not None:
+            out_shape = (
+                kernel[len(kernel) - spec.out_axes :] if spec.kind == "dense" else kernel[-1:]
+            )
+            inputs = math.prod(kernel) // math.prod(out_shape)
+        else:
+            out_shape, inputs = bias, 0
         groups.append(
             LayerGroup(
                 layer,
-                specs[layer],
+                spec,
                 kernel,
                 bias,
-                inputs=(math.prod(shape[:-1]) if kernel else 0) + int(bias),
-                outputs=shape[-1],
+                inputs=inputs + int(bias is not None),
+                outputs=math.prod(out_shape),
             )
         )
     return tuple(groups)
@@ -310,20 +358,27 @@ def _activations(x, spec: layerwise.LayerSpec, group: LayerGroup) -> jnp.ndarray
     bias)."""
     if spec.kind == "conv":
         x = layerwise.patches(x, spec.kernel_size, spec.padding)
-    x = x.reshape(x.shape[0], -1, x.shape[-1])
-    parts = [x] if group.kernel else []
-    if group.bias:
+        x = x.reshape(x.shape[0], -1, x.shape[-1])
+    else:  # the contracted (trailing `in_axes`) axes flattened
+        x = x.reshape(x.shape[0], -1, math.prod(x.shape[x.ndim - spec.in_axes :]))
+    parts = [x] if group.kernel is not None else []
+    if group.bias is not None:
         parts.append(jnp.ones((*x.shape[:2], 1), x.dtype))
     return jnp.concatenate(parts, axis=-1)
+
+
+def _output_grads(delta, group: LayerGroup) -> jnp.ndarray:
+    """[b, t, s] the output gradients per example and token/position."""
+    return delta.reshape(delta.shape[0], -1, group.outputs)
 
 
 def _gradient_parts(inputs, delta, group: LayerGroup):
     """The layer's per-example gradients: (x̃ [b, a], δ [b, s]) for a Dense layer on vectors
     (the gradient is x̃ δᵀ, never formed), else (G [b, a, s], None)."""
     x = _activations(inputs, group.spec, group)
-    if x.shape[1] == 1 and delta.ndim == 2:
-        return x[:, 0], delta
-    d = delta.reshape(delta.shape[0], -1, delta.shape[-1])
+    d = _output_grads(delta, group)
+    if x.shape[1] == 1:
+        return x[:, 0], d[:, 0]
     return jnp.einsum("bta,bts->bas", x, d), None
 
 
@@ -339,22 +394,22 @@ def _rotated(state: KfacState, group: LayerGroup, inputs, delta):
 def _matrix_of(blocks: dict, group: LayerGroup) -> jnp.ndarray:
     """A layer's [a, s] matrix from its parameter blocks {name: array}."""
     parts = []
-    if group.kernel:
-        kernel = blocks[f"{group.layer}/kernel"]
-        parts.append(kernel.reshape(-1, kernel.shape[-1]))
-    if group.bias:
-        parts.append(blocks[f"{group.layer}/bias"][None])
+    if group.kernel is not None:
+        parts.append(blocks[f"{group.layer}/kernel"].reshape(-1, group.outputs))
+    if group.bias is not None:
+        parts.append(blocks[f"{group.layer}/bias"].reshape(1, group.outputs))
     return jnp.concatenate(parts, axis=0)
 
 
 def _blocks_of(matrix: jnp.ndarray, group: LayerGroup) -> dict:
+    """Inverse of `_matrix_of`."""
     out = {}
-    if group.kernel:
-        shape = (*group.spec.kernel_size, -1, group.outputs) if group.spec.kind == "conv" else None
-        kernel = matrix[: group.inputs - int(group.bias)]
-        out[f"{group.layer}/kernel"] = kernel if shape is None else kernel.reshape(shape)
-    if group.bias:
-        out[f"{group.layer}/bias"] = matrix[-1]
+    if group.kernel is not None:
+        out[f"{group.layer}/kernel"] = matrix[
+            : group.inputs - 1 * (group.bias is not None)
+        ].reshape(group.kernel)
+    if group.bias is not None:
+        out[f"{group.layer}/bias"] = matrix[-1].reshape(group.bias)
     return out
 
 
@@ -416,8 +471,8 @@ def _factor_sums(view, groups, fisher, batch, key):
         a_sum = jnp.einsum("bta,btc->ac", x, x)
         s_sum = 0.0
         for d in deltas:
-            d = d[group.layer].reshape(-1, group.outputs)
-            s_sum = s_sum + d.T @ d
+            d = _output_grads(d[group.layer], group)
+            s_sum = s_sum + jnp.einsum("bts,btr->sr", d, d)
         sums[group.layer] = (a_sum, s_sum, jnp.asarray(x.shape[0] * x.shape[1], x.dtype))
     return sums
 
