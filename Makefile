@@ -131,6 +131,7 @@ lds-check: setup ## A small make lds (logreg on 1,000 images, 20 subsets, 5 meth
 table2: setup ## Table 2: Transformer, 6% permuted references -> results/table2.{md,csv} (DATA=multi30k: offline)
 	$(PY) experiments/run.py experiment=table2 dataset=$(DATA) $(if $(FULL),score.max_examples=null) $(ARGS)
 	$(PY) experiments/run.py experiment=table2_baselines dataset=$(DATA) $(if $(FULL),score.max_examples=null) $(ARGS)
+	$(PY) experiments/run.py experiment=table2_kfac dataset=$(DATA) $(if $(FULL),score.max_examples=null) $(ARGS)
 	$(PY) experiments/report.py table2
 
 table2-check: setup ## After table2: TracIn [1] and a larger Arnoldi per layer set, added to results/table2.md

@@ -3,11 +3,12 @@
 Prints, for a fixed set of MNIST training examples: examples/s of each method's
 self-influence, each as a ratio to one plain batched forward+backward pass over the same
 examples, and the fits (Arnoldi n HVPs, RandProj p̄ HVPs over 2,560 examples) one vector
-at a time and in blocks of `--block` vectors: seconds, HVP throughput (examples x vectors
-per second) and achieved GFLOP/s, counting the FLOPs XLA reports for the compiled HVP
-program. Compilation is excluded (one warm-up call) and the clock stops after
-`block_until_ready`. cnn_large at freshly initialised parameters (speed does not depend on
-the values).
+at a time and in blocks of `--block` vectors, and Arnoldi's block fit on the Gauss–Newton
+matrix beside the Hessian's: seconds, product throughput (examples x vectors per second) and
+achieved GFLOP/s, counting the FLOPs XLA reports for the compiled product program; K-FAC's
+and EK-FAC's fits (one and two passes over the fit examples) and their scoring.
+Compilation is excluded (one warm-up call) and the clock stops after `block_until_ready`.
+cnn_large at freshly initialised parameters (speed does not depend on the values).
 
     python experiments/bench.py --examples 2048 --arnoldi-n 200 --block 16
 """
@@ -33,6 +34,8 @@ from ifscale.influence import (
     Arnoldi,
     CheckpointLoss,
     Checkpoints,
+    Ekfac,
+    Kfac,
     Lissa,
     ParamView,
     RandProj,
@@ -120,6 +123,12 @@ def main() -> None:
             )
             for b in (1, args.block)
         ),
+        # The Gauss–Newton matrix in the same block fit: its products side by side.
+        (
+            f"arnoldi_n{args.arnoldi_n}_ggn",
+            Arnoldi(n=args.arnoldi_n, pbar=1, block=args.block, curvature="ggn", progress=False),
+            args.arnoldi_n,
+        ),
         *(
             (
                 f"randproj_pbar{args.pbar_large}",
@@ -144,8 +153,9 @@ def main() -> None:
         jax.block_until_ready(fitted.vectors)
         seconds = time.perf_counter() - start
         spectra[name, block] = fitted
+        curved = view.with_curvature(method.curvature)
         flops = (
-            hvp_many.lower(view, fit[0], jnp.zeros((block, view.size), view.theta.dtype))
+            hvp_many.lower(curved, fit[0], jnp.zeros((block, view.size), view.theta.dtype))
             .compile()
             .cost_analysis()["flops"]
         )
@@ -211,6 +221,9 @@ def main() -> None:
             args.examples,
             fit,
         ),
+        # K-FAC and EK-FAC: their fit is one (two) passes over the fit examples.
+        "kfac": (Kfac(progress=False), None, args.examples, fit),
+        "ekfac": (Ekfac(progress=False), None, args.examples, fit),
         "checkpoint_loss_5": (CheckpointLoss(checkpoints=5), None, args.examples, fit),
         "aum_5": (AreaUnderMargin(checkpoints=5), None, args.examples, fit),
         "lissa_r10": (

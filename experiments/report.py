@@ -35,6 +35,7 @@ from experiments.sweeps import IncompleteSweep, missing_jobs, require_complete
 from ifscale.cache.atomic import staged_files
 from ifscale.reports import (
     TABLE2_BASELINE_ROWS,
+    TABLE2_KFAC_ROWS,
     TABLE2_ROWS,
     ReadmeSyncError,
     check_section,
@@ -171,10 +172,11 @@ def write_table1(
 
 
 def write_table2(
-    sweep: Path, results: Path, check: Path | None = None, baselines: Path | None = None
+    sweep: Path, results: Path, check: Path | None = None, extra: Sequence[Path] = ()
 ) -> None:
-    # The loss rows come from their own sweep (table2_baselines), on the same model.
-    runs = load_runs(sweep) + (load_runs(baselines) if baselines else [])
+    # The loss rows and the K-FAC rows come from their own sweeps (table2_baselines,
+    # table2_kfac), on the same model.
+    runs = load_runs(sweep) + [run for folder in extra for run in load_runs(folder)]
     table = table2_frame(runs)
     if table.empty:
         raise SystemExit(f"No Table 2 runs (Arnoldi/RandProj, p̄ 10 or 20) under {sweep}")
@@ -188,7 +190,7 @@ def write_table2(
         f"# Table 2: permuted references, German→English Transformer ({corpus})",
         "",
         f"Produced by `make table2` from `{_relative(sweep)}`"
-        + (f" and `{_relative(baselines)}` (the loss rows)" if baselines else "")
+        + "".join(f" and `{_relative(folder)}`" for folder in extra)
         + " (`python experiments/report.py table2`); do not edit by hand. The paper's values "
         "are for WMT17 and a full-size Transformer.",
         "",
@@ -198,7 +200,7 @@ def write_table2(
         *(table2_check_section(load_runs(check), table) if check else []),
     ]
     (results / "table2.md").write_text("\n".join(text) + "\n")
-    found_at_k(runs, TABLE2_ROWS + TABLE2_BASELINE_ROWS).to_csv(
+    found_at_k(runs, TABLE2_ROWS + TABLE2_KFAC_ROWS + TABLE2_BASELINE_ROWS).to_csv(
         results / "table2_found_at_k.csv", index=False
     )
     top = top_pairs(runs)
@@ -604,7 +606,11 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=Path, help="table1_seeds folder (Table 1 over more seeds)")
     parser.add_argument(
-        "--baselines", type=Path, help="table2_baselines folder (the loss rows of Table 2)"
+        "--baselines",
+        type=Path,
+        nargs="*",
+        help="table2: the folders of its extra sweeps (table2_baselines: the loss rows; "
+        "table2_kfac: the K-FAC rows); default: the newest of each",
     )
     parser.add_argument(
         "--experiment", help="regimes: the experiment's name (default regimes; regimes_memorised)"
@@ -661,10 +667,15 @@ def _write(args: argparse.Namespace, results: Path) -> None:
         check = (args.check and complete(args.check)) or latest_sweep(
             "table2_check", args.outputs, required=False
         )
-        baselines = (args.baselines and complete(args.baselines)) or latest_sweep(
-            "table2_baselines", args.outputs, required=False
-        )
-        write_table2(sweep.resolve(), results, check, baselines)
+        if args.baselines:
+            extra = [complete(folder) for folder in args.baselines]
+        else:
+            found = (
+                latest_sweep(name, args.outputs, required=False)
+                for name in ("table2_baselines", "table2_kfac")
+            )
+            extra = [folder for folder in found if folder]
+        write_table2(sweep.resolve(), results, check, extra)
     elif args.what == "table3":
         sweep = complete(args.sweep[0]) if args.sweep else latest_sweep("table3", args.outputs)
         check = (args.check and complete(args.check)) or latest_sweep(

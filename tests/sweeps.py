@@ -19,14 +19,15 @@ def multirun_and_report(
     tmp_path: Path,
     env: dict[str, str] | None = None,
     timeout: int = 1800,
-    baselines: str | None = None,
+    baselines: str | list[str] | None = None,
 ) -> tuple[list[dict[str, Any]], Path]:
     """`experiments/run.py experiment=<experiment> <overrides>` into `tmp_path/sweep`, then
     `experiments/report.py <experiment> --sweep ... --results tmp_path/results`.
 
-    With `baselines`, that experiment's sweep runs next (into `tmp_path/baselines`) and the
-    report gets it as `--baselines`. Returns the first sweep's runs' metrics (job order) and
-    the results folder; a failing command fails the test with the end of its stderr.
+    With `baselines` (an experiment or several), their sweeps run next (each into
+    `tmp_path/<name>`) and the report gets them as `--baselines`. Returns the first sweep's
+    runs' metrics (job order) and the results folder; a failing command fails the test with
+    the end of its stderr.
     """
     env = {**os.environ, "IFSCALE_CACHE_DIR": str(tmp_path / "cache"), **(env or {})}
     sweep, results = tmp_path / "sweep", tmp_path / "results"
@@ -35,11 +36,13 @@ def multirun_and_report(
     report = [sys.executable, str(ROOT / "experiments" / "report.py"), experiment]
     # --outputs: no investigation sweep of the repository's outputs/ joins the report.
     where = ["--sweep", str(sweep), "--results", str(results), "--outputs", str(tmp_path)]
-    if baselines:  # a second sweep (e.g. table2_baselines), as the make target runs it
-        run[-1] = f"experiment={baselines}"
-        extra = tmp_path / "baselines"
-        _check(run + overrides + ["progress=false", f"hydra.sweep.dir={extra}"], env, timeout)
-        where += ["--baselines", str(extra)]
+    if baselines:  # more sweeps (e.g. table2_baselines), as the make target runs them
+        where.append("--baselines")
+        for name in [baselines] if isinstance(baselines, str) else baselines:
+            run[-1] = f"experiment={name}"
+            extra = tmp_path / name
+            _check(run + overrides + ["progress=false", f"hydra.sweep.dir={extra}"], env, timeout)
+            where.append(str(extra))
     _check(report + where, env, 600)
     jobs = sorted(sweep.glob("*/metrics.json"), key=lambda p: int(p.parent.name))
     return [json.loads(p.read_text()) for p in jobs], results

@@ -162,6 +162,7 @@ def _sweep_rows(experiment: str) -> list[str]:
         ("table2", {"method.layers", "+table2", "method.pbar"}),
         ("table2_check", {"method.layers", "+table2_check"}),
         ("table2_baselines", {"+table2", "method.sequence_loss"}),
+        ("table2_kfac", {"+table2", "method.layers"}),
         ("table3", {"+table3"}),
         ("table3_check", {"+table3_check"}),
         ("table1_seeds", {"seed", "+table1"}),
@@ -186,6 +187,14 @@ def test_table2_baselines_score_the_model_and_pairs_of_table2():
         assert loss.method.name == "loss" and loss.method.sequence_loss == kind
         for part in ("dataset", "noise", "model", "train", "score", "seed"):
             assert getattr(loss, part) == getattr(base, part), part
+    for name in ("kfac", "ekfac"):  # the K-FAC rows too, with the fit pairs of table2
+        kfac = from_dict(
+            _compose(["experiment=table2_kfac", f"+table2={name}", "method.layers=last3_decoder"])
+        )
+        assert kfac.method.name == name and kfac.method.layers == "last3_decoder"
+        for part in ("dataset", "noise", "model", "train", "score", "seed"):
+            assert getattr(kfac, part) == getattr(base, part), part
+        assert kfac.method.fit_batches == base.method.fit_batches
 
 
 @pytest.mark.parametrize("row", _sweep_rows("table3"))

@@ -59,6 +59,7 @@ from ifscale.reports.table1_seeds import SEED_ROWS, seeds_frame, seeds_section
 from ifscale.reports.table2 import (
     LAYER_LABELS,
     TABLE2_BASELINE_ROWS,
+    TABLE2_KFAC_ROWS,
     TABLE2_ROWS,
     TOP_PAIRS_ROWS,
     table2_check_section,
@@ -96,6 +97,7 @@ __all__ = [
     "NOISE_KIND_ORDER",
     "TABLE1_ROWS",
     "TABLE2_BASELINE_ROWS",
+    "TABLE2_KFAC_ROWS",
     "TABLE2_ROWS",
     "TABLE3_BASE_VARIANT",
     "TABLE3_PAPER",

@@ -26,12 +26,14 @@ REGIME_ROWS = (
     Row("tracin_k", "TracIn [k]", "tracin", {}, {}, {"tracin_all_checkpoints": (True,)}),
     Row("trak_1", "TRAK k=100", "trak", {"models": 1}, {}),
     Row("trak_k", "TRAK k=100 [k]", "trak", {}, {}, {"trak_ensemble": (True,)}),
-    Row("arnoldi_10", "Arnoldi p̄=10", "arnoldi", {"pbar": 10}, {}),
-    Row("arnoldi_100", "Arnoldi p̄=100", "arnoldi", {"pbar": 100}, {}),
+    Row("arnoldi_10", "Arnoldi p̄=10", "arnoldi", {"pbar": 10, "curvature": "hessian"}, {}),
+    Row("arnoldi_100", "Arnoldi p̄=100", "arnoldi", {"pbar": 100, "curvature": "hessian"}, {}),
     Row("randproj_10", "RandProj p̄=10", "randproj", {"pbar": 10}, {}),
     Row("randproj_100", "RandProj p̄=100", "randproj", {"pbar": 100}, {}),
+    Row("kfac", "K-FAC", "kfac", {}, {}),
+    Row("ekfac", "EK-FAC", "ekfac", {}, {}),
 )
-CURVATURE_ROWS = ("arnoldi_10", "arnoldi_100", "randproj_10", "randproj_100")
+CURVATURE_ROWS = ("arnoldi_10", "arnoldi_100", "randproj_10", "randproj_100", "kfac", "ekfac")
 INFLUENCE_ROWS = ("tracin_1", "tracin_k", "trak_1", "trak_k", *CURVATURE_ROWS)
 # The baselines that read the checkpoints TracIn [k] reads (a forward pass each).
 DYNAMICS_ROWS = ("checkpoint_loss", "aum")

@@ -15,7 +15,13 @@ import pandas as pd
 from ifscale.run.metrics import RunMetrics
 
 # How the reports name the projected methods.
-METHOD_LABELS = {"arnoldi": "Arnoldi", "randproj": "RandProj", "loss": "Lowest loss (baseline)"}
+METHOD_LABELS = {
+    "arnoldi": "Arnoldi",
+    "randproj": "RandProj",
+    "loss": "Lowest loss (baseline)",
+    "kfac": "K-FAC",
+    "ekfac": "EK-FAC",
+}
 
 
 def load_runs(folder: str | Path) -> list[dict[str, Any]]:

@@ -58,13 +58,27 @@ TABLE2_BASELINE_ROWS: tuple[Row, ...] = tuple(
     )
     for kind, label in (("sum", "summed"), ("mean", "per-token mean"))
 )
+# K-FAC and EK-FAC (not in the paper; `make table2` runs them as the table2_kfac sweep) over
+# the Dense layers and attention projections of each layer set.
+TABLE2_KFAC_ROWS: tuple[Row, ...] = tuple(
+    Row(
+        f"{layers}_{method}",
+        METHOD_LABELS[method],
+        method,
+        {},
+        {"p̄": None, "AUC": None, "AP": None},
+        {"layers": ("all", None) if layers == "all" else (layers,)},
+    )
+    for layers in ("all", "last3_decoder")
+    for method in ("kfac", "ekfac")
+)
 LAYER_LABELS = {"all": "all layers", "last3_decoder": "last 3 decoder layers"}
 
 
 def table2_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
     """One line per Table 2 row with a finished run: ours beside the paper's values."""
     lines = []
-    for row, run in rows_with_runs(TABLE2_ROWS + TABLE2_BASELINE_ROWS, runs):
+    for row, run in rows_with_runs(TABLE2_ROWS + TABLE2_KFAC_ROWS + TABLE2_BASELINE_ROWS, runs):
         layers = row.fields.get("layers", (None,))[0]
         lines.append(
             {

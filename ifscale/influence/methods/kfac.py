@@ -279,7 +279,11 @@ class Kfac(FactoredMethod):
     def fitted_metrics(self, state: KfacState) -> dict[str, Any]:
         # The 100 largest eigenvalues of the block-diagonal approximation, all layers.
         values = np.concatenate([np.asarray(v, np.float64).ravel() for v in state.values.values()])
-        return {"eigenvalues": np.sort(values)[::-1][:100].tolist()}
+        return {
+            "eigenvalues": np.sort(values)[::-1][:100].tolist(),
+            # the parameters of the factored layers (others, e.g. embeddings, are left out)
+            "n_perturbed_params": state.view.size,
+        }
 
     def inverse_product(self, state: KfacState, vector: jnp.ndarray) -> jnp.ndarray:
         """[p] (Â + l2 + λ)⁻¹ v, Â the (E)K-FAC approximation, in the view's flat layout."""

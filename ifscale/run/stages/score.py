@@ -170,6 +170,8 @@ def score(
         shards=cfg.score.shards,
         **counts,
     )
+    # The method's numbers win: e.g. K-FAC's count of the parameters it factors.
+    fitted.update(method.fitted_metrics(state))
     if not gather_only and cfg.score.shards > 1:
         return ScoreMetrics(**fitted, shard=cfg.score.shard, n_scored=len(index)), None
 
@@ -204,7 +206,6 @@ def score(
         n_scored=len(index),
         n_noisy_scored=int(is_noisy.sum()),
         **compared,
-        **method.fitted_metrics(state),
     )
     return record, score_table(prep, index, scores)
 
