@@ -104,11 +104,12 @@ regimes-memorised: setup ## The regimes at E = 50 only (memorised labels), every
 # The LDS settings of `make lds` (LDS=lds_logreg: one of them), and how the LDS moves with K
 # (3 models per subset, logistic regression).
 LDS ?= lds_logreg lds_mlp lds_cnn
-# TRAK on the ground truths of lds_logreg and lds_mlp (stored by the loop above).
-LDS_TRAK ?= lds_trak_logreg lds_trak_mlp
+# TRAK on the ground truths of lds_logreg and lds_mlp (stored by the loop above), and
+# K-FAC/EK-FAC on all three.
+LDS_TRAK ?= lds_trak_logreg lds_trak_mlp lds_kfac_logreg lds_kfac_mlp lds_kfac_cnn
 LDS_SEEDS = experiment=lds_logreg name=lds_seeds lds.seeds=3
 
-lds: setup ## Linear datamodeling score: every method (TRAK against M too) on dattri's MNIST-10 (logreg, MLP) and cnn_small -> results/lds.{md,csv}
+lds: setup ## Linear datamodeling score: every method (TRAK against M, K-FAC, EK-FAC too) on dattri's MNIST-10 (logreg, MLP) and cnn_small -> results/lds.{md,csv}
 	for e in $(LDS); do \
 	  $(PY) experiments/run.py experiment=$$e stage=retrain hydra.mode=RUN lds.sequential=4 $(ARGS) && \
 	  $(PY) experiments/run.py experiment=$$e $(ARGS) || exit 1; \

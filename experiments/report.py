@@ -10,9 +10,9 @@
     python experiments/report.py readme    # README.md's Table 1 and loss-baseline lines <- results/
     python experiments/report.py explain   # newest explain_mnist / explain_translation runs
                                            # -> results/explain_mnist/, explain_translation/
-    python experiments/report.py lds       # newest lds_logreg, lds_mlp, lds_cnn, lds_trak_*
-                                           # sweeps and retrain runs -> results/lds.{md,csv},
-                                           # figures/lds.png
+    python experiments/report.py lds       # newest lds_logreg, lds_mlp, lds_cnn, lds_trak_*,
+                                           # lds_kfac_* sweeps and retrain runs
+                                           # -> results/lds.{md,csv}, figures/lds.png
     python experiments/report.py table1 --sweep outputs/multirun/table1/2026-11-26_04-00-00
 
 Every number written comes from a run's `metrics.json` / `scores.csv`; nothing is typed in
@@ -689,7 +689,16 @@ def _write(args: argparse.Namespace, results: Path) -> None:
     elif args.what == "explain":
         write_explanations(args.outputs, results, ["explain_mnist", "explain_translation"])
     elif args.what == "lds":
-        names = ("lds_logreg", "lds_mlp", "lds_cnn", "lds_trak_logreg", "lds_trak_mlp")
+        names = (
+            "lds_logreg",
+            "lds_mlp",
+            "lds_cnn",
+            "lds_trak_logreg",
+            "lds_trak_mlp",
+            "lds_kfac_logreg",
+            "lds_kfac_mlp",
+            "lds_kfac_cnn",
+        )
         sweeps = (
             [complete(s) for s in args.sweep]
             if args.sweep

@@ -53,6 +53,8 @@ LABELS = {
     "graddot": "Grad-Dot",
     "gradcos": "Grad-Cos",
     "trak": "TRAK",
+    "kfac": "K-FAC",
+    "ekfac": "EK-FAC",
 }
 
 
@@ -62,8 +64,9 @@ def method_label(run: dict[str, Any]) -> str:
     name = run["method"]
     label = LABELS.get(name, name)
     tail = " + tail" if options.get("tail") is not None else ""
+    ggn = ", GGN" if options.get("curvature") == "ggn" else ""
     if name == "arnoldi":
-        return f"{label} n={options['n']}, p̄={options['pbar']}{tail}"
+        return f"{label}{ggn} n={options['n']}, p̄={options['pbar']}{tail}"
     if name == "exact":
         pbar = options.get("pbar")
         return f"{label} (full inverse)" if pbar is None else f"{label} p̄={pbar}{tail}"
