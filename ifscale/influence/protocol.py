@@ -168,6 +168,14 @@ class InfluenceMethod(abc.ABC):
         """Numbers of the fitted state worth reporting (e.g. eigenvalues); by default none."""
         return {}
 
+    def check_model(self, task: Task, shapes: Any, example: Batch) -> None:
+        """Refuses (ConfigError naming the key), before any training, a model this method
+        cannot score, from the shapes of its parameters (`jax.ShapeDtypeStruct`s) and a
+        batch of its data; by default, a `curvature` option the task cannot define."""
+        curvature = getattr(self, "curvature", None)
+        if curvature is not None:
+            task.with_curvature(curvature)
+
     def checkpoints_needed(self) -> int:
         """How many kept training checkpoints the fit reads (checked against
         `train.kept_checkpoints` before training); by default none."""

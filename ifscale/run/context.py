@@ -21,6 +21,7 @@ from ifscale.data import stratified_subset
 from ifscale.domains import Dataset, Domain, domain_of
 from ifscale.influence.projection import convolves, cpu_data_parallel
 from ifscale.influence.task import check_layers
+from ifscale.run.compose import method_of
 from ifscale.run.fitting import require_stored_fit
 from ifscale.run.mesh import run_mesh
 from ifscale.train import TrainedModel, check_schedule
@@ -95,7 +96,9 @@ def check_inputs(cfg: RunConfig) -> Inputs:
     if cfg.method.name != "none":
         task = domain.task(model, cfg)
         check_layers(task.layers, shapes)
-        _check_route(cfg, task, shapes, data.train_batch(np.arange(min(2, data.n_train))))
+        example = data.train_batch(np.arange(min(2, data.n_train)))
+        _check_route(cfg, task, shapes, example)
+        method_of(cfg).check_model(task, shapes, example)
     return Inputs(domain, data, model, shapes)
 
 

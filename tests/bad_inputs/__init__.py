@@ -183,6 +183,25 @@ CASES: tuple[Case, ...] = (
         "method.block",
     ),
     Case("config-randproj-block-zero", ("method=randproj", "method.block=0"), "method.block"),
+    Case("config-kfac-damping-zero", ("method=ekfac", "method.damping=0"), "method.damping"),
+    Case("config-kfac-fisher", ("method=kfac", "method.fisher=true"), "method.fisher"),
+    Case("config-curvature", ("method=arnoldi", "method.curvature=fisher"), "method.curvature"),
+    Case(
+        "config-kfac-factor-too-large",
+        (*GOOD_IMAGES, "method=kfac", "method.max_factor_size=16"),
+        "method.max_factor_size",
+    ),
+    Case(
+        "config-kfac-no-supported-layer",
+        (
+            *GOOD_TEXT,
+            "train=transformer",
+            "train.batch_size=8",
+            "method=ekfac",
+            "method.layers=[decoder/norm]",
+        ),
+        "method.layers",
+    ),
     Case(
         "config-shard-out-of-range",
         ("method=loss", "score.shards=2", "score.shard=5"),

@@ -151,11 +151,19 @@ class Kfac(FactoredMethod):
         )
         return ParamView.create(dataclasses.replace(task, layers=kept), params, example=example)
 
-    def fit_arrays(self, view, batches, key) -> dict[str, list]:
-        """Per layer (in `layer_groups` order): the eigenvectors of A and S and the
-        eigenvalues Λ [a, s] of the layer's block in their basis (undamped)."""
+    def check_model(self, task, shapes, example) -> None:
+        """The checks of the fit (layers, factor sizes, the Fisher), on traced parameters."""
+
+        def trace(params):
+            view = self.view_for(task, params, example)
+            self._checked_groups(view, example)
+            return view.theta
+
+        jax.eval_shape(trace, shapes)
+
+    def _checked_groups(self, view: ParamView, example) -> tuple[LayerGroup, ...]:
         task = view.task
-        groups = layer_groups(view, batches[0])
+        groups = layer_groups(view, example)
         for group in groups:
             for rows, what in ((group.inputs, "activation"), (group.outputs, "output")):
                 check(
@@ -177,6 +185,12 @@ class Kfac(FactoredMethod):
                 "method.fisher",
                 "exact needs Task.outputs and Task.loss_from_outputs; use sampled",
             )
+        return groups
+
+    def fit_arrays(self, view, batches, key) -> dict[str, list]:
+        """Per layer (in `layer_groups` order): the eigenvectors of A and S and the
+        eigenvalues Λ [a, s] of the layer's block in their basis (undamped)."""
+        groups = self._checked_groups(view, batches[0])
         n = sum(len(jax.tree_util.tree_leaves(b)[0]) for b in batches)
         keys = jax.random.split(key, 2 * len(batches))
         sums = None
