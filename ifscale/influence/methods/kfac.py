@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 from typing import Any, ClassVar
 
 import jax
@@ -42,28 +41,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from ifscale.influence import layerwise
+from ifscale.influence.methods import kronecker
 from ifscale.influence.protocol import FactoredMethod
 from ifscale.influence.task import Batch, ParamView
 from ifscale.utils import ConfigError, check
 
 log = logging.getLogger(__name__)
-
-# Where the δ of the pseudo-gradients come from (`fisher`).
-FISHERS = ("sampled", "empirical", "exact")
-# The largest number of outputs per example for fisher="exact" (one backward pass each).
-MAX_EXACT_OUTPUTS = 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerGroup:
-    """One Kronecker-factored block: a Dense or Conv layer's kernel and/or bias (static)."""
-
-    layer: str
-    spec: layerwise.LayerSpec
-    kernel: tuple[int, ...] | None  # the kernel's shape, None when it is not perturbed
-    bias: tuple[int, ...] | None  # the bias's shape, None when it is not perturbed
-    inputs: int  # rows of A: the kernel's input size (patch size for a conv), + 1 for bias
-    outputs: int  # rows of S: the layer's output features
 
 
 @jax.tree_util.register_dataclass
@@ -77,7 +60,7 @@ class KfacState:
     qs: dict[str, jnp.ndarray]
     values: dict[str, jnp.ndarray]
     inverse: dict[str, jnp.ndarray]
-    groups: tuple[LayerGroup, ...] = dataclasses.field(metadata={"static": True})
+    groups: tuple[kronecker.LayerGroup, ...] = dataclasses.field(metadata={"static": True})
     measure: ParamView | None = None  # the test side's function (`measuring`); None: loss
 
 
@@ -110,9 +93,9 @@ class Kfac(FactoredMethod):
     def __post_init__(self):
         check(self.damping > 0, "method.damping", f"must be > 0, got {self.damping}")
         check(
-            self.fisher in FISHERS,
+            self.fisher in kronecker.FISHERS,
             "method.fisher",
-            f"must be one of {FISHERS}, got {self.fisher!r}",
+            f"must be one of {kronecker.FISHERS}, got {self.fisher!r}",
         )
         check(self.max_factor_size >= 1, "method.max_factor_size", "must be >= 1")
 
@@ -137,7 +120,7 @@ class Kfac(FactoredMethod):
         supported = sorted(k for k, v in specs.items() if v is not None)
         for prefix in task.layers or ():
             check(
-                any(_selects(prefix, name) for name in kept),
+                any(kronecker.selects(prefix, name) for name in kept),
                 "method.layers",
                 f"{prefix!r} selects no kernel or bias of a Dense or Conv layer K-FAC "
                 f"supports; choose among {supported}",
@@ -161,9 +144,9 @@ class Kfac(FactoredMethod):
 
         jax.eval_shape(trace, shapes)
 
-    def _checked_groups(self, view: ParamView, example) -> tuple[LayerGroup, ...]:
+    def _checked_groups(self, view: ParamView, example) -> tuple[kronecker.LayerGroup, ...]:
         task = view.task
-        groups = layer_groups(view, example)
+        groups = kronecker.layer_groups(view, example)
         for group in groups:
             for rows, what in ((group.inputs, "activation"), (group.outputs, "output")):
                 check(
@@ -188,7 +171,7 @@ class Kfac(FactoredMethod):
         return groups
 
     def fit_arrays(self, view, batches, key) -> dict[str, list]:
-        """Per layer (in `layer_groups` order): the eigenvectors of A and S and the
+        """Per layer (in `kronecker.layer_groups` order): the eigenvectors of A and S and the
         eigenvalues Λ [a, s] of the layer's block in their basis (undamped)."""
         groups = self._checked_groups(view, batches[0])
         n = sum(len(jax.tree_util.tree_leaves(b)[0]) for b in batches)
@@ -224,7 +207,7 @@ class Kfac(FactoredMethod):
 
     def from_arrays(self, view, arrays, example) -> KfacState:
         """The state with this damping: 1/(Λ + l2 + damping · mean Λ) per layer."""
-        groups = layer_groups(view, example)
+        groups = kronecker.layer_groups(view, example)
         check(
             len(arrays["values"]) == len(groups),
             "method.layers",
@@ -304,10 +287,10 @@ class Kfac(FactoredMethod):
         blocks = state.view.unravel(vector)
         out = {}
         for group in state.groups:
-            g = _matrix_of(blocks, group)
+            g = kronecker.matrix_of(blocks, group)
             q_a, q_s = state.qa[group.layer], state.qs[group.layer]
             rotated = q_a.T @ g @ q_s * state.inverse[group.layer]
-            out.update(_blocks_of(q_a @ rotated @ q_s.T, group))
+            out.update(kronecker.blocks_of(q_a @ rotated @ q_s.T, group))
         return jax.flatten_util.ravel_pytree({name: out[name] for name in state.view.names})[0]
 
 
@@ -323,112 +306,13 @@ class Ekfac(Kfac):
 # -- layers ------------------------------------------------------------------------------
 
 
-def _selects(prefix: str, name: str) -> bool:
-    return name == prefix or name.startswith(prefix.rstrip("/") + "/")
-
-
-def layer_groups(view: ParamView, batch: Batch) -> tuple[LayerGroup, ...]:
-    """The Kronecker blocks of the view's parameters; refuses (ConfigError naming
-    method.layers) a parameter that is not a kernel or bias of a supported Dense or Conv
-    layer."""
-    lw = view.task.layerwise
-    if lw is None:
-        raise ConfigError(
-            "method.layers: K-FAC needs the model's per-layer capture (Task.layerwise, "
-            "a Flax Dense/Conv model); this task has none"
-        )
-    specs = layerwise.layer_specs(lw, view.params(view.theta), batch)
-    bad = layerwise.unsupported(specs, view.names)
-    check(
-        not bad,
-        "method.layers",
-        f"{bad} are not the kernel or bias of a Dense or Conv layer K-FAC supports; "
-        f"choose among {sorted(k for k, v in specs.items() if v is not None)}",
-    )
-    shapes = jax.tree_util.tree_map(jnp.shape, view.unravel(view.theta))
-    groups = []
-    for layer in sorted({name.rpartition("/")[0] for name in view.names}):
-        spec = specs[layer]
-        kernel = shapes.get(f"{layer}/kernel")
-        bias = shapes.get(f"{layer}/bias")
-        if kernel is not None:
-            out_shape = (
-                kernel[len(kernel) - spec.out_axes :] if spec.kind == "dense" else kernel[-1:]
-            )
-            inputs = math.prod(kernel) // math.prod(out_shape)
-        else:
-            out_shape, inputs = bias, 0
-        groups.append(
-            LayerGroup(
-                layer,
-                spec,
-                kernel,
-                bias,
-                inputs=inputs + int(bias is not None),
-                outputs=math.prod(out_shape),
-            )
-        )
-    return tuple(groups)
-
-
-def _activations(x, spec: layerwise.LayerSpec, group: LayerGroup) -> jnp.ndarray:
-    """[b, t, a] the layer's inputs x̃ per example and token/position (1 appended for a
-    bias)."""
-    if spec.kind == "conv":
-        x = layerwise.patches(x, spec.kernel_size, spec.padding)
-        x = x.reshape(x.shape[0], -1, x.shape[-1])
-    else:  # the contracted (trailing `in_axes`) axes flattened
-        x = x.reshape(x.shape[0], -1, math.prod(x.shape[x.ndim - spec.in_axes :]))
-    parts = [x] if group.kernel is not None else []
-    if group.bias is not None:
-        parts.append(jnp.ones((*x.shape[:2], 1), x.dtype))
-    return jnp.concatenate(parts, axis=-1)
-
-
-def _output_grads(delta, group: LayerGroup) -> jnp.ndarray:
-    """[b, t, s] the output gradients per example and token/position."""
-    return delta.reshape(delta.shape[0], -1, group.outputs)
-
-
-def _gradient_parts(inputs, delta, group: LayerGroup):
-    """The layer's per-example gradients: (x̃ [b, a], δ [b, s]) for a Dense layer on vectors
-    (the gradient is x̃ δᵀ, never formed), else (G [b, a, s], None)."""
-    x = _activations(inputs, group.spec, group)
-    d = _output_grads(delta, group)
-    if x.shape[1] == 1:
-        return x[:, 0], d[:, 0]
-    return jnp.einsum("bta,bts->bas", x, d), None
-
-
-def _rotated(state: KfacState, group: LayerGroup, inputs, delta):
+def _rotated(state: KfacState, group: kronecker.LayerGroup, inputs, delta):
     """The gradients in the eigenbasis: (x̃ Q_A, δ Q_S) or (Q_Aᵀ G Q_S, None)."""
     q_a, q_s = state.qa[group.layer], state.qs[group.layer]
-    first, second = _gradient_parts(inputs, delta, group)
+    first, second = kronecker.gradient_parts(inputs, delta, group)
     if second is not None:
         return first @ q_a, second @ q_s
     return jnp.einsum("ja,bjk,ks->bas", q_a, first, q_s), None
-
-
-def _matrix_of(blocks: dict, group: LayerGroup) -> jnp.ndarray:
-    """A layer's [a, s] matrix from its parameter blocks {name: array}."""
-    parts = []
-    if group.kernel is not None:
-        parts.append(blocks[f"{group.layer}/kernel"].reshape(-1, group.outputs))
-    if group.bias is not None:
-        parts.append(blocks[f"{group.layer}/bias"].reshape(1, group.outputs))
-    return jnp.concatenate(parts, axis=0)
-
-
-def _blocks_of(matrix: jnp.ndarray, group: LayerGroup) -> dict:
-    """Inverse of `_matrix_of`."""
-    out = {}
-    if group.kernel is not None:
-        out[f"{group.layer}/kernel"] = matrix[
-            : group.inputs - 1 * (group.bias is not None)
-        ].reshape(group.kernel)
-    if group.bias is not None:
-        out[f"{group.layer}/bias"] = matrix[-1].reshape(group.bias)
-    return out
 
 
 def _eigh(matrix: jnp.ndarray):
@@ -436,60 +320,17 @@ def _eigh(matrix: jnp.ndarray):
     return values, vectors
 
 
-# -- the Fisher's output gradients --------------------------------------------------------
-
-
-def _fisher_captures(view: ParamView, fisher: str, batch: Batch, key):
-    """(inputs, [deltas, ...], specs) of the fit: one set of δ for "sampled" and
-    "empirical", one per output for "exact" (Σ over them of δ δᵀ is Jᵀ H_f J exactly)."""
-    task, params = view.task, view.params(view.theta)
-    lw = task.layerwise
-    if fisher == "empirical":
-        inputs, deltas, specs = lw.capture(params, batch)
-        return inputs, [deltas], specs
-    if fisher == "sampled":
-        inputs, deltas, specs = lw.capture(params, task.sample_targets(params, batch, key))
-        return inputs, [deltas], specs
-    out = task.outputs(params, batch)
-    b, shape = out.shape[0], out.shape[1:]
-    size = math.prod(shape)
-    check(
-        size <= MAX_EXACT_OUTPUTS,
-        "method.fisher",
-        f"exact takes one backward pass per output and the model has {size:,} per example "
-        f"(at most {MAX_EXACT_OUTPUTS:,}); use sampled",
-    )
-
-    def example_loss(f, example):
-        single = jax.tree_util.tree_map(lambda a: a[None], example)
-        return task.loss_from_outputs(f.reshape(1, *shape), single)[0]
-
-    hessians = jax.vmap(jax.hessian(example_loss))(out.reshape(b, size), batch)
-    w, u = jnp.linalg.eigh(hessians)
-    roots = u * jnp.sqrt(jnp.maximum(w, 0))[:, None, :]  # H_f = Σ_c r_c r_cᵀ, per example
-    linear = dataclasses.replace(
-        lw,
-        loss_from_outputs=lambda f, pair: jnp.sum((f * pair[1]).reshape(f.shape[0], -1), -1),
-        inputs_of=lambda pair: lw.inputs_of(pair[0]),
-    )
-    deltas = []
-    for c in range(size):  # δ of the linear loss ⟨f, r_c⟩: Jᵀ r_c
-        inputs, delta, specs = linear.capture(params, (batch, roots[:, :, c].reshape(out.shape)))
-        deltas.append(delta)
-    return inputs, deltas, specs
-
-
 @functools.partial(jax.jit, static_argnames=("groups", "fisher"))
 def _factor_sums(view, groups, fisher, batch, key):
     """{layer: (Σ x̃ x̃ᵀ over examples and tokens, Σ δ δᵀ, the number of x̃ rows)}."""
-    inputs, deltas, _ = _fisher_captures(view, fisher, batch, key)
+    inputs, deltas, _ = kronecker.fisher_captures(view, fisher, batch, key)
     sums = {}
     for group in groups:
-        x = _activations(inputs[group.layer], group.spec, group)
+        x = kronecker.activations(inputs[group.layer], group.spec, group)
         a_sum = jnp.einsum("bta,btc->ac", x, x)
         s_sum = 0.0
         for d in deltas:
-            d = _output_grads(d[group.layer], group)
+            d = kronecker.output_grads(d[group.layer], group)
             s_sum = s_sum + jnp.einsum("bts,btr->sr", d, d)
         sums[group.layer] = (a_sum, s_sum, jnp.asarray(x.shape[0] * x.shape[1], x.dtype))
     return sums
@@ -498,7 +339,7 @@ def _factor_sums(view, groups, fisher, batch, key):
 @functools.partial(jax.jit, static_argnames=("groups", "fisher"))
 def _correction_sums(view, groups, fisher, qa, qs, batch, key):
     """{layer: Σ over examples of (Q_Aᵀ G Q_S)²} (EK-FAC's eigenvalues, times n)."""
-    inputs, deltas, _ = _fisher_captures(view, fisher, batch, key)
+    inputs, deltas, _ = kronecker.fisher_captures(view, fisher, batch, key)
     sums = {}
     state = KfacState(view, qa, qs, {}, {}, groups)
     for group in groups:
