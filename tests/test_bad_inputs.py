@@ -31,6 +31,7 @@ from ifscale.domains.translation import stored_tokenizer
 from ifscale.models import build_model, init_params
 from ifscale.utils import ConfigError
 from tests.bad_inputs import CASES, good_image_run, make_inputs
+from tests.simulated_devices import simulated_devices_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -271,7 +272,7 @@ def test_config_refused_without_data_leaves_no_run_folder(case_id, inputs, tmp_p
 def test_the_grad_route_is_refused_where_it_would_be_wrong(inputs, tmp_path):
     """vmap of a convolution's gradient is wrong on several CPU devices (docs/scaling.md):
     `method.route=grad` with `mesh.data` > 1 there is refused in one line, before training."""
-    env = os.environ | {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = simulated_devices_env(2)
     overrides = good_image_run(
         inputs, tmp_path / "cache", "method=arnoldi", "method.route=grad", "mesh.data=2"
     )
@@ -331,7 +332,7 @@ json.dump(out, sys.stdout)
 
 
 def test_route_auto_avoids_the_grad_route_where_it_would_be_wrong():
-    env = os.environ | {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = simulated_devices_env(2)
     done = subprocess.run(
         [sys.executable, "-c", AUTO_ROUTE_ON_TWO_CPUS],
         capture_output=True,

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import flax.linen as flax_nn
@@ -32,6 +28,7 @@ from ifscale.influence.task import ParamView, Task
 from ifscale.utils import ConfigError
 
 from .influence_fixtures import logistic_problem, mlp_problem, newton_fit, split
+from .simulated_devices import json_from_script
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = jax.random.key(0)
@@ -459,20 +456,7 @@ print(json.dumps(out))
 
 
 def _scores_on(devices: int):
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-        "JAX_PLATFORMS": "cpu",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", MULTI_DEVICE_SCRIPT, str(ROOT)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return json_from_script(MULTI_DEVICE_SCRIPT, str(ROOT), devices=devices)
 
 
 def test_scores_on_four_devices_equal_scores_on_one():

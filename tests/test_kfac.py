@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import flax.linen as nn
@@ -22,6 +18,8 @@ from ifscale.influence.methods import Arnoldi, Ekfac, Exact, Kfac, Lissa, RandPr
 from ifscale.influence.scoring import self_influence_scores
 from ifscale.train import cross_entropy
 from ifscale.utils import ConfigError
+
+from .simulated_devices import json_from_script
 
 KEY = jax.random.key(0)
 ROOT = Path(__file__).resolve().parents[1]
@@ -356,20 +354,7 @@ print(json.dumps(out))
 
 
 def _kfac_scores_on(devices: int, model: int):
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-        "JAX_PLATFORMS": "cpu",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", MULTI_DEVICE_SCRIPT, str(ROOT), str(model)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return json_from_script(MULTI_DEVICE_SCRIPT, str(ROOT), str(model), devices=devices)
 
 
 def test_ekfac_scores_on_four_devices_equal_scores_on_one():

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.simulated_devices import xla_flags
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -226,7 +228,7 @@ def test_two_jax_processes_equal_one_process_with_two_devices(tmp_path, mnist_di
     env = os.environ | {
         "IFSCALE_CACHE_DIR": str(tmp_path / "single"),
         "IFSCALE_DATA_DIR": str(mnist_dir),
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "XLA_FLAGS": xla_flags(2),
     }
     command = [sys.executable, str(ROOT / "experiments" / "run.py"), *arnoldi]
     single = subprocess.run(

@@ -5,13 +5,14 @@ devices (tests/sharding_checks.py, in a subprocess: XLA_FLAGS is read when JAX s
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.simulated_devices import simulated_devices_env
 
 ROOT = Path(__file__).resolve().parents[1]
 MESHES = ("1x1", "1x4", "2x2", "4x1")
@@ -21,11 +22,7 @@ RTOL = 1e-10
 
 def _run_checks(tmp_path_factory, problems):
     out = tmp_path_factory.mktemp("sharding") / "results.json"
-    env = os.environ | {
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = simulated_devices_env(4, PYTHONPATH=str(ROOT))
     done = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "sharding_checks.py"), str(out), *problems],
         capture_output=True,
