@@ -199,25 +199,24 @@ def test_randproj_blocks_change_only_the_rounding():
         )
 
 
-def test_the_block_is_in_the_fit_key_unless_it_is_one():
+def fit_key_of(method):
+    """The method's fit key in a run with fixed other settings."""
     from types import SimpleNamespace
 
     from ifscale.cache.keys import fit_key
 
-    def key(method):
-        cfg = SimpleNamespace(
-            method=SimpleNamespace(
-                name=method.name,
-                layers=None,
-                fit_batch_size=8,
-                fit_batches=2,
-                sequence_loss="sum",
-            ),
-            train=SimpleNamespace(l2=0.0),
-            seed=0,
-        )
-        return fit_key(cfg, "m", method.fit_options())
+    cfg = SimpleNamespace(
+        method=SimpleNamespace(
+            name=method.name, layers=None, fit_batch_size=8, fit_batches=2, sequence_loss="sum"
+        ),
+        train=SimpleNamespace(l2=0.0),
+        seed=0,
+    )
+    return fit_key(cfg, "m", method.fit_options())
 
+
+def test_the_block_is_in_the_fit_key_unless_it_is_one():
+    key = fit_key_of
     assert "block" not in key(Arnoldi(n=20))["options"]  # the keys of fits stored before
     assert key(Arnoldi(n=20, block=4))["options"]["block"] == 4
     assert key(Arnoldi(n=20, block=4)) != key(Arnoldi(n=20, block=2))

@@ -176,6 +176,7 @@ def test_a_killed_fit_resumes_from_its_checkpoint_with_the_same_ritz_values(tmp_
         (("stage=fit",), "stage"),  # no method
         (("stage=train",), "stage"),
         (("method=arnoldi", "method.basis_memory=disk"), "method.basis_memory"),
+        (("method=arnoldi", "method.basis_dtype=float16"), "method.basis_dtype"),
         (("method=arnoldi", "method.pbar=150"), "method.pbar"),  # > keep = 100
         (("method=arnoldi", "mesh.model=0"), "mesh.model"),
     ],

@@ -71,12 +71,13 @@ def fit_key(cfg: RunConfig, trained: str, fit_options: dict[str, Any]) -> dict[s
     return {
         "trained": trained,
         "method": cfg.method.name,
-        # block 1 is the one-vector fit and curvature "hessian" the Hessian, bit for bit:
-        # the keys stored before `block` and `curvature` existed stay valid.
+        # block 1 is the one-vector fit, curvature "hessian" the Hessian and basis_dtype
+        # null the parameters' dtype, bit for bit: the keys stored before those options
+        # existed stay valid.
         "options": {
             k: v
             for k, v in fit_options.items()
-            if (k, v) not in (("block", 1), ("curvature", "hessian"))
+            if (k, v) not in (("block", 1), ("curvature", "hessian"), ("basis_dtype", None))
         },
         "layers": cfg.method.layers,
         "fit_batch_size": cfg.method.fit_batch_size,
@@ -90,7 +91,7 @@ def fit_key(cfg: RunConfig, trained: str, fit_options: dict[str, Any]) -> dict[s
 # Method options added after scores were stored, at their defaults: left out of the score
 # key, so those scores are still found (at the default they change no score).
 _OPTIONS_ADDED_AT_DEFAULT = {
-    "arnoldi": {"damping": 0.0, "tail": None},
+    "arnoldi": {"damping": 0.0, "tail": None, "basis_dtype": None},
     "randproj": {"tail": None},
     "exact": {"tail": None},
 }

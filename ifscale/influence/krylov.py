@@ -45,7 +45,13 @@ class Krylov:
 
     @property
     def dtype(self):
-        return self.rows[0].dtype
+        return self.rows.dtype
+
+    @property
+    def host_bytes_read(self) -> int:
+        """Bytes of basis rows brought from host memory to the device(s) so far (0 for a
+        basis on the device)."""
+        return self.rows.bytes_read if isinstance(self.rows, _HostRows) else 0
 
     @property
     def basis(self) -> jnp.ndarray:
@@ -55,8 +61,9 @@ class Krylov:
         return self.rows[: self.m]
 
     def combine(self, coefficients: jnp.ndarray) -> jnp.ndarray:
-        """[k, m] coefficients -> [k, padded] vectors Σ_j c_kj w_j, without copying the basis
-        (rows in host memory come to the device one at a time)."""
+        """[k, m] coefficients -> [k, padded] vectors Σ_j c_kj w_j (summed in the
+        coefficients' dtype, returned in the basis's), without copying the basis (rows in
+        host memory come to the device one at a time)."""
         if isinstance(self.rows, _HostRows):
             return self.rows.combine(coefficients)
         if self.rows.nbytes <= _ONE_PASS_BYTES or self.layout.model > 1:
@@ -93,7 +100,8 @@ class ArnoldiProgress:
 
 def _mgs(basis, w, count, passes: int):
     """Orthogonalizes w against rows [0, count) of basis (modified Gram-Schmidt, `passes`
-    times) and writes the normalized residual into row `count`.
+    times) and writes the normalized residual into row `count`. The products are in w's
+    dtype (a bfloat16 basis is widened row by row); the row is stored in the basis's.
 
     Returns (basis, coefficients [n+1], residual norm).
     """
@@ -110,7 +118,7 @@ def _mgs(basis, w, count, passes: int):
     w, coeffs = jax.lax.fori_loop(0, passes, one_pass, (w, coeffs))
     norm = jnp.linalg.norm(w)
     safe = jnp.where(norm > 0, norm, 1.0)
-    return basis.at[count].set(w / safe), coeffs, norm
+    return basis.at[count].set((w / safe).astype(basis.dtype)), coeffs, norm
 
 
 @functools.lru_cache(maxsize=32)
@@ -130,10 +138,11 @@ def _row_ops(layout: Layout):
     """Jitted pieces of the offloaded path, one row at a time (as `_mgs` does them)."""
     rep = layout.replicated()
 
-    @functools.partial(jax.jit, out_shardings=(layout.vector(), rep))
-    def subtract(row, w):
-        c = jnp.vdot(row, w)
-        return w - c * row, c
+    @functools.partial(jax.jit, out_shardings=(layout.rows(), rep))
+    def subtract(row, ws):
+        """ws [k, padded] minus their projections on one row: the row is read once for k."""
+        c = ws @ row.astype(ws.dtype)
+        return ws - c[:, None] * row.astype(ws.dtype)[None, :], c
 
     @functools.partial(jax.jit, out_shardings=(layout.vector(), rep))
     def normalize(w):
@@ -144,33 +153,63 @@ def _row_ops(layout: Layout):
 
 
 class _HostRows:
-    """Basis rows kept in host memory (`pinned_host`), brought to the device one at a time
-    for each product: for bases larger than device memory."""
+    """Basis rows kept in host memory (`pinned_host`), brought to the device for each
+    product: for bases larger than device memory.
+
+    A step's b products (block Arnoldi) are orthogonalized together: each stored row crosses
+    the host link once per Gram-Schmidt pass for all b of them (modified Gram-Schmidt over
+    the rows, the b products updated at once), then each product against the rows the
+    step's earlier products added (kept on the device). The host traffic of a fit falls by
+    b: passes·Σ_steps (rows stored) rows instead of passes·Σ_products (rows stored).
+    `bytes_read` counts every row brought to the device.
+    """
 
     def __init__(self, layout: Layout, basis: jnp.ndarray, count: int):
         self.layout = layout
+        self.dtype = basis.dtype
         self.host = layout.vector("pinned_host")
         self.rows = [jax.device_put(basis[i], self.host) for i in range(count)]
+        self.bytes_read = 0
 
     def __getitem__(self, i: int) -> jnp.ndarray:
+        self.bytes_read += self.rows[i].nbytes
         return jax.device_put(self.rows[i], self.layout.vector())
 
-    def append(self, row: jnp.ndarray) -> None:
+    def append(self, row: jnp.ndarray) -> jnp.ndarray:
+        """Stores `row` (in the basis's dtype); returns the device copy as stored."""
+        row = row.astype(self.dtype)
         self.rows.append(jax.device_put(row, self.host))
+        return row
 
-    def extend(self, w, count: int, passes: int):
+    def orthogonalize(self, ws: jnp.ndarray, passes: int):
+        """Orthogonalizes a step's products ws [k, padded] against the stored rows and
+        appends them, one by one; yields (coefficients [rows before it], norm) per product
+        (the caller stops at a breakdown: later products are then not appended)."""
         subtract, normalize = _row_ops(self.layout)
-        coeffs = np.zeros(count, np.float64)
+        stored = len(self.rows)
+        above = np.zeros((ws.shape[0], stored), np.float64)
         for _ in range(passes):
             found = []
-            for j in range(count):
-                w, c = subtract(self[j], w)
+            for j in range(stored):
+                ws, c = subtract(self[j], ws)
                 found.append(c)
             # One read-back per pass, not one per row (each would wait for the device).
-            coeffs += np.asarray(jnp.stack(found), np.float64) if found else 0.0
-        row, norm = normalize(w)
-        self.append(row)
-        return coeffs, norm
+            if found:
+                above += np.asarray(jnp.stack(found, axis=1), np.float64)
+        fresh = []  # this step's rows so far, on the device
+        for i in range(ws.shape[0]):
+            w = ws[i : i + 1]
+            inner = np.zeros(len(fresh), np.float64)
+            for _ in range(passes):
+                found = []
+                for row in fresh:
+                    w, c = subtract(row, w)
+                    found.append(c[0])
+                if found:
+                    inner += np.asarray(jnp.stack(found), np.float64)
+            row, norm = normalize(w[0])
+            fresh.append(self.append(row))
+            yield np.concatenate([above[i], inner]), norm
 
     def stacked(self, count: int) -> jnp.ndarray:
         """[count, padded] on the device (for checkpoints and small problems)."""
@@ -180,7 +219,7 @@ class _HostRows:
         total = None
         for j in range(coefficients.shape[1]):
             total = _axpy_rows(total, coefficients[:, j], self[j])
-        return total
+        return total.astype(self.dtype)
 
 
 def arnoldi(
@@ -197,6 +236,7 @@ def arnoldi(
     checkpoint_every: int | None = None,
     block: int = 1,
     matvec_block: Callable[[jnp.ndarray], jnp.ndarray] | None = None,
+    basis_dtype: Any = None,
 ) -> Krylov:
     """Builds an orthonormal basis of the (block) Krylov subspace of H and a start block.
 
@@ -227,6 +267,9 @@ def arnoldi(
       block: vectors multiplied per step (b); `start` must have b rows when b > 1.
       matvec_block: [k, p] -> [k, p], H applied to k <= b rows at once (default: `matvec`
         row by row).
+      basis_dtype: the dtype the rows are stored in (None: the start's). With bfloat16
+        the rows take half the memory of float32; products, dot products and the
+        orthogonalization run in the start's dtype, a row rounded only when stored.
 
     Returns:
       A `Krylov` with m <= n basis vectors.
@@ -249,9 +292,11 @@ def arnoldi(
     layout = Layout.create(start.shape[1]) if layout is None else layout
     passes = 2 if reorthogonalize else 1
     extend = _extend_on(layout, passes)
+    compute = start.dtype
     if resume is None:
         # Normalised outside the jit (fused, the division rounds differently).
-        basis = _first_rows(layout, n + block)(layout.pad(start[0] / jnp.linalg.norm(start[0])))
+        first_row = layout.pad(start[0] / jnp.linalg.norm(start[0]))
+        basis = _first_rows(layout, n + block)(first_row.astype(basis_dtype or compute))
         for row in range(1, block):  # the rest of the start block: orthonormalized
             basis, _, _ = extend(basis, layout.pad(start[row]), jnp.asarray(row))
         hessenberg = np.zeros((n + block, n), np.float64)
@@ -272,19 +317,23 @@ def arnoldi(
             current = jnp.stack([host[j] for j in rows])
         else:
             current = basis[first : rows[-1] + 1]
-        products = matvec_block(layout.unpad(current))
-        for j, w in zip(rows, products, strict=True):
-            w_norm = float(jnp.linalg.norm(w))
+        products = matvec_block(layout.unpad(current).astype(compute))
+        w_norms = np.asarray(jnp.linalg.norm(products, axis=-1), np.float64)  # one read-back
+        for j, w_norm in zip(rows, w_norms, strict=True):
             if not np.isfinite(w_norm):
                 raise FloatingPointError(
                     f"Arnoldi step {j + 1}: the Hessian-vector product returned NaN/Inf. Check "
                     "the trained parameters and the fit batches (method.fit_batch_size)."
                 )
+        if host is not None:
+            orthogonalized = host.orthogonalize(layout.pad(products), passes)
+        for i, j in enumerate(rows):
+            w_norm = float(w_norms[i])
             count = j + block  # rows so far: H w_j is orthogonalized against all of them
             if host is not None:
-                coeffs, norm = host.extend(layout.pad(w), count, passes)
+                coeffs, norm = next(orthogonalized)
             else:
-                basis, coeffs, norm = extend(basis, layout.pad(w), jnp.asarray(count))
+                basis, coeffs, norm = extend(basis, layout.pad(products[i]), jnp.asarray(count))
                 coeffs = coeffs[:count]
             norm = float(norm)
             hessenberg[:count, j] = np.asarray(coeffs, np.float64)
@@ -328,7 +377,7 @@ _BLOCK_COLUMNS = 1 << 20
 @functools.partial(jax.jit, donate_argnums=0, static_argnames="width")
 def _combine_block(out, coefficients, rows, start, width: int):
     block = jax.lax.dynamic_slice(rows, (0, start), (coefficients.shape[1], width))
-    return jax.lax.dynamic_update_slice(out, coefficients @ block, (0, start))
+    return jax.lax.dynamic_update_slice(out, (coefficients @ block).astype(out.dtype), (0, start))
 
 
 @jax.jit
@@ -372,5 +421,6 @@ def distill(
 def combine(coefficients: jnp.ndarray, rows: jnp.ndarray) -> jnp.ndarray:
     """[k, m] @ rows[:m] -> [k, padded]. The slice happens inside the jit, so a basis with
     spare rows is never copied; the contraction is over m, so the result keeps the rows'
-    sharding of the parameter axis."""
-    return coefficients @ rows[: coefficients.shape[1]]
+    sharding of the parameter axis. Summed in the coefficients' dtype, returned in the
+    rows'."""
+    return (coefficients @ rows[: coefficients.shape[1]]).astype(rows.dtype)

@@ -72,7 +72,9 @@ def _project_layerwise(view: ParamView, directions: jnp.ndarray, batch: Batch):
 @jax.jit
 def _project_jvp(view: ParamView, directions: jnp.ndarray, batch: Batch) -> jnp.ndarray:
     def along(u):
-        u = u[: view.size]  # one direction, whole (a no-op unless sharded and padded)
+        # One direction, whole (a no-op unless sharded and padded), in the parameters' dtype
+        # (a bfloat16 basis's directions are widened one at a time).
+        u = u[: view.size].astype(view.theta.dtype)
         return jax.jvp(lambda t: view.losses(t, batch), (view.theta,), (u,))[1]
 
     return jax.lax.map(along, directions).T

@@ -44,6 +44,11 @@ class Arnoldi(Projected):
       positive_only: use the p̄ largest positive eigenvalues (among the `keep` stored).
       basis_memory: "device", or "host": Krylov rows kept in host memory and brought to
         the device for each product (for bases larger than device memory; slower).
+      basis_dtype: the dtype the Krylov basis and the stored eigenvectors are kept in:
+        null (the parameters'), "float32", or "bfloat16" (half the memory of float32; every
+        product, dot product and sum still runs in the parameters' dtype, a row is rounded
+        when stored; what it costs in Ritz values and scores: docs/scaling.md). Part of the
+        fit.
       checkpoint_every: save the iteration every this many steps, so that a killed fit
         resumes (null: never).
       block: Hessian-vector products per pass over the fit data (block Arnoldi): the
@@ -68,6 +73,7 @@ class Arnoldi(Projected):
     reorthogonalize: bool = False
     positive_only: bool = False
     basis_memory: str = "device"
+    basis_dtype: str | None = None
     checkpoint_every: int | None = None
     block: int = 1
     curvature: str = "hessian"
@@ -80,6 +86,7 @@ class Arnoldi(Projected):
         "reorthogonalize",
         "block",
         "curvature",
+        "basis_dtype",
     )
 
     def __post_init__(self):
@@ -113,19 +120,25 @@ class Arnoldi(Projected):
             "method.block",
             f"must be between 1 and method.n={self.n}, got {self.block}",
         )
+        check(
+            self.basis_dtype is None or self.basis_dtype in BASIS_DTYPES,
+            "method.basis_dtype",
+            f"must be null or one of {BASIS_DTYPES}, got {self.basis_dtype!r}",
+        )
         check_route(self.route)
 
     def spectrum(self, view, batches, key, layout=None, progress=None) -> Spectrum:
         view = view.with_curvature(self.curvature)
         layout = layout or Layout.create(view.size)
         dtype = view.theta.dtype
+        stored = jnp.dtype(self.basis_dtype or dtype)
         shape = (self.block, view.size) if self.block > 1 else (view.size,)
         start = jax.random.normal(key, shape, dtype)
         resume = None
         if progress is not None:
             rows = (self.n + self.block, layout.padded)
             target = {
-                "basis": jax.ShapeDtypeStruct(rows, dtype, sharding=layout.rows()),
+                "basis": jax.ShapeDtypeStruct(rows, stored, sharding=layout.rows()),
                 "hessenberg": np.zeros((rows[0], self.n), np.float64),
             }
             found = progress.load(target)
@@ -149,6 +162,7 @@ class Arnoldi(Projected):
             progress=self.progress,
             layout=layout,
             basis_memory=self.basis_memory,
+            basis_dtype=stored,
             resume=resume,
             checkpoint=None if progress is None else checkpoint,
             checkpoint_every=None if progress is None else progress.every,
@@ -176,3 +190,4 @@ class Arnoldi(Projected):
 
 
 BASIS_MEMORY = ("device", "host")
+BASIS_DTYPES = ("float32", "bfloat16")
