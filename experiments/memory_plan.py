@@ -2,12 +2,14 @@
 
     python experiments/memory_plan.py        # -> results/memory_plan.md
 
-Computed: float32 bytes per device of the parameters (replicated), the Krylov basis
+Computed: bytes per device of the parameters (float32, replicated), the Krylov basis
 [(n+1), p] and the stored eigenvectors [keep, p] (both sharded over `model`, padded to a
-multiple of 1024 when model > 1), and, with the basis in host memory, what stays on the
-device (two rows in flight) and what each device's host holds. Measured: the same arrays'
-shards after real fits on 4 simulated CPU devices (a subprocess: XLA_FLAGS is read when JAX
-starts), on two small settings and three meshes.
+multiple of 1024 when model > 1; float32 or `method.basis_dtype=bfloat16`), and, with the
+basis in host memory, what stays on the device (two rows in flight), what each device's host
+holds and what a fit moves over the host link (block Arnoldi reads each stored row once per
+step for the step's b products). Measured: the same arrays' shards after real fits on 4
+simulated CPU devices (a subprocess: XLA_FLAGS is read when JAX starts), on two small
+settings and three meshes, and the host traffic counted by the fit.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ from ifscale.influence.hvp import device_batches, hvp
 from ifscale.influence.scoring import place
 from ifscale.influence.sharding import Layout, bytes_per_device, make_mesh
 
+def fit(view, fit_data, layout, n, **options):
+    start = jax.random.normal(jax.random.key(0), (options.get("block", 1), view.size))
+    options.setdefault("matvec_block", lambda vs: jnp.stack([hvp(view, fit_data, v) for v in vs]))
+    return arnoldi(lambda v: hvp(view, fit_data, v), start, n, progress=False, layout=layout,
+                   **options)
+
 def mlp(width):
     def loss(params, batch):
         x, y = batch
@@ -42,22 +50,28 @@ def mlp(width):
     data = (x, rng.normal(size=(64, 8)).astype(np.float32))
     return Task(loss), params, data
 
-out = []
+out, traffic = [], []
 for width, n, keep in ((50, 40, 20), (1000, 12, 8)):
     task, params, data = mlp(width)
     for shape in ((1, 1), (1, 4), (2, 2)):
         mesh = make_mesh(*shape)
         view = place(ParamView.create(task, params), mesh)
         layout = Layout.create(view.size, mesh)
-        fit = device_batches([data], layout.batch())
-        start = jax.random.normal(jax.random.key(0), (view.size,))
-        krylov = arnoldi(lambda v: hvp(view, fit, v), start, n, progress=False, layout=layout)
-        vectors = krylov.combine(jnp.ones((keep, krylov.m), jnp.float32))
-        out.append({"p": view.size, "n": n, "keep": keep, "data": shape[0], "model": shape[1],
-                    "basis": max(bytes_per_device(krylov.rows).values()),
-                    "eigvecs": max(bytes_per_device(vectors).values()),
-                    "params": max(bytes_per_device(view.theta).values())})
-print(json.dumps(out))
+        batches = device_batches([data], layout.batch())
+        for dtype in ("float32", "bfloat16"):
+            krylov = fit(view, batches, layout, n, basis_dtype=jnp.dtype(dtype))
+            vectors = krylov.combine(jnp.ones((keep, krylov.m), jnp.float32))
+            out.append({"p": view.size, "n": n, "keep": keep, "data": shape[0],
+                        "model": shape[1], "dtype": dtype,
+                        "basis": max(bytes_per_device(krylov.rows).values()),
+                        "eigvecs": max(bytes_per_device(vectors).values()),
+                        "params": max(bytes_per_device(view.theta).values())})
+        if width == 50 and shape != (2, 2):
+            for block in (1, 4, 8):
+                krylov = fit(view, batches, layout, n, block=block, basis_memory="host")
+                traffic.append({"p": view.size, "n": n, "block": block, "model": shape[1],
+                                "read": krylov.host_bytes_read})
+print(json.dumps({"arrays": out, "traffic": traffic}))
 """
 
 
@@ -65,9 +79,12 @@ def padded(p: int, model: int) -> int:
     return p if model == 1 else -(-p // ALIGN) * ALIGN
 
 
-def computed(p: int, n: int, keep: int, model: int, memory: str = "device") -> dict[str, int]:
-    """float32 bytes per device (and per device's share of host memory)."""
-    row = 4 * padded(p, model) // model
+def computed(
+    p: int, n: int, keep: int, model: int, memory: str = "device", itemsize: int = 4
+) -> dict[str, int]:
+    """Bytes per device (and per device's share of host memory): float32 parameters, the
+    basis and eigenvectors at `itemsize` bytes an entry."""
+    row = itemsize * padded(p, model) // model
     basis = (n + 1) * row
     return {
         "params": 4 * p,
@@ -77,9 +94,17 @@ def computed(p: int, n: int, keep: int, model: int, memory: str = "device") -> d
     }
 
 
-def measure() -> list[dict]:
+def rows_read(n: int, block: int, passes: int = 1) -> int:
+    """Basis rows a host-memory fit brings to the device: the n rows multiplied, and per
+    step and Gram-Schmidt pass every row stored when the step starts (first + b)."""
+    return n + passes * sum(first + block for first in range(0, n, block))
+
+
+def measure() -> dict:
     env = os.environ | {
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        # XLA:CPU aborts a collective whose participants arrive over 40 s apart by default.
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4"
+        " --xla_cpu_collective_call_terminate_timeout_seconds=240",
         "JAX_PLATFORMS": "cpu",
         "PYTHONPATH": str(ROOT),
     }
@@ -89,6 +114,26 @@ def measure() -> list[dict]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+H200_GIB = 139  # what one H200 offers JAX (about 139 GiB)
+HEADROOM = 0.9  # of a device's memory planned for these arrays; the rest for activations
+
+
+def largest_fitting(devices: int, memory: str, itemsize: int, n=200, keep=100) -> int:
+    """The most parameters whose planned arrays fit HEADROOM of `devices` H200s on `model`
+    (by bisection on p, to a multiple of 1M)."""
+    budget = HEADROOM * H200_GIB * GIB
+
+    def fits(p: int) -> bool:
+        c = computed(p, n, keep, devices, memory, itemsize)
+        return c["params"] + c["basis"] + c["eigvecs"] <= budget
+
+    low, high = 0, 10**12
+    while high - low > 10**6:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
+
+
 def _size(b: float) -> str:
     if b == 0:
         return "0"
@@ -96,30 +141,79 @@ def _size(b: float) -> str:
 
 
 def main() -> None:
+    measured = measure()
+    dtypes = (("float32", 4), ("bfloat16", 2))
     lines = [
         "# Memory plan of the Arnoldi fit",
         "",
-        "Generated by `python experiments/memory_plan.py`. Float32; n = 200 Arnoldi steps,",
-        "keep = 100 stored eigenvectors; bytes **per device**. `model` devices share the basis",
-        "and the eigenvectors (padded to a multiple of 1024 parameters when model > 1); the",
-        "parameters are replicated. With the basis in host memory the device holds two rows in",
-        "flight and each device's host holds its share of the basis. Not counted: activations of",
-        "the HVP batch, and the per-example gradients of the `grad` projection route while",
-        "scoring ([batch/data, p] per device; the `jvp` route needs one direction at a time).",
+        "Generated by `python experiments/memory_plan.py`. n = 200 Arnoldi steps, keep = 100",
+        "stored eigenvectors; bytes **per device**. The parameters are float32 and replicated;",
+        "`model` devices share the basis and the eigenvectors (padded to a multiple of 1024",
+        "parameters when model > 1), stored in float32 or, with `method.basis_dtype=bfloat16`,",
+        "in half the bytes. With the basis in host memory the device holds two rows in flight",
+        "and each device's host holds its share of the basis. Not counted: activations of the",
+        "HVP batch, and the per-example gradients of the `grad` projection route while scoring",
+        "([batch/data, p] per device; the `jvp` route needs one direction at a time).",
         "",
-        "| parameters | model devices | basis memory | params | basis on device | basis in host"
-        " RAM | eigenvectors | device total |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| parameters | model devices | basis memory | basis dtype | params | basis on device |"
+        " basis in host RAM | eigenvectors | device total |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in (1_000_000, 100_000_000, 300_000_000, 1_000_000_000):
         for model in (1, 8, 64):
             for memory in ("device", "host"):
-                c = computed(p, 200, 100, model, memory)
-                total = c["params"] + c["basis"] + c["eigvecs"]
+                for dtype, itemsize in dtypes:
+                    c = computed(p, 200, 100, model, memory, itemsize)
+                    total = c["params"] + c["basis"] + c["eigvecs"]
+                    lines.append(
+                        f"| {p:,} | {model} | {memory} | {dtype} | {_size(c['params'])} | "
+                        f"{_size(c['basis'])} | {_size(c['basis_host'])} | "
+                        f"{_size(c['eigvecs'])} | {_size(total)} |"
+                    )
+    lines += [
+        "",
+        "## The largest model that fits H200s",
+        "",
+        f"Parameters whose planned arrays (above) take at most {HEADROOM:.0%} of each of",
+        f"`model` H200s' {H200_GIB} GiB (the rest left to activations), n = 200, keep = 100,",
+        "rounded down to a million; with the basis in host memory, the host RAM each device",
+        "then needs for its share of the basis (the one-H200 machine lent to this project has",
+        "128 GiB).",
+        "",
+        "| H200s on `model` | basis memory | basis dtype | largest model | host RAM per device |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for devices in (1, 8, 64):
+        for memory in ("device", "host"):
+            for dtype, itemsize in dtypes:
+                p = largest_fitting(devices, memory, itemsize)
+                host = computed(p, 200, 100, devices, memory, itemsize)["basis_host"]
                 lines.append(
-                    f"| {p:,} | {model} | {memory} | {_size(c['params'])} | {_size(c['basis'])} "
-                    f"| {_size(c['basis_host'])} | {_size(c['eigvecs'])} | {_size(total)} |"
+                    f"| {devices} | {memory} | {dtype} | {p / 1e6:,.0f}M | {_size(host)} |"
                 )
+    gbps = 50
+    lines += [
+        "",
+        "## Host traffic of a host-memory fit",
+        "",
+        "Rows brought from host memory to the device: the n rows multiplied, and, per step and",
+        "Gram-Schmidt pass, every row stored when the step starts. Block Arnoldi",
+        "(`method.block=b`) orthogonalizes a step's b products together, reading each stored",
+        "row once for all b: n(n + b)/(2b) rows a pass instead of n(n + 1)/2. Bytes in all (the",
+        f"`model` devices share them), and minutes at an assumed {gbps} GB/s host link, for",
+        "300M parameters, n = 200, one pass:",
+        "",
+        f"| block | basis dtype | rows read | bytes moved | minutes at {gbps} GB/s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for block in (1, 16, 64):
+        for dtype, itemsize in dtypes:
+            rows = rows_read(200, block)
+            moved = rows * 300_000_000 * itemsize
+            lines.append(
+                f"| {block} | {dtype} | {rows:,} | {moved / 1e12:,.2f} TB | "
+                f"{moved / (gbps * 1e9) / 60:,.1f} |"
+            )
     lines += [
         "",
         "## Measured against computed (4 simulated CPU devices)",
@@ -127,16 +221,32 @@ def main() -> None:
         "Largest per-device bytes of each array's shards after a real fit (a tanh MLP; the",
         "eigenvectors are `keep` combinations of the basis rows).",
         "",
-        "| p | n | keep | mesh (data x model) | basis measured | basis computed | eigenvectors"
-        " measured | eigenvectors computed | params measured |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| p | n | keep | mesh (data x model) | basis dtype | basis measured | basis computed |"
+        " eigenvectors measured | eigenvectors computed | params measured |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for m in measure():
-        c = computed(m["p"], m["n"], m["keep"], m["model"])
+    for m in measured["arrays"]:
+        itemsize = dict(dtypes)[m["dtype"]]
+        c = computed(m["p"], m["n"], m["keep"], m["model"], itemsize=itemsize)
         lines.append(
             f"| {m['p']:,} | {m['n']} | {m['keep']} | {m['data']} x {m['model']} | "
-            f"{m['basis']:,} | {c['basis']:,} | {m['eigvecs']:,} | {c['eigvecs']:,} | "
-            f"{m['params']:,} |"
+            f"{m['dtype']} | {m['basis']:,} | {c['basis']:,} | {m['eigvecs']:,} | "
+            f"{c['eigvecs']:,} | {m['params']:,} |"
+        )
+    lines += [
+        "",
+        "Host traffic of host-memory fits (float32), counted by the fit",
+        "(`Krylov.host_bytes_read`, all devices together) against `rows_read` × the padded",
+        "row's bytes:",
+        "",
+        "| p | n | model devices | block | bytes read, measured | bytes read, computed |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for t in measured["traffic"]:
+        computed_bytes = rows_read(t["n"], t["block"]) * 4 * padded(t["p"], t["model"])
+        lines.append(
+            f"| {t['p']:,} | {t['n']} | {t['model']} | {t['block']} | {t['read']:,} | "
+            f"{computed_bytes:,} |"
         )
     out = ROOT / "results" / "memory_plan.md"
     out.write_text("\n".join(lines) + "\n")
