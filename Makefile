@@ -29,7 +29,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-slow lint format train train-small table1 table1-check explain explain-translation explain-check figures table2 table2-check table3 table3-check regimes regimes-memorised lds lds-check score-sharded merge bench bench-memory notebook clean
+.PHONY: help setup test test-slow lint format train train-small table1 table1-check explain explain-translation explain-check figures table2 table2-check table3 table3-check regimes regimes-memorised lds lds-check score-sharded merge bench bench-memory scale-check notebook clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -157,6 +157,22 @@ merge: setup ## Gather the stored shards of EXP/METHOD/SHARDS by hand (names any
 
 bench: setup ## Speed of self-influence on cnn_large (examples/s, ratio to forward+backward)
 	$(PY) experiments/bench.py $(ARGS)
+
+# Issue 31 part A, on one GPU (no `setup`: the device machine has JAX and no internet). Each
+# step writes its JSON before the next starts; BUDGET bounds the two scale checks (seconds).
+# On an 80 GB card the 105M model needs its basis in bfloat16 (SCALE_DTYPE=bfloat16).
+SCALE_PY    ?= $(PYTHON)
+SCALE_DTYPE ?= float32
+BUDGET      ?= 200
+scale-check: ## GPU: bench, then the 55.6M and 105M Transformers fitted and scored -> results/gpu/*.json
+	mkdir -p results/gpu
+	timeout 150 env PYTHONPATH=. $(SCALE_PY) experiments/bench.py --examples 2048 \
+	  --out results/gpu/bench.json || echo "bench: exit $$?"
+	PYTHONPATH=. $(SCALE_PY) experiments/scale_check.py --preset 55m --steps 100 \
+	  --offload-n 32 --budget-s $(BUDGET) --out results/gpu/scale_check_55m.json || true
+	PYTHONPATH=. $(SCALE_PY) experiments/scale_check.py --preset 100m --steps 50 \
+	  --offload-n 16 --basis-dtype $(SCALE_DTYPE) --budget-s $(BUDGET) \
+	  --out results/gpu/scale_check_100m.json
 
 bench-memory: setup ## Peak RSS of the scoring stage at 60,000 and 600,000 examples (MNIST x10, memory-mapped) -> results/bench_memory.md
 	$(PY) experiments/bench_memory.py $(ARGS)
