@@ -67,8 +67,8 @@ def run(name: str, overrides: tuple[str, ...], dtype: str) -> Path:
 def compare(full: Path, half: Path, top: int) -> dict:
     metrics = [json.loads((d / "metrics.json").read_text()) for d in (full, half)]
     scores = [pd.read_csv(d / "scores.csv") for d in (full, half)]
-    assert scores[0]["index"].equals(scores[1]["index"])
-    a, b = (s["score"].to_numpy() for s in scores)
+    assert scores[0]["example"].equals(scores[1]["example"])
+    a, b = (s["self_influence"].to_numpy() for s in scores)
     k = max(1, len(a) // 100)
     top_a, top_b = set(np.argsort(-a)[:k]), set(np.argsort(-b)[:k])
     values = [np.asarray(m["eigenvalues"][:top]) for m in metrics]

@@ -140,17 +140,38 @@ class SpectrumStore:
     def load(self, config: dict, layout: Layout) -> tuple[Spectrum, dict[str, Any]] | None:
         """The spectrum of `config` laid out by `layout`, and its info; None if absent or
         refused (logged, and the folder removed)."""
+        return self._load(config, "spectrum", lambda path: _restore_spectrum(path, layout))
+
+    def save(self, config: dict, spectrum: Spectrum, info: dict[str, Any]) -> Path:
+        """Writes the spectrum (orbax commits atomically), then meta.json with the key, the
+        info and the checksums of the committed files."""
+        tree = {"values": np.asarray(spectrum.values, np.float64), "vectors": spectrum.vectors}
+        return self._save(config, "spectrum", tree, info)
+
+    def load_arrays(self, config: dict) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The tree of host arrays stored under `config` by `save_arrays` (a factored fit,
+        e.g. K-FAC's), and its info; None if absent or refused (logged, folder removed)."""
+        return self._load(config, "arrays", ocp.StandardCheckpointer().restore)
+
+    def save_arrays(self, config: dict, arrays: dict[str, Any], info: dict[str, Any]) -> Path:
+        """Writes a tree of arrays (dicts and lists of them) as an orbax checkpoint, then
+        meta.json, as `save` does for a spectrum."""
+        return self._save(config, "arrays", jax.device_get(arrays), info)
+
+    def _load(self, config: dict, name: str, restore):
+        """(restore(the checkpoint `name`), info) if stored under `config` and it passes its
+        checks; else None (a refused fit is logged and its folder removed)."""
         folder = self.path(config)
         if not folder.exists():
             return None
         try:
             record = read_record(folder / "meta.json", self.key(config))
-            check_files(folder / "spectrum", record.get("files", {}))
+            check_files(folder / name, record.get("files", {}))
             try:
-                spectrum = _restore_spectrum((folder / "spectrum").resolve(), layout)
+                restored = restore((folder / name).resolve())
             except Exception as e:  # orbax/tensorstore raise many kinds for a bad checkpoint
                 raise Refused(
-                    f"{folder / 'spectrum'} does not restore ({type(e).__name__}: {e})"
+                    f"{folder / name} does not restore ({type(e).__name__}: {e})"
                 ) from None
         except Refused as e:
             log.warning("Refusing the stored fit: %s. Fitting it again.", e)
@@ -158,11 +179,9 @@ class SpectrumStore:
             if is_primary():
                 shutil.rmtree(folder, ignore_errors=True)
             return None
-        return spectrum, record["info"]
+        return restored, record["info"]
 
-    def save(self, config: dict, spectrum: Spectrum, info: dict[str, Any]) -> Path:
-        """Writes the spectrum (orbax commits atomically), then meta.json with the key, the
-        info and the checksums of the committed files."""
+    def _save(self, config: dict, name: str, tree, info: dict[str, Any]) -> Path:
         folder = self.path(config)
         if is_primary() and folder.exists():
             shutil.rmtree(folder)
@@ -170,50 +189,9 @@ class SpectrumStore:
         folder.mkdir(parents=True, exist_ok=True)
         with _orbax_write(folder):
             checkpointer = ocp.StandardCheckpointer()
-            checkpointer.save(
-                (folder / "spectrum").resolve(),
-                {"values": np.asarray(spectrum.values, np.float64), "vectors": spectrum.vectors},
-            )
+            checkpointer.save((folder / name).resolve(), tree)
             checkpointer.wait_until_finished()
-        _committed(folder, {"key": self.key(config), "info": info}, folder / "spectrum")
-        return folder
-
-    def load_arrays(self, config: dict) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """The tree of host arrays stored under `config` by `save_arrays` (a factored fit,
-        e.g. K-FAC's), and its info; None if absent or refused (logged, folder removed)."""
-        folder = self.path(config)
-        if not folder.exists():
-            return None
-        try:
-            record = read_record(folder / "meta.json", self.key(config))
-            check_files(folder / "arrays", record.get("files", {}))
-            try:
-                arrays = ocp.StandardCheckpointer().restore((folder / "arrays").resolve())
-            except Exception as e:  # orbax/tensorstore raise many kinds for a bad checkpoint
-                raise Refused(
-                    f"{folder / 'arrays'} does not restore ({type(e).__name__}: {e})"
-                ) from None
-        except Refused as e:
-            log.warning("Refusing the stored fit: %s. Fitting it again.", e)
-            barrier(f"ifscale-refused-{folder.name}")
-            if is_primary():
-                shutil.rmtree(folder, ignore_errors=True)
-            return None
-        return arrays, record["info"]
-
-    def save_arrays(self, config: dict, arrays: dict[str, Any], info: dict[str, Any]) -> Path:
-        """Writes a tree of arrays (dicts and lists of them) as an orbax checkpoint, then
-        meta.json, as `save` does for a spectrum."""
-        folder = self.path(config)
-        if is_primary() and folder.exists():
-            shutil.rmtree(folder)
-        barrier(f"ifscale-cleared-{folder.name}")
-        folder.mkdir(parents=True, exist_ok=True)
-        with _orbax_write(folder):
-            checkpointer = ocp.StandardCheckpointer()
-            checkpointer.save((folder / "arrays").resolve(), jax.device_get(arrays))
-            checkpointer.wait_until_finished()
-        _committed(folder, {"key": self.key(config), "info": info}, folder / "arrays")
+        _committed(folder, {"key": self.key(config), "info": info}, folder / name)
         return folder
 
     def progress(self, config: dict, every: int | None) -> FitProgress | None:
