@@ -566,3 +566,53 @@ def test_scoring_runs_each_batch_once_and_times_the_steady_rate():
     one = stream_scores(score, data[:3], batch_size=4, progress=False)
     np.testing.assert_array_equal(one.scores, 2 * data[:3])
     assert calls == [3, 3]  # a single batch is run again to be timed without compilation
+
+
+CHECKPOINTS_OVER_MODEL_SCRIPT = """
+import json, sys, jax, numpy as np
+jax.config.update("jax_enable_x64", True)
+sys.path.insert(0, sys.argv[1])
+from tests.influence_fixtures import mlp_problem
+from ifscale.influence import Checkpoints, TracIn, top_influences
+from ifscale.influence.methods import CheckpointLoss
+from ifscale.influence.scoring import self_influence_scores
+from ifscale.influence.sharding import bytes_per_device, make_mesh
+task, params, data = mlp_problem()
+# Three checkpoints: the trained parameters scaled by 0.8, 0.9, 1.
+stack = jax.tree_util.tree_map(lambda a: np.stack([0.8 * a, 0.9 * a, a]), params)
+ckpt = Checkpoints(stack, np.array([0.3, 0.2, 0.1]))
+out = {"devices": len(jax.devices())}
+for shape in ((1, 1), (2, 2), (1, 4)):
+    mesh = make_mesh(*shape, devices=jax.devices()[: shape[0] * shape[1]])
+    key = f"{shape[0]}x{shape[1]}"
+    for name, m in {"tracin": TracIn(checkpoints=3),
+                    "checkpoint_loss": CheckpointLoss(checkpoints=3)}.items():
+        state = m.fit(task, params, [data], jax.random.key(0), ckpt)
+        out[f"{name}-{key}"] = self_influence_scores(m, state, data, batch_size=12,
+                                                     progress=False, mesh=mesh).scores.tolist()
+        prepared = m.prepare(state, data, mesh=mesh)
+        out[f"{name}-bytes-{key}"] = max(bytes_per_device(prepared.thetas).values())
+    top = top_influences(TracIn(checkpoints=3), TracIn(checkpoints=3).fit(
+        task, params, [data], jax.random.key(0), ckpt), data, (data[0][:5], data[1][:5]),
+        k=6, batch_size=12, progress=False, mesh=mesh)
+    out[f"top-{key}"] = [top.proponents.tolist(), top.proponent_scores.tolist()]
+out["p"] = int(sum(np.size(a) for a in jax.tree_util.tree_leaves(params)))
+print(json.dumps(out))
+"""
+
+
+def test_checkpoints_split_over_model_give_the_scores_of_one_device():
+    """TracIn's and checkpoint_loss's k checkpoints [k, p] are laid out as the Krylov basis
+    on a mesh with `model` > 1 (padded to 1024, split): each device holds k x padded/model
+    of them, and the scores and explanations are those of one device."""
+    out = json_from_script(CHECKPOINTS_OVER_MODEL_SCRIPT, str(ROOT), devices=4)
+    p, padded = out["p"], -(-out["p"] // 1024) * 1024
+    for name in ("tracin", "checkpoint_loss"):
+        assert out[f"{name}-bytes-1x1"] == 3 * p * 8  # float64, whole on one device
+        assert out[f"{name}-bytes-2x2"] == 3 * padded // 2 * 8
+        assert out[f"{name}-bytes-1x4"] == 3 * padded // 4 * 8
+        for mesh in ("2x2", "1x4"):
+            np.testing.assert_allclose(out[f"{name}-{mesh}"], out[f"{name}-1x1"], rtol=1e-10)
+    for mesh in ("2x2", "1x4"):
+        assert out[f"top-{mesh}"][0] == out["top-1x1"][0]
+        np.testing.assert_allclose(out[f"top-{mesh}"][1], out["top-1x1"][1], rtol=1e-10)

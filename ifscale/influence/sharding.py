@@ -9,7 +9,9 @@ the parameter axis, so each device holds 1/model of them; contractions over the 
 n × p array. One vector at a time is gathered where a whole one is needed (the input of a
 Hessian-vector product). A flat padded axis rather than a params-shaped pytree: one layout for
 every model, and the orthogonalisation stays plain linear algebra. The parameters themselves
-stay replicated (a model must fit one device; its curvature need not).
+stay replicated (a model must fit one device; its curvature need not); stacks of parameter
+vectors (TracIn's and the training-dynamics baselines' checkpoints) are laid out as the basis
+(`rows_over_model`), one gathered at a time.
 
 The default mesh puts every device on `data` (`model` = 1): the layout is then the unpadded
 vector on every device, as it was before meshes existed. With `model` > 1 the padding is to a
@@ -129,6 +131,15 @@ class Layout:
 @functools.lru_cache(maxsize=64)
 def _put_rows(layout: Layout, memory_kind: str | None):
     return jax.jit(layout.pad, out_shardings=layout.rows(memory_kind))
+
+
+def rows_over_model(rows: jnp.ndarray, size: int, mesh: Mesh | None) -> jnp.ndarray:
+    """[k, size] parameter vectors (TracIn's checkpoints) laid out as the basis is on `mesh`:
+    padded and split over `model`, each device holding 1/model of them; unchanged without a
+    mesh or with `model` = 1. Take row i back with `rows[i][:size]` (one row gathered)."""
+    if mesh is None or mesh.shape["model"] == 1:
+        return rows
+    return Layout.create(size, mesh).put_rows(rows)
 
 
 def bytes_per_device(array: jax.Array) -> dict[str, int]:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from ifscale.influence.methods.baselines import per_example_only
 from ifscale.influence.protocol import Checkpoints, InfluenceMethod
+from ifscale.influence.sharding import rows_over_model
 from ifscale.influence.task import Batch, ParamView, view_of_params
 from ifscale.utils import check
 
@@ -33,7 +34,9 @@ from ifscale.utils import check
 @dataclasses.dataclass(frozen=True)
 class DynamicsState:
     view: ParamView
-    thetas: jnp.ndarray  # [K, p] the perturbed parameters at each chosen checkpoint
+    # [K, p] the perturbed parameters at each chosen checkpoint ([K, padded] split over
+    # `model` once prepared for such a mesh).
+    thetas: jnp.ndarray
 
 
 class _Dynamics(InfluenceMethod):
@@ -70,6 +73,10 @@ class _Dynamics(InfluenceMethod):
             for i in checkpoints.evenly_spaced(wanted)
         ]
         return DynamicsState(view, jnp.stack(thetas))
+
+    def prepare(self, state: DynamicsState, batch, choices=None, mesh=None) -> DynamicsState:
+        thetas = rows_over_model(state.thetas, state.view.size, mesh)
+        return dataclasses.replace(state, thetas=thetas)
 
     def influence(self, state, train_batch: Batch, test_batch: Batch):
         per_example_only(self.name)
@@ -119,7 +126,7 @@ def _mean_over(state: DynamicsState, batch: Batch, score) -> jnp.ndarray:
     """[b] the mean over the checkpoints of `score(view at the checkpoint, batch)`."""
     total = 0.0
     for theta in state.thetas:  # a Python loop of one compiled forward pass each
-        total = total + _forward(score, state.view.with_theta(theta), batch)
+        total = total + _forward(score, state.view.with_theta(theta[: state.view.size]), batch)
     return total / state.thetas.shape[0]
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from ifscale.influence.projection import per_example_grads, per_example_sq_norms
 from ifscale.influence.protocol import Checkpoints, InfluenceMethod
+from ifscale.influence.sharding import rows_over_model
 from ifscale.influence.task import Batch, ParamView, view_of_params
 from ifscale.utils import check
 
@@ -19,7 +20,9 @@ from ifscale.utils import check
 @dataclasses.dataclass(frozen=True)
 class TracInState:
     view: ParamView
-    thetas: jnp.ndarray  # [k, p] the perturbed parameters at each checkpoint
+    # [k, p] the perturbed parameters at each checkpoint; prepared for a mesh with `model` > 1,
+    # [k, padded] split over `model` (`rows_over_model`): each is sliced back to p when used.
+    thetas: jnp.ndarray
     lrs: jnp.ndarray  # [k]
     measure: ParamView | None = None  # the test side's loss (`measuring`); None: training
 
@@ -68,6 +71,10 @@ class TracIn(InfluenceMethod):
             jnp.asarray(np.asarray(checkpoints.lrs)[chosen], view.theta.dtype),
         )
 
+    def prepare(self, state: TracInState, batch, choices=None, mesh=None) -> TracInState:
+        thetas = rows_over_model(state.thetas, state.view.size, mesh)
+        return dataclasses.replace(state, thetas=thetas)
+
     def self_influence(self, state: TracInState, batch: Batch) -> jnp.ndarray:
         return _tracin_self(state, batch)
 
@@ -81,14 +88,15 @@ class TracIn(InfluenceMethod):
         """η_t ∇L(z; θ_t) [m, p] at each checkpoint t."""
         view = state.measure or state.view
         return [
-            per_example_grads(view.with_theta(theta), test_batch) * lr
+            per_example_grads(view.with_theta(theta[: view.size]), test_batch) * lr
             for theta, lr in zip(state.thetas, state.lrs, strict=True)
         ]
 
     def influence_on(self, state: TracInState, train_batch: Batch, test_side):
         total = 0.0
         for theta, side in zip(state.thetas, test_side, strict=True):
-            total = total + _dots(side, state.view.with_theta(theta), train_batch)
+            view = state.view.with_theta(theta[: state.view.size])
+            total = total + _dots(side, view, train_batch)
         return total
 
 
@@ -96,7 +104,8 @@ class TracIn(InfluenceMethod):
 def _tracin_self(state: TracInState, batch):
     total = 0.0
     for theta, lr in zip(state.thetas, state.lrs, strict=True):
-        total = total + per_example_sq_norms(state.view.with_theta(theta), batch) * lr
+        view = state.view.with_theta(theta[: state.view.size])
+        total = total + per_example_sq_norms(view, batch) * lr
     return total
 
 
