@@ -164,15 +164,18 @@ bench: setup ## Speed of self-influence on cnn_large (examples/s, ratio to forwa
 SCALE_PY    ?= $(PYTHON)
 SCALE_DTYPE ?= float32
 BUDGET      ?= 200
+# Extra scale_check options for both models, e.g. SCALE_ARGS="--corpus /data/multi30k".
+SCALE_ARGS  ?=
 scale-check: ## GPU: bench, then the 55.6M and 105M Transformers fitted and scored -> results/gpu/*.json
 	mkdir -p results/gpu
 	timeout 150 env PYTHONPATH=. $(SCALE_PY) experiments/bench.py --examples 2048 \
 	  --out results/gpu/bench.json || echo "bench: exit $$?"
 	PYTHONPATH=. $(SCALE_PY) experiments/scale_check.py --preset 55m --steps 100 \
-	  --offload-n 32 --budget-s $(BUDGET) --out results/gpu/scale_check_55m.json || true
+	  --offload-n 32 --budget-s $(BUDGET) --out results/gpu/scale_check_55m.json $(SCALE_ARGS) \
+	  || true
 	PYTHONPATH=. $(SCALE_PY) experiments/scale_check.py --preset 100m --steps 50 \
 	  --offload-n 16 --basis-dtype $(SCALE_DTYPE) --budget-s $(BUDGET) \
-	  --out results/gpu/scale_check_100m.json
+	  --out results/gpu/scale_check_100m.json $(SCALE_ARGS)
 
 bench-memory: setup ## Peak RSS of the scoring stage at 60,000 and 600,000 examples (MNIST x10, memory-mapped) -> results/bench_memory.md
 	$(PY) experiments/bench_memory.py $(ARGS)
