@@ -152,6 +152,21 @@ def _row_ops(layout: Layout):
     return subtract, normalize
 
 
+def _sweep(subtract, row_at, count: int, ws, passes: int):
+    """Modified Gram-Schmidt of ws [k, padded] against rows row_at(0 .. count-1), `passes`
+    times, each row fetched once a pass for all k. Returns (ws, coefficients [k, count])."""
+    coeffs = np.zeros((ws.shape[0], count), np.float64)
+    for _ in range(passes):
+        found = []
+        for j in range(count):
+            ws, c = subtract(row_at(j), ws)
+            found.append(c)
+        # One read-back per pass, not one per row (each would wait for the device).
+        if found:
+            coeffs += np.asarray(jnp.stack(found, axis=1), np.float64)
+    return ws, coeffs
+
+
 class _HostRows:
     """Basis rows kept in host memory (`pinned_host`), brought to the device for each
     product: for bases larger than device memory.
@@ -186,30 +201,13 @@ class _HostRows:
         appends them, one by one; yields (coefficients [rows before it], norm) per product
         (the caller stops at a breakdown: later products are then not appended)."""
         subtract, normalize = _row_ops(self.layout)
-        stored = len(self.rows)
-        above = np.zeros((ws.shape[0], stored), np.float64)
-        for _ in range(passes):
-            found = []
-            for j in range(stored):
-                ws, c = subtract(self[j], ws)
-                found.append(c)
-            # One read-back per pass, not one per row (each would wait for the device).
-            if found:
-                above += np.asarray(jnp.stack(found, axis=1), np.float64)
+        ws, above = _sweep(subtract, self.__getitem__, len(self.rows), ws, passes)
         fresh = []  # this step's rows so far, on the device
         for i in range(ws.shape[0]):
-            w = ws[i : i + 1]
-            inner = np.zeros(len(fresh), np.float64)
-            for _ in range(passes):
-                found = []
-                for row in fresh:
-                    w, c = subtract(row, w)
-                    found.append(c[0])
-                if found:
-                    inner += np.asarray(jnp.stack(found), np.float64)
+            w, inner = _sweep(subtract, fresh.__getitem__, len(fresh), ws[i : i + 1], passes)
             row, norm = normalize(w[0])
             fresh.append(self.append(row))
-            yield np.concatenate([above[i], inner]), norm
+            yield np.concatenate([above[i], inner[0]]), norm
 
     def stacked(self, count: int) -> jnp.ndarray:
         """[count, padded] on the device (for checkpoints and small problems)."""
