@@ -226,10 +226,10 @@ class Projected(ProjectedScoring, SpectralMethod):
             directions = spectrum.vectors  # all of them, in order: no copy (k x p is large)
         else:
             directions = spectrum.vectors[jnp.asarray(keep, jnp.int32)]
-        if jnp.dtype(directions.dtype).itemsize >= jnp.dtype(dtype).itemsize:
+        # Directions of a bfloat16 basis (`basis_dtype`) stay narrow, at half the memory:
+        # every route widens them and sums in the parameters' dtype.
+        if directions.dtype != jnp.bfloat16:
             directions = jnp.asarray(directions, dtype)
-        # else (a bfloat16 basis): kept narrow, at half the memory; every route widens a
-        # block at a time and sums in the parameters' dtype.
         tail, tail_gram = None, None
         if self.tail is not None:
             tail, tail_gram = _tail(self.tail, directions, values, inverse)
