@@ -199,7 +199,9 @@ def main() -> None:
                     "block": block,
                     "basis_dtype": args.basis_dtype,
                     "basis_gib_if_on_device": (n + 1) * layout.padded * itemsize / 2**30,
-                    "plan_device_bytes": plan["params"] + plan["basis"] + plan["eigvecs"],
+                    "plan_device_bytes": sum(
+                        plan[k] for k in ("params", "product", "basis", "eigvecs")
+                    ),
                     "eigvec_bytes_per_device": max(bytes_per_device(spectrum.vectors).values()),
                     "peak_bytes_before": before,
                     "peak_bytes_after": peak_bytes(),

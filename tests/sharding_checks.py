@@ -25,7 +25,7 @@ from ifscale.domains.translation import translation_task  # noqa: E402
 from ifscale.influence import Arnoldi, ParamView, RandProj  # noqa: E402
 from ifscale.influence.hvp import device_batches, hvp  # noqa: E402
 from ifscale.influence.krylov import arnoldi  # noqa: E402
-from ifscale.influence.scoring import place, self_influence_scores  # noqa: E402
+from ifscale.influence.scoring import self_influence_scores  # noqa: E402
 from ifscale.influence.sharding import Layout, bytes_per_device, make_mesh  # noqa: E402
 from ifscale.models import build_model  # noqa: E402
 
@@ -69,7 +69,7 @@ def run_mesh(problem, route: str, mesh_shape, store_root: Path):
     task, params, data = problem
     mesh = make_mesh(*mesh_shape)
     batches = [jax.tree_util.tree_map(lambda a, i=i: a[i::2], data) for i in range(2)]
-    view = place(ParamView.create(task, params, example=batches[0]), mesh)
+    view = ParamView.create(task, params, example=batches[0]).laid_out(mesh)
     layout = Layout.create(view.size, mesh)
     fit = device_batches(batches, layout.batch())
     methods = {
@@ -115,6 +115,10 @@ def run_mesh(problem, route: str, mesh_shape, store_root: Path):
         layout=layout,
     )
     out["basis_bytes_per_device"] = max(bytes_per_device(krylov.basis).values())
+    # The parameters and a curvature product of a basis row: split as the basis is.
+    out["params_bytes_per_device"] = max(bytes_per_device(view.values).values())
+    out["params_sharding"] = str(view.values.sharding.spec)
+    out["product_sharding"] = str(hvp(view, fit, krylov.basis[0]).sharding.spec)
     out["padded"] = layout.padded
     return out
 

@@ -1,6 +1,7 @@
-"""The parameter axis sharded over a `model` mesh axis changes no score: fits, scores and
-stored spectra on meshes (data, model) = (1, 1), (1, 4), (2, 2), (4, 1) of 4 simulated CPU
-devices (tests/sharding_checks.py, in a subprocess: XLA_FLAGS is read when JAX starts)."""
+"""The parameter axis (of the parameters and of the basis) sharded over a `model` mesh axis
+changes no score: fits, scores and stored spectra on meshes (data, model) = (1, 1), (1, 4),
+(2, 2), (4, 1) of 4 simulated CPU devices (tests/sharding_checks.py, in a subprocess:
+XLA_FLAGS is read when JAX starts)."""
 
 from __future__ import annotations
 
@@ -92,6 +93,17 @@ def test_each_of_four_model_devices_holds_a_quarter_of_the_basis(meshes):
     # A quarter of the padded width (zeros up to a multiple of 1024 parameters).
     assert ratio == pytest.approx(four["padded"] / one["padded"] / 4)
     assert 0.25 <= ratio < 0.3
+
+
+@pytest.mark.parametrize("meshes", PROBLEMS, indirect=True)
+def test_each_of_four_model_devices_holds_a_quarter_of_the_parameters(meshes):
+    one, four = meshes[_problem(meshes)]["1x1"], meshes[_problem(meshes)]["1x4"]
+    assert four["params_bytes_per_device"] * 4 == four["padded"] * 8  # float64, padded
+    assert one["params_bytes_per_device"] == one["padded"] * 8  # replicated, unpadded
+    for mesh in ("1x4", "2x2"):
+        assert meshes[_problem(meshes)][mesh]["params_sharding"] == "P('model',)"
+        # a product of a basis row comes back split as the row and the parameters are
+        assert meshes[_problem(meshes)][mesh]["product_sharding"] == "P('model',)"
 
 
 @pytest.mark.parametrize("meshes", PROBLEMS, indirect=True)

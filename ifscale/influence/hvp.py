@@ -32,11 +32,17 @@ def device_batches(batches: Iterable[Batch], sharding=None) -> list[Batch]:
 
 def _hvp_on(view: ParamView, batch: Batch, v: jnp.ndarray) -> jnp.ndarray:
     """H_batch · v: by forward-over-reverse (the JVP of the gradient along v), or the
-    Gauss–Newton product when the view's task asks for it."""
+    Gauss–Newton product when the view's task asks for it. Differentiated in the space of
+    `view.values`: for a view laid out over `model`, a v as wide as `values` (a Krylov row)
+    and its product stay split as `values` is; a [p] v is padded and its product cut back."""
+    width, given = view.values.shape[-1], v.shape[-1]
+    v = view.constrain(jnp.pad(v, (0, width - given)) if given != width else v)
     if view.task.curvature == "ggn":
-        return _ggn_on(view, batch, v)
-    grad = jax.grad(view.objective)
-    return jax.jvp(lambda t: grad(t, batch), (view.theta,), (v,))[1]
+        product = _ggn_on(view, batch, v)
+    else:
+        grad = jax.grad(view.objective)
+        product = jax.jvp(lambda t: grad(t, batch), (view.values,), (v,))[1]
+    return view.constrain(product) if given == width else product[:given]
 
 
 def _ggn_on(view: ParamView, batch: Batch, v: jnp.ndarray) -> jnp.ndarray:
@@ -48,10 +54,10 @@ def _ggn_on(view: ParamView, batch: Batch, v: jnp.ndarray) -> jnp.ndarray:
     def outputs(theta):
         return task.outputs(view.params(theta), batch)
 
-    out, jv = jax.jvp(outputs, (view.theta,), (v,))
+    out, jv = jax.jvp(outputs, (view.values,), (v,))
     grad_f = jax.grad(lambda f: task.loss_from_outputs(f, batch).mean())
     h_jv = jax.jvp(grad_f, (out,), (jv,))[1]
-    _, vjp = jax.vjp(outputs, view.theta)
+    _, vjp = jax.vjp(outputs, view.values)
     product = vjp(h_jv)[0]
     return product + task.l2 * v if task.l2 else product
 
@@ -68,10 +74,11 @@ def hvp(view: ParamView, batches: list[Batch], v: jnp.ndarray) -> jnp.ndarray:
     Args:
       view: the perturbed parameters.
       batches: the fit batches, from `device_batches`.
-      v: [p] a direction.
+      v: [p] a direction; for a view laid out over `model`, [p] or padded as `view.values`
+        (then kept split: the Krylov basis' rows).
 
     Returns:
-      [p] the product.
+      the product, as wide as v.
     """
     return _mean_over_batches(_hvp_jit, view, batches, v)
 
@@ -86,9 +93,10 @@ def _mean_over_batches(product, view: ParamView, batches: list[Batch], x: jnp.nd
 
 @jax.jit
 def hvp_many(view: ParamView, batch: Batch, vs: jnp.ndarray) -> jnp.ndarray:
-    """H_batch · v for several right-hand sides [k, p] at once (one data batch): the
-    forward and backward pass of the data are shared by the k tangents (vmap over the
-    tangents of one JVP), which is what makes a block of k products cheaper than k."""
+    """H_batch · v for several right-hand sides [k, p] (or as wide as `view.values`) at once
+    (one data batch): the forward and backward pass of the data are shared by the k tangents
+    (vmap over the tangents of one JVP), which is what makes a block of k products cheaper
+    than k."""
     return jax.vmap(lambda v: _hvp_on(view, batch, v))(vs)
 
 

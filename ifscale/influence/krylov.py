@@ -235,6 +235,7 @@ def arnoldi(
     block: int = 1,
     matvec_block: Callable[[jnp.ndarray], jnp.ndarray] | None = None,
     basis_dtype: Any = None,
+    padded_matvec: bool = False,
 ) -> Krylov:
     """Builds an orthonormal basis of the (block) Krylov subspace of H and a start block.
 
@@ -268,6 +269,9 @@ def arnoldi(
       basis_dtype: the dtype the rows are stored in (None: the start's). With bfloat16
         the rows take half the memory of float32; products, dot products and the
         orthogonalization run in the start's dtype, a row rounded only when stored.
+      padded_matvec: `matvec` and `matvec_block` take and return rows of the layout's
+        padded width, split over `model` as the basis is (the curvature products of a view
+        laid out over `model`, `ParamView.laid_out`): no row is gathered whole.
 
     Returns:
       A `Krylov` with m <= n basis vectors.
@@ -315,7 +319,8 @@ def arnoldi(
             current = jnp.stack([host[j] for j in rows])
         else:
             current = basis[first : rows[-1] + 1]
-        products = matvec_block(layout.unpad(current).astype(compute))
+        current = current if padded_matvec else layout.unpad(current)
+        products = matvec_block(current.astype(compute))
         w_norms = np.asarray(jnp.linalg.norm(products, axis=-1), np.float64)  # one read-back
         for j, w_norm in zip(rows, w_norms, strict=True):
             if not np.isfinite(w_norm):

@@ -8,10 +8,15 @@ the parameter axis, so each device holds 1/model of them; contractions over the 
 (Gram-Schmidt dot products, projections G·∇L(x)) reduce over `model`, and nothing gathers an
 n × p array. One vector at a time is gathered where a whole one is needed (the input of a
 Hessian-vector product). A flat padded axis rather than a params-shaped pytree: one layout for
-every model, and the orthogonalisation stays plain linear algebra. The parameters themselves
-stay replicated (a model must fit one device; its curvature need not); stacks of parameter
-vectors (TracIn's and the training-dynamics baselines' checkpoints) are laid out as the basis
-(`rows_over_model`), one gathered at a time.
+every model, and the orthogonalisation stays plain linear algebra.
+
+The parameters are laid out the same way (`ParamView.laid_out`): θ padded and split over
+`model`, the frozen parameters each split along an axis `model` divides (`over_model`), so a
+device holds about 1/model of them; the curvature products take and return tangents split as
+θ is, and XLA gathers the parameters inside each product where the model needs them whole
+(transiently: the model's working set, not its resident copy, must fit a device). Stacks of
+parameter vectors (TracIn's and the training-dynamics baselines' checkpoints) are laid out as
+the basis (`rows_over_model`), one taken at a time.
 
 The default mesh puts every device on `data` (`model` = 1): the layout is then the unpadded
 vector on every device, as it was before meshes existed. With `model` > 1 the padding is to a
@@ -110,8 +115,9 @@ class Layout:
         return NamedSharding(self.mesh, PartitionSpec("data"))
 
     def pad(self, x: jnp.ndarray) -> jnp.ndarray:
-        """[..., size] -> [..., padded] with zeros (the identity when nothing is padded)."""
-        if self.padded == self.size:
+        """[..., size] -> [..., padded] with zeros (the identity when nothing is padded, or
+        on rows already padded: the products of a view laid out over `model`)."""
+        if x.shape[-1] == self.padded:
             return x
         return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, self.padded - self.size)])
 
@@ -123,6 +129,10 @@ class Layout:
         """[m, size] (host or device) -> [m, padded] sharded over `model`."""
         return _put_rows(self, memory_kind)(x)
 
+    def put_vector(self, x) -> jax.Array:
+        """[size] (host or device) -> [padded] sharded over `model`."""
+        return _put_vector(self)(x)
+
     def zeros_rows(self, count: int, dtype) -> jax.Array:
         """[count, padded] zeros, made in place on their shards (never whole on one device)."""
         return jax.jit(lambda: jnp.zeros((count, self.padded), dtype), out_shardings=self.rows())()
@@ -133,10 +143,29 @@ def _put_rows(layout: Layout, memory_kind: str | None):
     return jax.jit(layout.pad, out_shardings=layout.rows(memory_kind))
 
 
+@functools.lru_cache(maxsize=64)
+def _put_vector(layout: Layout):
+    return jax.jit(layout.pad, out_shardings=layout.vector())
+
+
+def over_model(shape: tuple[int, ...], mesh: Mesh) -> NamedSharding:
+    """A parameter of `shape` split over `model` along its largest axis that the `model` size
+    divides (the first of equal ones); replicated where none does (biases of odd widths,
+    scalars)."""
+    model = mesh.shape["model"]
+    axes = [i for i, d in enumerate(shape) if model > 1 and d % model == 0]
+    if not axes:
+        return NamedSharding(mesh, PartitionSpec())
+    axis = max(axes, key=lambda i: (shape[i], -i))
+    spec = [None] * len(shape)
+    spec[axis] = "model"
+    return NamedSharding(mesh, PartitionSpec(*spec))
+
+
 def rows_over_model(rows: jnp.ndarray, size: int, mesh: Mesh | None) -> jnp.ndarray:
     """[k, size] parameter vectors (TracIn's checkpoints) laid out as the basis is on `mesh`:
     padded and split over `model`, each device holding 1/model of them; unchanged without a
-    mesh or with `model` = 1. Take row i back with `rows[i][:size]` (one row gathered)."""
+    mesh or with `model` = 1. Row i is a view's `with_theta(rows[i])` (kept split)."""
     if mesh is None or mesh.shape["model"] == 1:
         return rows
     return Layout.create(size, mesh).put_rows(rows)

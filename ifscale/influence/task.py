@@ -8,6 +8,7 @@ perturbed parameters through a `ParamView`; the others stay fixed at their train
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from ifscale.influence import layerwise
+from ifscale.influence.sharding import Layout, over_model
 from ifscale.utils import ConfigError, check
 
 Batch = Any  # a pytree of arrays sharing a leading batch axis
@@ -164,18 +166,27 @@ class ParamView:
     """The flat vector θ of a task's perturbed parameters, and the loss as a function of it.
 
     Attributes:
-      theta: [p] the trained values of the perturbed parameters.
+      values: the trained values of the perturbed parameters: θ [p], or, laid out over a
+        mesh's `model` axis (`laid_out`), θ padded with zeros to the basis' width and split
+        over `model` (each device holds 1/model of it). `theta` is θ either way.
       unravel: maps a [p] vector back to the perturbed subtree.
-      frozen: the other parameters, as a flat {path: array} dict.
+      frozen: the other parameters, as a flat {path: array} dict (laid out over `model`:
+        each split along an axis `model` divides, where one does).
       names: the "/" paths of the perturbed parameters.
       per_layer: whether every perturbed parameter is a kernel or bias of a Flax Dense or
         Conv layer that `task.layerwise` covers: per-example gradients then come per layer
         from one batched backward pass (`ifscale.influence.layerwise`).
+      size: p, the number of perturbed parameters.
+      sharding: the sharding of `values` when laid out over `model` (None: as placed).
+
+    Products with the curvature (`ifscale.influence.hvp`) differentiate in the space of
+    `values`: laid out, their tangents and results are padded vectors split as `values` is,
+    and XLA gathers the parameters inside the product where the model needs them whole.
     """
 
-    # A pytree: `theta` and `frozen` are traced when a view is passed to a jitted function;
+    # A pytree: `values` and `frozen` are traced when a view is passed to a jitted function;
     # the rest is static, so views that differ only in values share one compilation.
-    theta: jnp.ndarray
+    values: jnp.ndarray
     frozen: dict
     task: Task = dataclasses.field(metadata={"static": True})
     unravel: Callable[[jnp.ndarray], dict] = dataclasses.field(metadata={"static": True})
@@ -184,6 +195,8 @@ class ParamView:
     # The structure of the params tree and the path of each of its leaves, in order.
     treedef: Any = dataclasses.field(default=None, metadata={"static": True})
     paths: tuple[str, ...] = dataclasses.field(default=(), metadata={"static": True})
+    size: int = dataclasses.field(default=0, metadata={"static": True})
+    sharding: Any = dataclasses.field(default=None, metadata={"static": True})
 
     @classmethod
     def create(cls, task: Task, params, example: Batch | None = None) -> ParamView:
@@ -207,7 +220,7 @@ class ParamView:
             task.layerwise, params, names, example
         )
         treedef = jax.tree_util.tree_structure(params)
-        return cls(theta, frozen, task, unravel, names, per_layer, treedef, tuple(flat))
+        return cls(theta, frozen, task, unravel, names, per_layer, treedef, tuple(flat), theta.size)
 
     @staticmethod
     def count(task: Task, params) -> int:
@@ -216,11 +229,41 @@ class ParamView:
         return sum(int(v.size) for k, v in flat.items() if _path_selected(k, task.layers))
 
     @property
-    def size(self) -> int:
-        return int(self.theta.size)
+    def theta(self) -> jnp.ndarray:
+        """[p] the perturbed parameters (`values` without its padding)."""
+        return self.values if self.values.shape[-1] == self.size else self.values[: self.size]
+
+    def laid_out(self, mesh) -> ParamView:
+        """This view on `mesh`: with a `model` axis > 1, θ padded as the Krylov basis is and
+        split over `model`, and each frozen parameter split along its largest axis that
+        `model` divides (replicated where none does), so a device holds about 1/model of the
+        parameters; with `model` = 1, everything replicated (the plain vector)."""
+        layout = Layout.create(self.size, mesh)
+        if layout.model == 1:
+            put = functools.partial(jax.device_put, device=layout.replicated())
+            return dataclasses.replace(
+                self,
+                values=put(self.theta),
+                frozen=jax.tree_util.tree_map(put, self.frozen),
+                sharding=None,
+            )
+        frozen = {k: jax.device_put(v, over_model(v.shape, mesh)) for k, v in self.frozen.items()}
+        return dataclasses.replace(
+            self, values=layout.put_vector(self.theta), frozen=frozen, sharding=layout.vector()
+        )
+
+    def constrain(self, x: jnp.ndarray) -> jnp.ndarray:
+        """`x` ([..., width of `values`]) split as `values` is, inside a jitted function;
+        unchanged for a view not laid out over `model`."""
+        if self.sharding is None:
+            return x
+        return jax.lax.with_sharding_constraint(x, self.sharding)
 
     def params(self, theta: jnp.ndarray):
-        """The full params tree with the perturbed part set to `theta`."""
+        """The full params tree with the perturbed part set to `theta` ([p], or padded as
+        `values`: the padding is dropped)."""
+        if theta.shape[-1] != self.size:
+            theta = theta[: self.size]
         leaves = {**self.frozen, **self.unravel(theta)}
         return self.treedef.unflatten([leaves[path] for path in self.paths])
 
@@ -255,8 +298,11 @@ class ParamView:
         return dataclasses.replace(self, task=self.task.with_curvature(curvature))
 
     def with_theta(self, theta: jnp.ndarray) -> ParamView:
-        """The same view around other parameter values (e.g. a TracIn checkpoint)."""
-        return dataclasses.replace(self, theta=theta)
+        """The same view around other parameter values (e.g. a TracIn checkpoint): [p], or
+        padded as `values` (a row of checkpoints laid out over `model`, kept split)."""
+        if self.sharding is not None and theta.shape[-1] != self.values.shape[-1]:
+            theta = jnp.pad(theta, (0, self.values.shape[-1] - theta.shape[-1]))
+        return dataclasses.replace(self, values=theta)
 
 
 def view_of_params(task: Task, params, reference: ParamView) -> ParamView:
@@ -264,4 +310,5 @@ def view_of_params(task: Task, params, reference: ParamView) -> ParamView:
     flat = flat_params(params)
     theta, _ = ravel_pytree({k: flat[k] for k in reference.names})
     frozen = {k: v for k, v in flat.items() if k not in reference.names}
-    return dataclasses.replace(reference, theta=theta, frozen=frozen)
+    view = dataclasses.replace(reference, values=theta, frozen=frozen, sharding=None)
+    return view if reference.sharding is None else view.laid_out(reference.sharding.mesh)

@@ -177,8 +177,11 @@ def shift_right(target: jnp.ndarray) -> jnp.ndarray:
 
 
 def token_losses(logits: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
-    """[b, T] cross-entropy of each target token, 0 at padding."""
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), target)
+    """[b, T] cross-entropy of each target token, 0 at padding; in float32 at least (bfloat16
+    logits widened), in float64 for float64 logits (a float32 cast there would round away
+    the last bits that the float64 reference checks compare)."""
+    wide = jnp.promote_types(logits.dtype, jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(wide), target)
     return ce * (target != PAD_ID)
 
 

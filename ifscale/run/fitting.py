@@ -24,7 +24,6 @@ from ifscale.domains import Dataset
 from ifscale.influence import Checkpoints, InfluenceMethod, SpectralMethod, Task
 from ifscale.influence.hvp import device_batches
 from ifscale.influence.protocol import FactoredMethod, StoredFitMethod
-from ifscale.influence.scoring import place
 from ifscale.influence.sharding import Layout
 from ifscale.influence.task import ParamView
 from ifscale.run.compose import build_method
@@ -92,7 +91,7 @@ def fit_method(cfg: RunConfig, prep, method: InfluenceMethod, task: Task):
         # A retrained ensemble's cost is part of the fit: its models' stored training seconds.
         return state, time.perf_counter() - start + retraining, False
     mesh = run_mesh(cfg)
-    view = place(ParamView.create(task, trained.params, example=batches[0]), mesh)
+    view = ParamView.create(task, trained.params, example=batches[0]).laid_out(mesh)
     layout = Layout.create(view.size, mesh)
     store = SpectrumStore(cfg.paths.cache_dir, FIT_VERSION)
     cache_key = fit_key(cfg, config_hash(prep.train_key), method.fit_options())

@@ -164,6 +164,7 @@ class Arnoldi(Projected):
             basis_memory=self.basis_memory,
             basis_dtype=stored,
             resume=resume,
+            padded_matvec=view.values.shape[-1] == layout.padded,
             checkpoint=None if progress is None else checkpoint,
             checkpoint_every=None if progress is None else progress.every,
         )

@@ -75,8 +75,10 @@ class _Dynamics(InfluenceMethod):
         return DynamicsState(view, jnp.stack(thetas))
 
     def prepare(self, state: DynamicsState, batch, choices=None, mesh=None) -> DynamicsState:
+        if mesh is None:
+            return state
         thetas = rows_over_model(state.thetas, state.view.size, mesh)
-        return dataclasses.replace(state, thetas=thetas)
+        return dataclasses.replace(state, view=state.view.laid_out(mesh), thetas=thetas)
 
     def influence(self, state, train_batch: Batch, test_batch: Batch):
         per_example_only(self.name)
@@ -126,7 +128,7 @@ def _mean_over(state: DynamicsState, batch: Batch, score) -> jnp.ndarray:
     """[b] the mean over the checkpoints of `score(view at the checkpoint, batch)`."""
     total = 0.0
     for theta in state.thetas:  # a Python loop of one compiled forward pass each
-        total = total + _forward(score, state.view.with_theta(theta[: state.view.size]), batch)
+        total = total + _forward(score, state.view.with_theta(theta), batch)
     return total / state.thetas.shape[0]
 
 

@@ -256,7 +256,10 @@ class Kfac(FactoredMethod):
         """With a `model` axis on `mesh`, each layer's Q_A, Λ and inverse are split over it
         by rows (the activation side: the larger factor of a wide layer) where their row
         count divides evenly, so that a layer too large for one device is spread over
-        several; the products are XLA's, the scores those of one device."""
+        several; the products are XLA's, the scores those of one device. The parameters
+        stay replicated: laid out over `model` (`ParamView.laid_out`), a Conv model's
+        pairwise scores on a CPU mesh of data 2 x model 2 came out wrong (1x4 and 4x1 were
+        right), like the XLA:CPU convolution fault of docs/scaling.md; not resolved."""
         if mesh is None or mesh.shape.get("model", 1) == 1:
             return state
         model = mesh.shape["model"]

@@ -57,6 +57,14 @@ class Lissa(InfluenceMethod):
         view = ParamView.create(task, params, example=batches[0]).with_curvature(self.curvature)
         return LissaState(view, device_batches(batches))
 
+    def prepare(self, state: LissaState, batch, choices=None, mesh=None) -> LissaState:
+        """On `mesh`, the parameters laid out over its `model` axis (`ParamView.laid_out`);
+        the iterates H⁻¹v stay [m, p] (each product pads them and cuts them back)."""
+        if mesh is None:
+            return state
+        measure = None if state.measure is None else state.measure.laid_out(mesh)
+        return dataclasses.replace(state, view=state.view.laid_out(mesh), measure=measure)
+
     def inverse_hvp(self, state: LissaState, vs: jnp.ndarray) -> jnp.ndarray:
         """[m, p] -> [m, p] approximations of H⁻¹ v for each row v."""
         return _lissa(state, vs, self.r, self.scale, self.damping)

@@ -21,7 +21,7 @@ from ifscale.utils import check
 class TracInState:
     view: ParamView
     # [k, p] the perturbed parameters at each checkpoint; prepared for a mesh with `model` > 1,
-    # [k, padded] split over `model` (`rows_over_model`): each is sliced back to p when used.
+    # [k, padded] split over `model` (`rows_over_model`), each row kept split when used.
     thetas: jnp.ndarray
     lrs: jnp.ndarray  # [k]
     measure: ParamView | None = None  # the test side's loss (`measuring`); None: training
@@ -72,8 +72,13 @@ class TracIn(InfluenceMethod):
         )
 
     def prepare(self, state: TracInState, batch, choices=None, mesh=None) -> TracInState:
+        if mesh is None:
+            return state
         thetas = rows_over_model(state.thetas, state.view.size, mesh)
-        return dataclasses.replace(state, thetas=thetas)
+        measure = None if state.measure is None else state.measure.laid_out(mesh)
+        return dataclasses.replace(
+            state, view=state.view.laid_out(mesh), thetas=thetas, measure=measure
+        )
 
     def self_influence(self, state: TracInState, batch: Batch) -> jnp.ndarray:
         return _tracin_self(state, batch)
@@ -88,14 +93,14 @@ class TracIn(InfluenceMethod):
         """η_t ∇L(z; θ_t) [m, p] at each checkpoint t."""
         view = state.measure or state.view
         return [
-            per_example_grads(view.with_theta(theta[: view.size]), test_batch) * lr
+            per_example_grads(view.with_theta(theta), test_batch) * lr
             for theta, lr in zip(state.thetas, state.lrs, strict=True)
         ]
 
     def influence_on(self, state: TracInState, train_batch: Batch, test_side):
         total = 0.0
         for theta, side in zip(state.thetas, test_side, strict=True):
-            view = state.view.with_theta(theta[: state.view.size])
+            view = state.view.with_theta(theta)
             total = total + _dots(side, view, train_batch)
         return total
 
@@ -104,7 +109,7 @@ class TracIn(InfluenceMethod):
 def _tracin_self(state: TracInState, batch):
     total = 0.0
     for theta, lr in zip(state.thetas, state.lrs, strict=True):
-        view = state.view.with_theta(theta[: state.view.size])
+        view = state.view.with_theta(theta)
         total = total + per_example_sq_norms(view, batch) * lr
     return total
 
