@@ -456,8 +456,13 @@ TINY = (*TINY_TRAIN, "method.fit_batch_size=50", "method.fit_batches=2")
         ("method=tracin", "method.checkpoints=4"),
         ("method=trak", "method.k=16", "method.models=3"),
         ("method=lissa", "method.r=3", "score.max_examples=40"),
-        # The dense Hessian costs one HVP per parameter (2,698): a 25-example fit set.
-        ("method=exact", "method.pbar=20", "method.fit_batch_size=25", "method.fit_batches=1"),
+        # The dense Hessian costs one HVP per parameter (2,698): a 25-example fit set; 42 s,
+        # in `make test-slow` (Exact's scores are checked against the dense Hessian in
+        # tests/test_influence.py).
+        pytest.param(
+            ("method=exact", "method.pbar=20", "method.fit_batch_size=25", "method.fit_batches=1"),
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_runner_scores_with_every_method(method_args, tmp_path, mnist_dir):
@@ -478,6 +483,7 @@ def test_runner_scores_with_every_method(method_args, tmp_path, mnist_dir):
     assert scores["is_noisy"].sum() == metrics["n_noisy_scored"]
 
 
+@pytest.mark.slow  # four runs of the CLI, 70 s (tests/test_fit_stage.py reuses fits in make test)
 def test_method_fit_is_cached_and_reused(tmp_path, mnist_dir):
     args = (*TINY, "method=arnoldi", "method.n=10", "method.pbar=4")
     first = _run_cli(*args, tmp_path=tmp_path, data_dir=mnist_dir)

@@ -257,9 +257,10 @@ class Kfac(FactoredMethod):
         by rows (the activation side: the larger factor of a wide layer) where their row
         count divides evenly, so that a layer too large for one device is spread over
         several; the products are XLA's, the scores those of one device. The parameters
-        stay replicated: laid out over `model` (`ParamView.laid_out`), a Conv model's
-        pairwise scores on a CPU mesh of data 2 x model 2 came out wrong (1x4 and 4x1 were
-        right), like the XLA:CPU convolution fault of docs/scaling.md; not resolved."""
+        stay replicated: laid out over `model` (`ParamView.laid_out`), the jitted test side
+        of a Conv model on a CPU mesh of data 2 x model 2 with a replicated test batch came
+        out wrong (1x4, 4x1, a data-split batch and the same captures outside that jit were
+        right): an XLA fault on CPU, like the convolution fault of docs/scaling.md."""
         if mesh is None or mesh.shape.get("model", 1) == 1:
             return state
         model = mesh.shape["model"]
