@@ -452,10 +452,14 @@ TINY = (*TINY_TRAIN, "method.fit_batch_size=50", "method.fit_batches=2")
     "method_args",
     [
         ("method=arnoldi", "method.n=12", "method.pbar=5"),
-        ("method=randproj", "method.pbar=5"),
-        ("method=tracin", "method.checkpoints=4"),
         ("method=trak", "method.k=16", "method.models=3"),
-        ("method=lissa", "method.r=3", "score.max_examples=40"),
+        # 20-30 s each through the CLI: in `make test-slow` (each method's scores are tested
+        # through the library in make test).
+        pytest.param(("method=randproj", "method.pbar=5"), marks=pytest.mark.slow),
+        pytest.param(("method=tracin", "method.checkpoints=4"), marks=pytest.mark.slow),
+        pytest.param(
+            ("method=lissa", "method.r=3", "score.max_examples=40"), marks=pytest.mark.slow
+        ),
         # The dense Hessian costs one HVP per parameter (2,698): a 25-example fit set; 42 s,
         # in `make test-slow` (Exact's scores are checked against the dense Hessian in
         # tests/test_influence.py).
