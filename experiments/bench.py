@@ -155,7 +155,7 @@ def main() -> None:
         spectra[name, block] = fitted
         curved = view.with_curvature(method.curvature)
         flops = (
-            hvp_many.lower(curved, fit[0], jnp.zeros((block, view.size), view.theta.dtype))
+            hvp_many.lower(curved, fit[0], jnp.zeros((block, view.size), view.dtype))
             .compile()
             .cost_analysis()["flops"]
         )

@@ -112,12 +112,12 @@ def dense_hessian(
     """The dense [p, p] Hessian (or Gauss–Newton matrix, per the view's task) over the fit
     batches, `chunk` basis vectors at a time."""
     p = view.size
-    out = np.empty((p, p), dtype=np.asarray(view.theta).dtype)
+    out = np.empty((p, p), dtype=view.dtype)
     for start in tqdm(
         range(0, p, chunk), desc="hessian", unit="chunk", disable=not progress, mininterval=1.0
     ):
         stop = min(start + chunk, p)
-        basis = jnp.eye(chunk, p, k=start, dtype=view.theta.dtype)
+        basis = jnp.eye(chunk, p, k=start, dtype=view.dtype)
         total = hvp_block(view, batches, basis)
         out[start:stop] = np.asarray(total)[: stop - start]
     return 0.5 * (out + out.T)  # exact in exact arithmetic; removes rounding asymmetry

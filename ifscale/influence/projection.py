@@ -74,7 +74,7 @@ def _project_jvp(view: ParamView, directions: jnp.ndarray, batch: Batch) -> jnp.
     def along(u):
         # One direction, whole (a no-op unless sharded and padded), in the parameters' dtype
         # (a bfloat16 basis's directions are widened one at a time).
-        u = u[: view.size].astype(view.theta.dtype)
+        u = u[: view.size].astype(view.dtype)
         return jax.jvp(lambda t: view.losses(t, batch), (view.theta,), (u,))[1]
 
     return jax.lax.map(along, directions).T

@@ -233,6 +233,11 @@ class ParamView:
         """[p] the perturbed parameters (`values` without its padding)."""
         return self.values if self.values.shape[-1] == self.size else self.values[: self.size]
 
+    @property
+    def dtype(self):
+        """The parameters' dtype (read without slicing or gathering `values`)."""
+        return self.values.dtype
+
     def laid_out(self, mesh) -> ParamView:
         """This view on `mesh`: with a `model` axis > 1, θ padded as the Krylov basis is and
         split over `model`, and each frozen parameter split along its largest axis that
@@ -312,3 +317,17 @@ def view_of_params(task: Task, params, reference: ParamView) -> ParamView:
     frozen = {k: v for k, v in flat.items() if k not in reference.names}
     view = dataclasses.replace(reference, values=theta, frozen=frozen, sharding=None)
     return view if reference.sharding is None else view.laid_out(reference.sharding.mesh)
+
+
+def laid_out_views(state, mesh):
+    """A method's state (a dataclass) with each of its `ParamView` fields (the training
+    loss's `view`, a test side's `measure`) laid out on `mesh` (`ParamView.laid_out`);
+    unchanged without a mesh."""
+    if mesh is None:
+        return state
+    views = {
+        f.name: getattr(state, f.name).laid_out(mesh)
+        for f in dataclasses.fields(state)
+        if isinstance(getattr(state, f.name), ParamView)
+    }
+    return dataclasses.replace(state, **views)

@@ -130,7 +130,7 @@ class Arnoldi(Projected):
     def spectrum(self, view, batches, key, layout=None, progress=None) -> Spectrum:
         view = view.with_curvature(self.curvature)
         layout = layout or Layout.create(view.size)
-        dtype = view.theta.dtype
+        dtype = view.dtype
         stored = jnp.dtype(self.basis_dtype or dtype)
         shape = (self.block, view.size) if self.block > 1 else (view.size,)
         start = jax.random.normal(key, shape, dtype)

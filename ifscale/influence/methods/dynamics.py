@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from ifscale.influence.methods.baselines import per_example_only
 from ifscale.influence.protocol import Checkpoints, InfluenceMethod
 from ifscale.influence.sharding import rows_over_model
-from ifscale.influence.task import Batch, ParamView, view_of_params
+from ifscale.influence.task import Batch, ParamView, laid_out_views, view_of_params
 from ifscale.utils import check
 
 
@@ -75,10 +75,8 @@ class _Dynamics(InfluenceMethod):
         return DynamicsState(view, jnp.stack(thetas))
 
     def prepare(self, state: DynamicsState, batch, choices=None, mesh=None) -> DynamicsState:
-        if mesh is None:
-            return state
         thetas = rows_over_model(state.thetas, state.view.size, mesh)
-        return dataclasses.replace(state, view=state.view.laid_out(mesh), thetas=thetas)
+        return laid_out_views(dataclasses.replace(state, thetas=thetas), mesh)
 
     def influence(self, state, train_batch: Batch, test_batch: Batch):
         per_example_only(self.name)

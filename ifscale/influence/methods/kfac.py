@@ -153,7 +153,7 @@ class Kfac(FactoredMethod):
                     rows <= self.max_factor_size,
                     "method.max_factor_size",
                     f"layer {group.layer}'s {what} factor is {rows:,} x {rows:,} "
-                    f"({rows * rows * view.theta.dtype.itemsize / 2**20:,.0f} MiB); choose "
+                    f"({rows * rows * view.dtype.itemsize / 2**20:,.0f} MiB); choose "
                     f"other method.layers or raise max_factor_size={self.max_factor_size:,}",
                 )
         if self.fisher == "sampled":
@@ -214,7 +214,7 @@ class Kfac(FactoredMethod):
             f"the stored factors have {len(arrays['values'])} layers, the model {len(groups)}",
         )
         layers = [g.layer for g in groups]
-        dtype = view.theta.dtype
+        dtype = view.dtype
 
         def by_layer(name):
             return {k: jnp.asarray(a, dtype) for k, a in zip(layers, arrays[name], strict=True)}

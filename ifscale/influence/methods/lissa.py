@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from ifscale.influence.hvp import device_batches, hvp_many
 from ifscale.influence.projection import per_example_grads
 from ifscale.influence.protocol import InfluenceMethod
-from ifscale.influence.task import Batch, ParamView, check_curvature
+from ifscale.influence.task import Batch, ParamView, check_curvature, laid_out_views
 from ifscale.utils import check
 
 
@@ -60,10 +60,7 @@ class Lissa(InfluenceMethod):
     def prepare(self, state: LissaState, batch, choices=None, mesh=None) -> LissaState:
         """On `mesh`, the parameters laid out over its `model` axis (`ParamView.laid_out`);
         the iterates H⁻¹v stay [m, p] (each product pads them and cuts them back)."""
-        if mesh is None:
-            return state
-        measure = None if state.measure is None else state.measure.laid_out(mesh)
-        return dataclasses.replace(state, view=state.view.laid_out(mesh), measure=measure)
+        return laid_out_views(state, mesh)
 
     def inverse_hvp(self, state: LissaState, vs: jnp.ndarray) -> jnp.ndarray:
         """[m, p] -> [m, p] approximations of H⁻¹ v for each row v."""

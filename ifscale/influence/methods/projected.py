@@ -221,7 +221,7 @@ class Projected(ProjectedScoring, SpectralMethod):
         self, view: ParamView, spectrum: Spectrum, layout: Layout | None = None
     ) -> ProjectedState:
         keep, values, inverse = self.select(spectrum)
-        dtype = view.theta.dtype
+        dtype = view.dtype
         if np.array_equal(keep, np.arange(len(spectrum.vectors))):
             directions = spectrum.vectors  # all of them, in order: no copy (k x p is large)
         else:

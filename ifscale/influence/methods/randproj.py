@@ -89,7 +89,7 @@ class RandProj(Projected):
         # Drawn in place on its shards; entries N(0, 1/p̄): E[GᵀG] = I. (Scaled outside
         # the jit: fused into the sampler, the division rounds differently.)
         g = jax.jit(
-            lambda k: layout.pad(jax.random.normal(k, (self.pbar, view.size), view.theta.dtype)),
+            lambda k: layout.pad(jax.random.normal(k, (self.pbar, view.size), view.dtype)),
             out_shardings=layout.rows(),
         )(key)
         g = g / np.sqrt(self.pbar)
@@ -111,7 +111,7 @@ class RandProj(Projected):
         h_tilde = np.asarray(gram(g, hg), np.float64)
         values, q = np.linalg.eigh(0.5 * (h_tilde + h_tilde.T))
         # U = Qᵀ G: then (U g_z)ᵀ diag(1/λ) (U g_x) = ⟨G g_z, H̃⁻¹ G g_x⟩.
-        return by_abs_value(values, combine(jnp.asarray(q.T, view.theta.dtype), g))
+        return by_abs_value(values, combine(jnp.asarray(q.T, view.dtype), g))
 
     def select(self, spectrum):
         inverse = inverse_of_eigenvalues(spectrum.values, self.rcond, "RandProj")

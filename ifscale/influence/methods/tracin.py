@@ -12,7 +12,7 @@ import numpy as np
 from ifscale.influence.projection import per_example_grads, per_example_sq_norms
 from ifscale.influence.protocol import Checkpoints, InfluenceMethod
 from ifscale.influence.sharding import rows_over_model
-from ifscale.influence.task import Batch, ParamView, view_of_params
+from ifscale.influence.task import Batch, ParamView, laid_out_views, view_of_params
 from ifscale.utils import check
 
 
@@ -68,17 +68,12 @@ class TracIn(InfluenceMethod):
         return TracInState(
             view,
             jnp.stack(thetas),
-            jnp.asarray(np.asarray(checkpoints.lrs)[chosen], view.theta.dtype),
+            jnp.asarray(np.asarray(checkpoints.lrs)[chosen], view.dtype),
         )
 
     def prepare(self, state: TracInState, batch, choices=None, mesh=None) -> TracInState:
-        if mesh is None:
-            return state
         thetas = rows_over_model(state.thetas, state.view.size, mesh)
-        measure = None if state.measure is None else state.measure.laid_out(mesh)
-        return dataclasses.replace(
-            state, view=state.view.laid_out(mesh), thetas=thetas, measure=measure
-        )
+        return laid_out_views(dataclasses.replace(state, thetas=thetas), mesh)
 
     def self_influence(self, state: TracInState, batch: Batch) -> jnp.ndarray:
         return _tracin_self(state, batch)

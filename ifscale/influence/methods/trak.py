@@ -140,7 +140,7 @@ class Trak(InfluenceMethod):
             view_of_params(task, member, view) for member in self._others(checkpoints)
         ]
         layout = Layout.create(view.size)
-        directions = _draw(key, self.k, view.size, self.projection, view.theta.dtype, layout)
+        directions = _draw(key, self.k, view.size, self.projection, view.dtype, layout)
         members = []
         for member in tqdm(views, desc="trak", unit="model", disable=not self.progress):
             members.append(self._member(member, directions, batches, layout))
@@ -174,8 +174,8 @@ class Trak(InfluenceMethod):
         probe = ProjectedState(
             view=outputs,
             directions=directions,
-            inner=jnp.zeros((0, 0), view.theta.dtype),
-            eigvals=jnp.zeros((0,), view.theta.dtype),
+            inner=jnp.zeros((0, 0), view.dtype),
+            eigvals=jnp.zeros((0,), view.dtype),
             route=self.route,
             layout=layout,
         )
@@ -191,7 +191,7 @@ class Trak(InfluenceMethod):
         cutoff = self.rcond * np.abs(values).max(initial=0.0)
         inverse = np.where(values > cutoff, 1.0 / np.where(values > cutoff, values, 1.0), 0.0)
         inner = (vectors * inverse) @ vectors.T
-        dtype = view.theta.dtype
+        dtype = view.dtype
         return ProjectedState(
             view=view,
             directions=directions,
